@@ -1,0 +1,1 @@
+//! Benchmarks live in `benches/`; the load generator arrives with the server.

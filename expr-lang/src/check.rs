@@ -1,0 +1,202 @@
+//! Type checking against an attribute manifest, with Mixer's rules: exact type equality,
+//! no implicit conversions, the first generic operand fixes the type of the others.
+
+use crate::ast::{Call, Expr, ExprKind};
+use crate::error::{CompileError, CompileErrorKind};
+use crate::functions::FunctionTable;
+use crate::manifest::Manifest;
+use crate::value::ValueType;
+
+/// The checked type of every node, mirroring the tree's shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Typed {
+    pub ty: ValueType,
+    pub target: Option<Box<Typed>>,
+    pub args: Vec<Typed>,
+}
+
+/// Checks `expr` and returns the type tree; the root's `ty` is the expression's type.
+pub fn check(
+    expr: &Expr,
+    manifest: &Manifest,
+    functions: &FunctionTable,
+    source: &str,
+) -> Result<Typed, CompileError> {
+    Checker {
+        manifest,
+        functions,
+        source,
+    }
+    .check(expr)
+}
+
+struct Checker<'c> {
+    manifest: &'c Manifest,
+    functions: &'c FunctionTable,
+    source: &'c str,
+}
+
+impl Checker<'_> {
+    fn error(&self, message: String, offset: usize) -> CompileError {
+        CompileError::new(CompileErrorKind::Type, message, self.source, Some(offset))
+    }
+
+    fn check(&self, expr: &Expr) -> Result<Typed, CompileError> {
+        match &expr.kind {
+            ExprKind::Const(c) => Ok(leaf(c.value.value_type())),
+            ExprKind::Var(name) => match self.manifest.value_type(name) {
+                Some(ty) => Ok(leaf(ty)),
+                None => Err(self.error(format!("unknown attribute {name}"), expr.offset)),
+            },
+            ExprKind::Call(call) => self.check_call(expr, call),
+        }
+    }
+
+    fn check_call(&self, expr: &Expr, call: &Call) -> Result<Typed, CompileError> {
+        let Some(meta) = self.functions.get(&call.name) else {
+            return Err(self.error(format!("unknown function: {}", call.name), expr.offset));
+        };
+        if call.target.is_some() && !meta.instance {
+            return Err(self.error(
+                format!(
+                    "invoking regular function on instance method: {}",
+                    call.name
+                ),
+                expr.offset,
+            ));
+        }
+        if call.target.is_none() && meta.instance {
+            return Err(self.error(
+                format!(
+                    "invoking instance method without an instance: {}",
+                    call.name
+                ),
+                expr.offset,
+            ));
+        }
+        let mut template = ValueType::Unspecified;
+        let target = match &call.target {
+            Some(t) => {
+                let typed = self.check(t)?;
+                if meta.target_type == ValueType::Unspecified {
+                    template = typed.ty;
+                } else if typed.ty != meta.target_type {
+                    return Err(self.error(
+                        format!(
+                            "{expr} target typeError got {}, expected {}",
+                            typed.ty, meta.target_type
+                        ),
+                        t.offset,
+                    ));
+                }
+                Some(Box::new(typed))
+            }
+            None => None,
+        };
+        // Mixer accepted surplus arguments and then misbehaved at run time (see
+        // DIFFERENCES.md); an arity mismatch in either direction is rejected here.
+        if call.args.len() != meta.arg_types.len() {
+            return Err(self.error(
+                format!(
+                    "{expr} arity mismatch. Got {} arg(s), expected {} arg(s)",
+                    call.args.len(),
+                    meta.arg_types.len()
+                ),
+                expr.offset,
+            ));
+        }
+        let mut args = Vec::with_capacity(call.args.len());
+        for (i, (arg, &declared)) in call.args.iter().zip(&meta.arg_types).enumerate() {
+            let typed = self.check(arg)?;
+            let expected = if declared == ValueType::Unspecified {
+                if template == ValueType::Unspecified {
+                    template = typed.ty;
+                    args.push(typed);
+                    continue;
+                }
+                template
+            } else {
+                declared
+            };
+            if typed.ty != expected {
+                return Err(self.error(
+                    format!(
+                        "{expr} arg {} ({arg}) typeError got {}, expected {}",
+                        i + 1,
+                        typed.ty,
+                        expected
+                    ),
+                    arg.offset,
+                ));
+            }
+            args.push(typed);
+        }
+        let ty = if meta.return_type == ValueType::Unspecified {
+            template
+        } else {
+            meta.return_type
+        };
+        Ok(Typed { ty, target, args })
+    }
+}
+
+fn leaf(ty: ValueType) -> Typed {
+    Typed {
+        ty,
+        target: None,
+        args: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::parse;
+
+    fn check_src(src: &str, manifest: &Manifest) -> Result<ValueType, String> {
+        let e = parse(src).map_err(|e| e.message)?;
+        check(&e, manifest, &FunctionTable::standard(), src)
+            .map(|t| t.ty)
+            .map_err(|e| e.message)
+    }
+
+    #[test]
+    fn mixer_type_rules() {
+        let m = Manifest::from_pairs([
+            ("a", ValueType::Int64),
+            ("abc", ValueType::String),
+            ("t1", ValueType::Timestamp),
+            ("rd", ValueType::Duration),
+            ("ar", ValueType::StringMap),
+        ]);
+        assert_eq!(check_src("a == 2", &m), Ok(ValueType::Bool));
+        assert_eq!(check_src("rd | \"0ms\"", &m), Ok(ValueType::Duration));
+        assert_eq!(
+            check_src("1 == 1.0", &m),
+            Err("EQ(1, 1.0) arg 2 (1.0) typeError got DOUBLE, expected INT64".into())
+        );
+        assert_eq!(
+            check_src("42 <= t1", &m),
+            Err("LEQ(42, $t1) arg 2 ($t1) typeError got TIMESTAMP, expected INT64".into())
+        );
+        assert_eq!(
+            check_src("abc == \"0\"", &m),
+            Err("EQ($abc, \"0\") arg 2 (\"0\") typeError got DURATION, expected STRING".into())
+        );
+        assert_eq!(
+            check_src("size()", &m),
+            Err("size() arity mismatch. Got 0 arg(s), expected 1 arg(s)".into())
+        );
+        assert_eq!(
+            check_src("abc.toLower()", &m),
+            Err("invoking regular function on instance method: toLower".into())
+        );
+        assert_eq!(check_src("nope", &m), Err("unknown attribute nope".into()));
+        assert_eq!(check_src("!a", &m), Err("unknown function: NOT".into()));
+        assert_eq!(check_src("ar[\"x\"]", &m), Ok(ValueType::String));
+        assert_eq!(
+            check_src("\"aaa\".matches(23)", &m),
+            Err("\"aaa\":matches(23) arg 1 (23) typeError got INT64, expected STRING".into())
+        );
+    }
+}

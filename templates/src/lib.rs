@@ -1,0 +1,1 @@
+//! Template kinds (metric, logentry, quota, …): instance fields and handler traits.
