@@ -155,6 +155,16 @@ struct AttrSlot {
     ty: ValueType,
 }
 
+impl AttrSlot {
+    #[inline]
+    fn key(&self) -> AttrKey<'_> {
+        AttrKey {
+            name: &self.name,
+            id: self.id,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 enum EqKind {
     Str,
@@ -301,6 +311,10 @@ impl Compiler<'_> {
     }
 
     fn node(&self, expr: &Expr, typed: &Typed) -> Result<Node, CompileError> {
+        self.build(expr, typed).map(fold)
+    }
+
+    fn build(&self, expr: &Expr, typed: &Typed) -> Result<Node, CompileError> {
         let call = match &expr.kind {
             ExprKind::Const(c) => return Ok(Node::Const(literal_value(&c.value))),
             ExprKind::Var(name) => {
@@ -432,6 +446,68 @@ impl Compiler<'_> {
     }
 }
 
+/// Constant folding: a node whose operands are all constants is evaluated once, here.
+/// Folding never hides an error: a constant subtree that fails keeps failing at run time,
+/// and only short-circuits that evaluation itself would take are applied.
+fn fold(node: Node) -> Node {
+    match node {
+        Node::Const(_) | Node::Attr(_) => node,
+        Node::Call(Extern::Custom(_) | Extern::Unimplemented(_), _) => node,
+        Node::Conditional(c, a, b) if matches!(*c, Node::Const(Value::Bool(_))) => {
+            if matches!(*c, Node::Const(Value::Bool(true))) {
+                *a
+            } else {
+                *b
+            }
+        }
+        Node::Or(l, _) if matches!(*l, Node::Const(_)) => *l,
+        Node::Land(l, _) if matches!(*l, Node::Const(Value::Bool(false))) => *l,
+        Node::Lor(l, _) if matches!(*l, Node::Const(Value::Bool(true))) => *l,
+        node if node.operands().iter().all(|n| matches!(n, Node::Const(_))) => {
+            let bag = crate::bag::MapBag::new();
+            let folded = node
+                .eval(&mut Cx {
+                    bag: &bag,
+                    rec: NoRecording,
+                })
+                .map(Value::into_owned);
+            match folded {
+                Ok(v) => Node::Const(v),
+                Err(_) => node,
+            }
+        }
+        node => node,
+    }
+}
+
+impl Node {
+    /// `(slot, key)` when this node is a map attribute and `key` a constant string.
+    #[inline]
+    fn attr_and_const_key<'a>(&'a self, key: &'a Node) -> Option<(&'a AttrSlot, &'a str)> {
+        match (self, key) {
+            (Node::Attr(slot), Node::Const(Value::String(k))) => Some((slot, k)),
+            _ => None,
+        }
+    }
+
+    /// The direct operands of a node.
+    fn operands(&self) -> Vec<&Node> {
+        match self {
+            Node::Const(_) | Node::Attr(_) => vec![],
+            Node::Index(a, b)
+            | Node::Or(a, b)
+            | Node::Land(a, b)
+            | Node::Lor(a, b)
+            | Node::Add(a, b, _)
+            | Node::Eq { lhs: a, rhs: b, .. }
+            | Node::Cmp { lhs: a, rhs: b, .. } => vec![a, b],
+            Node::Conditional(a, b, c) => vec![a, b, c],
+            Node::Size(a) | Node::Glob(a, _) | Node::MatchesConst(_, a) => vec![a],
+            Node::Call(_, ops) => ops.iter().collect(),
+        }
+    }
+}
+
 fn literal_value(lit: &Literal) -> Value<'static> {
     match lit {
         Literal::String(s) => Value::String(Cow::Owned(s.clone())),
@@ -535,6 +611,8 @@ impl Node {
             } => {
                 let equal = match kind {
                     EqKind::Bool => lhs.eval_bool(cx)? == rhs.eval_bool(cx)?,
+                    EqKind::Int => lhs.eval_i64(cx)? == rhs.eval_i64(cx)?,
+                    EqKind::Str => lhs.with_str(cx, |a, cx| rhs.with_str(cx, |b, _| Ok(a == b)))?,
                     _ => {
                         let a = lhs.eval(cx)?;
                         let b = rhs.eval(cx)?;
@@ -543,23 +621,133 @@ impl Node {
                 };
                 Ok(equal != *negate)
             }
+            Node::Cmp {
+                lhs,
+                rhs,
+                op,
+                kind: CmpKind::Int,
+            } => {
+                let (a, b) = (lhs.eval_i64(cx)?, rhs.eval_i64(cx)?);
+                Ok(ordered(*op, a.cmp(&b)))
+            }
+            Node::Cmp {
+                lhs,
+                rhs,
+                op,
+                kind: CmpKind::Str,
+            } => lhs.with_str(cx, |a, cx| {
+                rhs.with_str(cx, |b, _| Ok(ordered(*op, a.as_bytes().cmp(b.as_bytes()))))
+            }),
             Node::Cmp { lhs, rhs, op, kind } => {
                 let a = lhs.eval(cx)?;
                 let b = rhs.eval(cx)?;
                 compare(*op, *kind, &a, &b)
             }
-            Node::Glob(subject, pattern) => {
-                let s = expect_str(subject.eval(cx)?)?;
-                Ok(pattern.matches(&s))
-            }
-            Node::MatchesConst(re, subject) => {
-                let s = expect_str(subject.eval(cx)?)?;
-                match re {
-                    Ok(re) => Ok(re.is_match(&s)),
-                    Err(msg) => Err(Box::new(EvalError::Function(msg.clone()))),
+            Node::Glob(subject, pattern) => subject.with_str(cx, |s, _| Ok(pattern.matches(s))),
+            Node::MatchesConst(re, subject) => match re {
+                Ok(re) => subject.with_str(cx, |s, _| Ok(re.is_match(s))),
+                Err(msg) => {
+                    // The subject is still evaluated first, as Mixer did.
+                    subject.with_str(cx, |_, _| Ok(()))?;
+                    Err(Box::new(EvalError::Function(msg.clone())))
+                }
+            },
+            other => expect_bool(other.eval(cx)?),
+        }
+    }
+
+    /// Strict evaluation of an INT64 node.
+    fn eval_i64<'a, B: Bag + ?Sized, R: Recorder>(
+        &'a self,
+        cx: &mut Cx<'a, B, R>,
+    ) -> Result<i64, Fault> {
+        match self {
+            Node::Const(Value::Int64(v)) => Ok(*v),
+            Node::Attr(slot) if slot.ty == ValueType::Int64 => match cx.bag.get(slot.key()) {
+                Some(Value::Int64(v)) => {
+                    cx.rec.attribute(&slot.name, slot.ty, true);
+                    Ok(v)
+                }
+                Some(other) => {
+                    cx.rec.attribute(&slot.name, slot.ty, true);
+                    Err(type_mismatch("integer or duration", &other))
+                }
+                None => {
+                    cx.rec.attribute(&slot.name, slot.ty, false);
+                    Err(Box::new(EvalError::LookupFailed(slot.name.to_string())))
+                }
+            },
+            Node::Add(a, b, AddKind::Int) => Ok(a.eval_i64(cx)?.wrapping_add(b.eval_i64(cx)?)),
+            Node::Size(s) => s.with_str(cx, |s, _| Ok(s.len() as i64)),
+            other => match other.eval(cx)? {
+                Value::Int64(v) => Ok(v),
+                v => Err(type_mismatch("integer or duration", &v)),
+            },
+        }
+    }
+
+    /// Strict evaluation of a string-like node, handing the text to `f` without building
+    /// a `Value` (or copying the text) when it comes straight from the bag or a constant.
+    #[inline]
+    fn with_str<'a, B: Bag + ?Sized, R: Recorder, T>(
+        &'a self,
+        cx: &mut Cx<'a, B, R>,
+        f: impl FnOnce(&str, &mut Cx<'a, B, R>) -> Result<T, Fault>,
+    ) -> Result<T, Fault> {
+        match self {
+            Node::Const(v) => match v.as_str() {
+                Some(s) => f(s, cx),
+                None => Err(type_mismatch("string", v)),
+            },
+            Node::Attr(slot) => {
+                let bag: &'a B = cx.bag;
+                match bag.get(slot.key()) {
+                    Some(v) => {
+                        cx.rec.attribute(&slot.name, slot.ty, true);
+                        match &v {
+                            Value::String(s)
+                            | Value::DnsName(s)
+                            | Value::EmailAddress(s)
+                            | Value::Uri(s) => f(s, cx),
+                            other => Err(type_mismatch("string", other)),
+                        }
+                    }
+                    None => {
+                        cx.rec.attribute(&slot.name, slot.ty, false);
+                        Err(Box::new(EvalError::LookupFailed(slot.name.to_string())))
+                    }
                 }
             }
-            other => expect_bool(other.eval(cx)?),
+            Node::Index(map, key) if map.attr_and_const_key(key).is_some() => {
+                let (slot, k) = map.attr_and_const_key(key).expect("checked by the guard");
+                match index_attr(slot, k, cx)? {
+                    Lookup::MapAbsent => {
+                        Err(Box::new(EvalError::LookupFailed(slot.name.to_string())))
+                    }
+                    Lookup::KeyMissing => f("", cx),
+                    Lookup::Found(v) => f(&v, cx),
+                }
+            }
+            Node::Index(map, key) => {
+                let Some((map, origin)) = map.map_value(cx, true)? else {
+                    return Err(Box::new(EvalError::Function(
+                        "string map did not resolve".to_owned(),
+                    )));
+                };
+                // Not `key.with_str`: a closure nested in a generic closure would
+                // instantiate without end.
+                let k = expect_str(key.eval(cx)?)?;
+                let found = map.get(&k);
+                if let Some(origin) = origin {
+                    cx.rec.map_key(origin, &k, found.is_some());
+                }
+                f(found.unwrap_or(""), cx)
+            }
+            other => {
+                let v = other.eval(cx)?;
+                let s = expect_str(v)?;
+                f(&s, cx)
+            }
         }
     }
 
@@ -578,6 +766,16 @@ impl Node {
                 Some(v) => Ok(v),
                 None => rhs.eval(cx),
             },
+            Node::Index(map, key) if map.attr_and_const_key(key).is_some() => {
+                let (slot, k) = map.attr_and_const_key(key).expect("checked by the guard");
+                match index_attr(slot, k, cx)? {
+                    Lookup::MapAbsent => {
+                        Err(Box::new(EvalError::LookupFailed(slot.name.to_string())))
+                    }
+                    Lookup::KeyMissing => Ok(Value::String(Cow::Borrowed(""))),
+                    Lookup::Found(v) => Ok(Value::String(v)),
+                }
+            }
             Node::Index(map, key) => {
                 let Some((map, origin)) = map.map_value(cx, true)? else {
                     return Err(Box::new(EvalError::Function(
@@ -625,6 +823,13 @@ impl Node {
                 Some(v) => Ok(Some(v)),
                 None => rhs.resolve(cx),
             },
+            Node::Index(map, key) if map.attr_and_const_key(key).is_some() => {
+                let (slot, k) = map.attr_and_const_key(key).expect("checked by the guard");
+                match index_attr(slot, k, cx)? {
+                    Lookup::MapAbsent | Lookup::KeyMissing => Ok(None),
+                    Lookup::Found(v) => Ok(Some(Value::String(v))),
+                }
+            }
             Node::Index(map, key) => {
                 let Some((map, origin)) = map.map_value(cx, false)? else {
                     return Ok(None);
@@ -674,16 +879,49 @@ impl Node {
     }
 }
 
+/// The outcome of `map_attribute["constant key"]`.
+enum Lookup<'a> {
+    MapAbsent,
+    KeyMissing,
+    Found(Cow<'a, str>),
+}
+
+/// `attr["constant"]`, by far the most common index (`source.labels["app"]`,
+/// `request.headers["user-agent"]`), without building intermediate values.
+#[inline(always)]
+fn index_attr<'a, B: Bag + ?Sized, R: Recorder>(
+    slot: &'a AttrSlot,
+    key: &str,
+    cx: &mut Cx<'a, B, R>,
+) -> Result<Lookup<'a>, Fault> {
+    let bag: &'a B = cx.bag;
+    match bag.get(slot.key()) {
+        None => {
+            cx.rec.attribute(&slot.name, slot.ty, false);
+            Ok(Lookup::MapAbsent)
+        }
+        Some(Value::StringMap(m)) => {
+            cx.rec.attribute(&slot.name, slot.ty, true);
+            let found = match m {
+                StringMapRef::Borrowed(m) => m.get(key).map(Cow::Borrowed),
+                StringMapRef::Owned(m) => m.get(key).map(|v| Cow::Owned(v.clone())),
+            };
+            cx.rec.map_key(&slot.name, key, found.is_some());
+            Ok(found.map_or(Lookup::KeyMissing, Lookup::Found))
+        }
+        Some(other) => {
+            cx.rec.attribute(&slot.name, slot.ty, true);
+            Err(type_mismatch("string map", &other))
+        }
+    }
+}
+
 #[inline]
 fn read<'a, B: Bag + ?Sized, R: Recorder>(
     slot: &'a AttrSlot,
     cx: &mut Cx<'a, B, R>,
 ) -> Result<Option<Value<'a>>, Fault> {
-    let key = AttrKey {
-        name: &slot.name,
-        id: slot.id,
-    };
-    match cx.bag.get(key) {
+    match cx.bag.get(slot.key()) {
         None => {
             cx.rec.attribute(&slot.name, slot.ty, false);
             Ok(None)
@@ -767,6 +1005,16 @@ fn compare(op: CmpOp, kind: CmpKind, a: &Value<'_>, b: &Value<'_>) -> Result<boo
         CmpOp::Gt => ord == Ordering::Greater,
         CmpOp::Ge => ord != Ordering::Less,
     })
+}
+
+fn ordered(op: CmpOp, ord: std::cmp::Ordering) -> bool {
+    use std::cmp::Ordering;
+    match op {
+        CmpOp::Lt => ord == Ordering::Less,
+        CmpOp::Le => ord != Ordering::Greater,
+        CmpOp::Gt => ord == Ordering::Greater,
+        CmpOp::Ge => ord != Ordering::Less,
+    }
 }
 
 /// Mixer defined `<=` on timestamps as "before, or the identical Go time value", and Go's

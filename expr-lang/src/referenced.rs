@@ -4,8 +4,6 @@
 //! Evaluation is generic over the [`Recorder`]; with [`NoRecording`] every call is an
 //! empty inline function, so recording costs nothing when it is off.
 
-use std::collections::BTreeSet;
-
 use crate::value::ValueType;
 
 /// Receives each attribute lookup an evaluation makes.
@@ -65,10 +63,11 @@ impl Reference {
     }
 }
 
-/// A recorder that keeps the set of distinct lookups.
+/// A recorder that keeps the set of distinct lookups. A lookup already recorded costs a
+/// comparison, not an allocation, so a set reused across evaluations stops allocating.
 #[derive(Clone, Debug, Default)]
 pub struct ReferencedSet {
-    refs: BTreeSet<Reference>,
+    refs: Vec<Reference>,
 }
 
 impl ReferencedSet {
@@ -88,6 +87,11 @@ impl ReferencedSet {
         self.refs.is_empty()
     }
 
+    /// Forgets everything recorded, keeping the allocation.
+    pub fn clear(&mut self) {
+        self.refs.clear();
+    }
+
     /// The encoded references sorted by byte value, as the case files list them.
     pub fn encoded(&self) -> Vec<String> {
         let mut v: Vec<String> = self.refs.iter().map(Reference::encode).collect();
@@ -99,16 +103,27 @@ impl ReferencedSet {
 
 impl Recorder for ReferencedSet {
     fn attribute(&mut self, name: &str, _: ValueType, present: bool) {
-        self.refs.insert(Reference::Attribute {
-            name: name.to_owned(),
-            present,
+        let seen = self.refs.iter().any(|r| {
+            matches!(r, Reference::Attribute { name: n, present: p } if n == name && *p == present)
         });
+        if !seen {
+            self.refs.push(Reference::Attribute {
+                name: name.to_owned(),
+                present,
+            });
+        }
     }
     fn map_key(&mut self, map: &str, key: &str, present: bool) {
-        self.refs.insert(Reference::MapKey {
-            map: map.to_owned(),
-            key: key.to_owned(),
-            present,
+        let seen = self.refs.iter().any(|r| {
+            matches!(r, Reference::MapKey { map: m, key: k, present: p }
+                if m == map && k == key && *p == present)
         });
+        if !seen {
+            self.refs.push(Reference::MapKey {
+                map: map.to_owned(),
+                key: key.to_owned(),
+                present,
+            });
+        }
     }
 }
