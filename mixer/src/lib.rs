@@ -1,0 +1,1 @@
+//! The Mixer server: wire API, attribute decoding, config store, runtime.
