@@ -1,1 +1,16 @@
-//! Template kinds (metric, logentry, quota, …): instance fields and handler traits.
+//! Template kinds: the shape of the data handed to adapters (`metric`, `logentry`,
+//! `quota`, `listentry`, ...), how instance params compile to expressions, and the
+//! handler traits each kind dispatches to.
+
+pub mod builder;
+pub mod handler;
+pub mod instances;
+pub mod kinds;
+
+pub use builder::{BuildError, InstanceBuilder, OUTPUT_PREFIX, ParamError};
+pub use handler::{
+    CheckReply, CheckResult, DirectHttpResponse, Handler, HandlerError, QuotaArgs, QuotaReply,
+    QuotaResult, Reply, Status, code,
+};
+pub use instances::Dims;
+pub use kinds::{FieldKind, FieldSpec, TemplateKind, Variety};
