@@ -218,7 +218,10 @@ pub fn http_status_code(name: &str) -> Option<u32> {
     if let Ok(n) = name.trim().parse::<u32>() {
         return Some(n);
     }
-    CODES.iter().find(|(n, _)| *n == name.trim()).map(|(_, c)| *c)
+    CODES
+        .iter()
+        .find(|(n, _)| *n == name.trim())
+        .map(|(_, c)| *c)
 }
 
 struct Config {
@@ -326,12 +329,18 @@ mod tests {
             handler: "denyall.istio-system",
             params: &params,
             instances: &[],
+            warnings: &Default::default(),
         })
     }
 
     fn result(params: Json) -> CheckResult {
         let h = Denier
-            .build(validate(params).unwrap(), &Env { handler: "h".into() })
+            .build(
+                validate(params).unwrap(),
+                &Env {
+                    handler: "h".into(),
+                },
+            )
             .unwrap();
         let inst = checknothing::Instance { name: "i" };
         match h.check_nothing().unwrap().handle_check_nothing(&inst) {
@@ -349,8 +358,13 @@ mod tests {
         let r = result(json!({"status": {"code": 7, "message": "Not allowed"}}));
         assert_eq!(r.status, Status::new(7, "Not allowed"));
         assert_eq!(r.valid_use_count, 1000);
-        let r = result(json!({"status": {"code": "PERMISSION_DENIED"}, "validDuration": "10s", "valid_use_count": 3}));
-        assert_eq!((r.status.code, r.valid_duration, r.valid_use_count), (7, Duration::from_secs(10), 3));
+        let r = result(
+            json!({"status": {"code": "PERMISSION_DENIED"}, "validDuration": "10s", "valid_use_count": 3}),
+        );
+        assert_eq!(
+            (r.status.code, r.valid_duration, r.valid_use_count),
+            (7, Duration::from_secs(10), 3)
+        );
     }
 
     #[test]

@@ -6,8 +6,15 @@
 //! `compiledAdapter:` and as the legacy resource `kind:`.
 
 pub mod denier;
+pub mod kubernetesenv;
+pub mod list;
+pub mod memquota;
 pub mod noop;
+pub mod otlp;
 pub mod params;
+pub mod prometheus;
+pub mod redisquota;
+pub mod stdio;
 pub mod unsupported;
 
 use std::any::Any;
@@ -28,6 +35,9 @@ pub struct ValidateInput<'a> {
     pub handler: &'a str,
     pub params: &'a Json,
     pub instances: &'a [&'a InstanceBuilder],
+    /// Problems that do not invalidate the params (Mixer accepted them): reported, and
+    /// the handler is used.
+    pub warnings: &'a std::cell::RefCell<Vec<ParamError>>,
 }
 
 /// What building a handler may use: its name and the runtime that owns its tasks.
@@ -48,10 +58,10 @@ pub trait Adapter: Send + Sync {
     fn description(&self) -> &'static str;
     /// Templates whose instances handlers of this adapter accept.
     fn templates(&self) -> &'static [TemplateKind];
-    /// False for adapters whose params are understood but whose handlers cannot run yet:
-    /// their handlers are reported at load and skipped, never silently dropped.
-    fn implemented(&self) -> bool {
-        true
+    /// Why handlers of this adapter cannot run here (`None`: they can). Such handlers
+    /// are validated, then reported at load and skipped, never silently dropped.
+    fn unavailable(&self) -> Option<String> {
+        None
     }
     /// Pure validation: no I/O, no tasks.
     fn validate(&self, input: &ValidateInput<'_>) -> Result<Validated, Vec<ParamError>>;

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use serde::de::{self, DeserializeOwned, Deserializer};
 use serde::Deserialize;
+use serde::de::{self, DeserializeOwned, Deserializer};
 use serde_json::Value as Json;
 use templates::ParamError;
 
@@ -17,7 +17,11 @@ pub fn decode<T: DeserializeOwned>(params: &Json) -> Result<T, Vec<ParamError>> 
     serde_path_to_error::deserialize(params).map_err(|e| {
         let path = e.path().to_string();
         vec![ParamError {
-            field: if path == "." { "params".to_owned() } else { format!("params.{path}") },
+            field: if path == "." {
+                "params".to_owned()
+            } else {
+                format!("params.{path}")
+            },
             message: e.into_inner().to_string(),
             expression: None,
             column: None,
@@ -41,8 +45,9 @@ pub fn error(field: impl Into<String>, message: impl Into<String>) -> ParamError
 pub fn parse_duration(v: &Json) -> Result<Duration, String> {
     match v {
         Json::String(s) => {
-            let nanos = expr_lang::golib::duration::parse_duration(s.trim())
-                .ok_or_else(|| format!("invalid duration {s:?}: expected e.g. \"5s\", \"100ms\", \"1h30m\""))?;
+            let nanos = expr_lang::golib::duration::parse_duration(s.trim()).ok_or_else(|| {
+                format!("invalid duration {s:?}: expected e.g. \"5s\", \"100ms\", \"1h30m\"")
+            })?;
             u64::try_from(nanos)
                 .map(Duration::from_nanos)
                 .map_err(|_| format!("duration {s:?} must not be negative"))
@@ -105,7 +110,12 @@ mod tests {
     #[derive(Deserialize, Debug)]
     #[serde(deny_unknown_fields)]
     struct P {
-        #[serde(rename = "validDuration", alias = "valid_duration", default, deserialize_with = "opt_duration")]
+        #[serde(
+            rename = "validDuration",
+            alias = "valid_duration",
+            default,
+            deserialize_with = "opt_duration"
+        )]
         valid_duration: Option<Duration>,
         #[serde(default)]
         #[allow(dead_code)]

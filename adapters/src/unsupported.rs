@@ -14,6 +14,8 @@ pub struct ParamsOnly {
     pub templates: &'static [TemplateKind],
     /// Validates the params (decoding them into the adapter's params type).
     pub check: fn(&ValidateInput<'_>) -> Result<(), Vec<ParamError>>,
+    /// Why handlers cannot run; `None` means "not implemented in this server yet".
+    pub reason: Option<&'static str>,
 }
 
 impl Adapter for ParamsOnly {
@@ -26,8 +28,14 @@ impl Adapter for ParamsOnly {
     fn templates(&self) -> &'static [TemplateKind] {
         self.templates
     }
-    fn implemented(&self) -> bool {
-        false
+    fn unavailable(&self) -> Option<String> {
+        Some(match self.reason {
+            Some(r) => r.to_owned(),
+            None => format!(
+                "adapter '{}' is not implemented in this server yet",
+                self.name
+            ),
+        })
     }
     fn validate(&self, input: &ValidateInput<'_>) -> Result<Validated, Vec<ParamError>> {
         (self.check)(input).map(|()| Box::new(()) as Validated)
@@ -40,62 +48,60 @@ impl Adapter for ParamsOnly {
     }
 }
 
-/// Accepts any mapping (used until an adapter's params type is written).
-fn any_mapping(input: &ValidateInput<'_>) -> Result<(), Vec<ParamError>> {
-    match input.params {
-        serde_json::Value::Null | serde_json::Value::Object(_) => Ok(()),
-        other => Err(vec![crate::params::error(
-            "params",
-            format!("expected a mapping, found {other}"),
-        )]),
-    }
-}
-
 pub static PROMETHEUS: ParamsOnly = ParamsOnly {
     name: "prometheus",
     description: "Publishes metrics for Prometheus to scrape",
     templates: &[TemplateKind::Metric],
-    check: any_mapping,
+    check: crate::prometheus::config::check,
+    reason: None,
 };
 
 pub static STDIO: ParamsOnly = ParamsOnly {
     name: "stdio",
     description: "Writes log entries and metrics to standard output or files",
     templates: &[TemplateKind::LogEntry, TemplateKind::Metric],
-    check: any_mapping,
+    check: crate::stdio::config::check,
+    reason: None,
 };
 
 pub static LISTCHECKER: ParamsOnly = ParamsOnly {
     name: "listchecker",
     description: "Checks whether a value is on a list (whitelist or blacklist)",
     templates: &[TemplateKind::ListEntry],
-    check: any_mapping,
+    check: crate::list::config::check,
+    reason: None,
 };
 
 pub static MEMQUOTA: ParamsOnly = ParamsOnly {
     name: "memquota",
     description: "In-memory quota counters for a single server",
     templates: &[TemplateKind::Quota],
-    check: any_mapping,
+    check: crate::memquota::config::check,
+    reason: None,
 };
 
 pub static REDISQUOTA: ParamsOnly = ParamsOnly {
     name: "redisquota",
     description: "Quota counters shared across servers in Redis",
     templates: &[TemplateKind::Quota],
-    check: any_mapping,
+    check: crate::redisquota::config::check,
+    reason: None,
 };
 
 pub static KUBERNETESENV: ParamsOnly = ParamsOnly {
     name: "kubernetesenv",
     description: "Generates workload attributes from the Kubernetes API",
     templates: &[TemplateKind::Kubernetes],
-    check: any_mapping,
+    check: crate::kubernetesenv::config::check,
+    reason: Some(
+        "no Kubernetes cluster is configured (this server does not read the Kubernetes API): the kubernetesenv handler generates no attributes, and the attributes the proxy sends are used as they are",
+    ),
 };
 
 pub static ZIPKIN: ParamsOnly = ParamsOnly {
     name: "zipkin",
     description: "Exports trace spans",
     templates: &[TemplateKind::TraceSpan],
-    check: any_mapping,
+    check: crate::otlp::config::check_zipkin,
+    reason: None,
 };

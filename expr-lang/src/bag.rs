@@ -32,8 +32,9 @@ impl<B: Bag + ?Sized> Bag for &B {
     }
 }
 
-/// A string→string map as a bag exposes it (request headers, workload labels).
-pub trait StringMap {
+/// A string→string map as a bag exposes it (request headers, workload labels). `Sync`, so
+/// that values (and compiled programs holding constant maps) can cross threads.
+pub trait StringMap: Sync {
     fn get(&self, key: &str) -> Option<&str>;
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
@@ -57,7 +58,7 @@ impl StringMap for BTreeMap<String, String> {
     }
 }
 
-impl<S: std::hash::BuildHasher> StringMap for HashMap<String, String, S> {
+impl<S: std::hash::BuildHasher + Sync> StringMap for HashMap<String, String, S> {
     fn get(&self, key: &str) -> Option<&str> {
         HashMap::get(self, key).map(String::as_str)
     }

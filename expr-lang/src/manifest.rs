@@ -79,12 +79,19 @@ impl Manifest {
 /// default `attributemanifest`s.
 pub const ISTIO_VOCABULARY_TSV: &str = include_str!("../data/istio-attributes.tsv");
 
+/// Attributes of older Istio releases that the global dictionary still carries.
+pub const ISTIO_LEGACY_TSV: &str = include_str!("../data/istio-legacy-attributes.tsv");
+
 impl Manifest {
     /// A manifest of Istio's standard attributes: what a proxy sends and Istio's default
-    /// configuration declares.
+    /// configuration declares, plus the legacy names of older releases.
     pub fn istio_vocabulary() -> Manifest {
         let mut m = Manifest::new();
-        for line in ISTIO_VOCABULARY_TSV.lines().skip(1) {
+        let lines = ISTIO_VOCABULARY_TSV
+            .lines()
+            .skip(1)
+            .chain(ISTIO_LEGACY_TSV.lines().skip(1));
+        for line in lines {
             if line.starts_with('#') {
                 continue;
             }

@@ -19,6 +19,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the server: the istio.mixer.v1.Mixer gRPC API and the monitoring endpoints.
+    Server(cli::server::ServerArgs),
+    /// Check configuration directories and report every problem (exit 1 if any error).
+    Validate(cli::validate::ValidateArgs),
+    /// Send a Check call, as Envoy would, and print the decoded answer.
+    Check(cli::client::CheckArgs),
+    /// Send a Report call, as Envoy would.
+    Report(cli::client::ReportArgs),
     /// Work with attribute expressions: evaluate one, or run conformance case files.
     #[command(subcommand)]
     Expr(cli::expr::ExprCommand),
@@ -27,6 +35,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Server(args) => cli::server::run(args),
+        Command::Validate(args) => cli::validate::run(args),
+        Command::Check(args) => cli::client::check(args),
+        Command::Report(args) => cli::client::report(args),
         Command::Expr(cmd) => cli::expr::run(cmd),
     };
     match result {

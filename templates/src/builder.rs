@@ -251,10 +251,12 @@ impl InstanceBuilder {
             let spec = &specs[i];
             fields[i] = match spec.kind {
                 FieldKind::ValueMap => c.map(spec.json, v),
-                FieldKind::Value => c.expr(spec.json, v, None).map_or(Compiled::Unset, Compiled::Expr),
-                FieldKind::Typed(t) => {
-                    c.expr(spec.json, v, Some(t)).map_or(Compiled::Unset, Compiled::Expr)
-                }
+                FieldKind::Value => c
+                    .expr(spec.json, v, None)
+                    .map_or(Compiled::Unset, Compiled::Expr),
+                FieldKind::Typed(t) => c
+                    .expr(spec.json, v, Some(t))
+                    .map_or(Compiled::Unset, Compiled::Expr),
             };
         }
 
@@ -369,7 +371,9 @@ impl InstanceBuilder {
         rec: &mut R,
     ) -> Result<Cow<'a, str>, BuildError> {
         Ok(match self.value(i, bag, rec)? {
-            Some(Value::String(s) | Value::DnsName(s) | Value::EmailAddress(s) | Value::Uri(s)) => s,
+            Some(Value::String(s) | Value::DnsName(s) | Value::EmailAddress(s) | Value::Uri(s)) => {
+                s
+            }
             Some(other) => Cow::Owned(other.to_string()),
             None => Cow::Borrowed(""),
         })
@@ -619,7 +623,11 @@ impl InstanceBuilder {
 }
 
 /// Compiles `attributeBindings`: `$out.<field>` names an output of the generator.
-fn compile_bindings(kind: TemplateKind, b: &Json, c: &mut Compiler<'_>) -> Vec<(Arc<str>, Program)> {
+fn compile_bindings(
+    kind: TemplateKind,
+    b: &Json,
+    c: &mut Compiler<'_>,
+) -> Vec<(Arc<str>, Program)> {
     let Json::Object(entries) = b else {
         c.errors.push(ParamError {
             field: "attributeBindings".to_owned(),
@@ -762,11 +770,8 @@ mod tests {
             errs.iter()
                 .any(|e| e.field == "unknownField" && e.message.contains("has no field"))
         );
-        let errs = compile(
-            TemplateKind::LogEntry,
-            json!({"severity": "request.size"}),
-        )
-        .unwrap_err();
+        let errs =
+            compile(TemplateKind::LogEntry, json!({"severity": "request.size"})).unwrap_err();
         assert_eq!(
             errs[0].to_string(),
             "field 'severity': expression has type INT64, but the field needs STRING (in expression 'request.size')"

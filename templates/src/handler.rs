@@ -185,8 +185,7 @@ pub trait LogEntryHandler: Send + Sync {
     fn handle_log_entry(&self, instances: &[logentry::Instance<'_>]) -> Result<(), HandlerError>;
 }
 pub trait TraceSpanHandler: Send + Sync {
-    fn handle_trace_span(&self, instances: &[tracespan::Instance<'_>])
-    -> Result<(), HandlerError>;
+    fn handle_trace_span(&self, instances: &[tracespan::Instance<'_>]) -> Result<(), HandlerError>;
 }
 pub trait ReportNothingHandler: Send + Sync {
     fn handle_report_nothing(

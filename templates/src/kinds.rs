@@ -172,11 +172,7 @@ const IP: FieldKind = Typed(ValueType::IpAddress);
 static METRIC: &[FieldSpec] = &[
     field("value", "value", AnyValue),
     field("dimensions", "dimensions", ValueMap),
-    field(
-        "monitored_resource_type",
-        "monitoredResourceType",
-        STRING,
-    ),
+    field("monitored_resource_type", "monitoredResourceType", STRING),
     field(
         "monitored_resource_dimensions",
         "monitoredResourceDimensions",
@@ -188,11 +184,7 @@ static LOGENTRY: &[FieldSpec] = &[
     field("variables", "variables", ValueMap),
     field("timestamp", "timestamp", TIMESTAMP),
     field("severity", "severity", STRING),
-    field(
-        "monitored_resource_type",
-        "monitoredResourceType",
-        STRING,
-    ),
+    field("monitored_resource_type", "monitoredResourceType", STRING),
     field(
         "monitored_resource_dimensions",
         "monitoredResourceDimensions",
@@ -273,11 +265,7 @@ static EDGE: &[FieldSpec] = &[
         "destinationServiceNamespace",
         STRING,
     ),
-    field(
-        "destination_service_name",
-        "destinationServiceName",
-        STRING,
-    ),
+    field("destination_service_name", "destinationServiceName", STRING),
     field("context_protocol", "contextProtocol", STRING),
     field("api_protocol", "apiProtocol", STRING),
 ];

@@ -154,7 +154,10 @@ fn test_cases(files: &[PathBuf]) -> Result<ExitCode> {
 }
 
 /// Parses `name[:TYPE]=value`.
-fn parse_attr(spec: &str, vocabulary: &Manifest) -> Result<(String, ValueType, Value<'static>)> {
+pub fn parse_attr(
+    spec: &str,
+    vocabulary: &Manifest,
+) -> Result<(String, ValueType, Value<'static>)> {
     let Some((lhs, raw)) = spec.split_once('=') else {
         bail!("attribute {spec:?}: expected NAME[:TYPE]=VALUE");
     };

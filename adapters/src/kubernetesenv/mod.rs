@@ -1,0 +1,3 @@
+//! `kubernetesenv`: generates workload attributes from the Kubernetes API.
+
+pub mod config;

@@ -1,0 +1,3 @@
+//! `memquota`: in-memory quota counters for a single server.
+
+pub mod config;

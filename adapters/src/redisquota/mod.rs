@@ -1,0 +1,3 @@
+//! `redisquota`: quota counters shared across servers in Redis.
+
+pub mod config;

@@ -1,0 +1,577 @@
+//! [`ProtoBag`]: the attribute bag of one request, decoded from `CompressedAttributes`.
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::fmt;
+
+use expr_lang::golib::time::Timestamp;
+use expr_lang::{AttrKey, Bag, StringMap, StringMapRef, Value};
+
+use super::dictionary::GLOBAL_WORDS;
+use super::error::{DecodeError, DecodeErrorKind, IndexSite, MapKind, Unresolved};
+use super::table::AttrTable;
+use crate::api::pb::istio::mixer::v1::CompressedAttributes;
+
+/// 0001-01-01T00:00:00Z, the smallest timestamp Go's proto conversion accepts.
+const MIN_TIMESTAMP_SECS: i64 = -62_135_596_800;
+/// 9999-12-31T23:59:59Z, the largest.
+const MAX_TIMESTAMP_SECS: i64 = 253_402_300_799;
+const NANOS_PER_SEC: i32 = 1_000_000_000;
+/// String maps up to this size are searched linearly.
+const LINEAR_SCAN_MAX: usize = 16;
+
+/// One decoded attribute value. Strings and bytes borrow from the request (or are global
+/// words); a string map is an index into the bag's map storage.
+#[derive(Clone, Copy, Debug)]
+enum Slot<'r> {
+    Str(&'r str),
+    Int64(i64),
+    Double(f64),
+    Bool(bool),
+    Timestamp(Timestamp),
+    Duration(i64),
+    Bytes(&'r [u8]),
+    Map(u32),
+}
+
+impl Slot<'_> {
+    fn kind(&self) -> MapKind {
+        match self {
+            Slot::Str(_) => MapKind::Strings,
+            Slot::Int64(_) => MapKind::Int64s,
+            Slot::Double(_) => MapKind::Doubles,
+            Slot::Bool(_) => MapKind::Bools,
+            Slot::Timestamp(_) => MapKind::Timestamps,
+            Slot::Duration(_) => MapKind::Durations,
+            Slot::Bytes(_) => MapKind::Bytes,
+            Slot::Map(_) => MapKind::StringMaps,
+        }
+    }
+}
+
+/// A decoded STRING_MAP value: entries sorted by key, keys unique, strings borrowed from the
+/// request.
+#[derive(Clone, Debug, Default)]
+pub struct ProtoStringMap<'r> {
+    entries: Vec<(&'r str, &'r str)>,
+}
+
+impl<'r> ProtoStringMap<'r> {
+    /// The entries, sorted by key.
+    pub fn entries(&self) -> &[(&'r str, &'r str)] {
+        &self.entries
+    }
+
+    /// Sorts the entries and drops repeated keys. Two different indexes can name the same
+    /// string (a global word and an equal message word); the smallest value is kept so the
+    /// result does not depend on the wire map's order.
+    fn normalize(&mut self) {
+        self.entries
+            .sort_unstable_by(|a, b| a.0.cmp(b.0).then_with(|| a.1.cmp(b.1)));
+        self.entries.dedup_by(|later, earlier| later.0 == earlier.0);
+    }
+}
+
+impl StringMap for ProtoStringMap<'_> {
+    #[inline]
+    fn get(&self, key: &str) -> Option<&str> {
+        // Equality checks the length first, so a scan of a small map (typical headers and
+        // labels) beats the branchy string ordering of a binary search.
+        if self.entries.len() <= LINEAR_SCAN_MAX {
+            return self
+                .entries
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|&(_, v)| v);
+        }
+        let i = self.entries.binary_search_by(|(k, _)| (*k).cmp(key)).ok()?;
+        self.entries.get(i).map(|&(_, v)| v)
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn for_each_entry(&self, f: &mut dyn FnMut(&str, &str)) {
+        for &(k, v) in &self.entries {
+            f(k, v);
+        }
+    }
+}
+
+/// The attributes of one request (or one Report element), decoded from
+/// `CompressedAttributes` and indexed by manifest id.
+///
+/// * Declared attributes live in a slot vector indexed by the [`AttrTable`]'s manifest ids,
+///   so [`Bag::get`] with an id is an array index.
+/// * Attributes the manifest does not declare live in a side list sorted by name.
+/// * Strings borrow from the request (message words) or are `'static` global words; only
+///   the slot vector, the bookkeeping lists and one vector per STRING_MAP are allocated.
+///   [`ProtoBag::decode_into`] reuses all of them.
+///
+/// Decoding is strict: every dictionary index must resolve and every attribute name may
+/// occur once; any violation is a [`DecodeError`] naming the index or attribute.
+#[derive(Clone, Default)]
+pub struct ProtoBag<'r> {
+    /// By manifest id.
+    slots: Vec<Option<Slot<'r>>>,
+    /// Ids of the filled slots, with the attribute name, in decode order.
+    present: Vec<(u32, &'r str)>,
+    /// Undeclared attributes, sorted by name, names unique.
+    extras: Vec<(&'r str, Slot<'r>)>,
+    /// String map storage; `maps[..maps_used]` are live, the rest are kept for reuse.
+    maps: Vec<ProtoStringMap<'r>>,
+    maps_used: usize,
+}
+
+impl<'r> ProtoBag<'r> {
+    /// An empty bag with a slot for every id of `table`.
+    pub fn new(table: &AttrTable) -> ProtoBag<'r> {
+        ProtoBag {
+            slots: vec![None; table.len()],
+            ..ProtoBag::default()
+        }
+    }
+
+    /// Decodes `attrs`, resolving negative indexes against `message_words` (the element's
+    /// own `words`, or for a Report element with empty `words`, `ReportRequest.default_words`).
+    pub fn decode(
+        attrs: &'r CompressedAttributes,
+        message_words: &'r [String],
+        table: &AttrTable,
+    ) -> Result<ProtoBag<'r>, DecodeError> {
+        let mut bag = ProtoBag::new(table);
+        bag.fill(attrs, message_words, table)?;
+        Ok(bag)
+    }
+
+    /// As [`ProtoBag::decode`], reusing this bag's allocations: the previous contents are
+    /// cleared (only the slots that were set are touched). On error the bag is left empty.
+    pub fn decode_into(
+        &mut self,
+        attrs: &'r CompressedAttributes,
+        message_words: &'r [String],
+        table: &AttrTable,
+    ) -> Result<(), DecodeError> {
+        self.clear();
+        if self.slots.len() != table.len() {
+            self.slots.resize(table.len(), None);
+        }
+        let result = self.fill(attrs, message_words, table);
+        if result.is_err() {
+            self.clear();
+        }
+        result
+    }
+
+    /// DELTA_ENCODING: the attributes of `attrs` are added to the bag, replacing values of
+    /// attributes already present; nothing is removed. `attrs` is decoded completely before
+    /// the bag is touched, so on error the bag is unchanged.
+    pub fn apply_delta(
+        &mut self,
+        attrs: &'r CompressedAttributes,
+        message_words: &'r [String],
+        table: &AttrTable,
+    ) -> Result<(), DecodeError> {
+        let delta = ProtoBag::decode(attrs, message_words, table)?;
+        self.merge(delta);
+        Ok(())
+    }
+
+    /// Removes every attribute, keeping the allocations.
+    pub fn clear(&mut self) {
+        for &(id, _) in &self.present {
+            if let Some(cell) = self.slots.get_mut(id as usize) {
+                *cell = None;
+            }
+        }
+        self.present.clear();
+        self.extras.clear();
+        self.maps_used = 0;
+    }
+
+    /// Number of attributes present.
+    pub fn len(&self) -> usize {
+        self.present.len() + self.extras.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The value of attribute `name`, whatever its id (a linear scan for declared attributes;
+    /// prefer [`Bag::get`] with the manifest id).
+    pub fn get_by_name(&self, name: &str) -> Option<Value<'_>> {
+        if let Ok(i) = self.extras.binary_search_by(|(n, _)| (*n).cmp(name)) {
+            return self.extras.get(i).and_then(|(_, slot)| self.value_of(slot));
+        }
+        let &(id, _) = self.present.iter().find(|(_, n)| *n == name)?;
+        self.slots
+            .get(id as usize)?
+            .as_ref()
+            .and_then(|slot| self.value_of(slot))
+    }
+
+    /// Every present attribute: declared ones in decode order, then undeclared ones by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Value<'_>)> {
+        let declared = self.present.iter().filter_map(move |&(id, name)| {
+            let slot = self.slots.get(id as usize)?.as_ref()?;
+            Some((name, self.value_of(slot)?))
+        });
+        let undeclared = self
+            .extras
+            .iter()
+            .filter_map(move |(name, slot)| Some((*name, self.value_of(slot)?)));
+        declared.chain(undeclared)
+    }
+
+    #[inline]
+    fn value_of(&self, slot: &Slot<'r>) -> Option<Value<'_>> {
+        Some(match *slot {
+            Slot::Str(s) => Value::String(Cow::Borrowed(s)),
+            Slot::Int64(v) => Value::Int64(v),
+            Slot::Double(v) => Value::Double(v),
+            Slot::Bool(v) => Value::Bool(v),
+            Slot::Timestamp(t) => Value::Timestamp(t),
+            Slot::Duration(d) => Value::Duration(d),
+            Slot::Bytes(b) => Value::IpAddress(Cow::Borrowed(b)),
+            Slot::Map(i) => {
+                let map = self.maps.get(..self.maps_used)?.get(i as usize)?;
+                Value::StringMap(StringMapRef::Borrowed(map))
+            }
+        })
+    }
+
+    /// Stores an attribute found while decoding one message.
+    #[inline]
+    fn put(&mut self, name: &'r str, id: u32, slot: Slot<'r>) -> Result<(), DecodeError> {
+        if id != AttrKey::NO_ID
+            && let Some(cell) = self.slots.get_mut(id as usize)
+        {
+            if let Some(prev) = cell {
+                return Err(duplicate(name, prev.kind(), slot.kind()));
+            }
+            *cell = Some(slot);
+            self.present.push((id, name));
+            return Ok(());
+        }
+        self.extras.push((name, slot));
+        Ok(())
+    }
+
+    /// A cleared map from the reuse pool.
+    fn alloc_map(&mut self) -> (u32, &mut ProtoStringMap<'r>) {
+        let i = self.maps_used;
+        if i == self.maps.len() {
+            self.maps.push(ProtoStringMap::default());
+        }
+        self.maps_used += 1;
+        let map = &mut self.maps[i];
+        map.entries.clear();
+        (i as u32, map)
+    }
+
+    fn fill(
+        &mut self,
+        attrs: &'r CompressedAttributes,
+        words: &'r [String],
+        table: &AttrTable,
+    ) -> Result<(), DecodeError> {
+        self.present.reserve(
+            attrs.strings.len()
+                + attrs.int64s.len()
+                + attrs.doubles.len()
+                + attrs.bools.len()
+                + attrs.timestamps.len()
+                + attrs.durations.len()
+                + attrs.bytes.len()
+                + attrs.string_maps.len(),
+        );
+        // The Go server's eager decoder walks the maps in this order.
+        for (&k, &v) in &attrs.strings {
+            let (name, id) = resolve_name(k, words, table)?;
+            let value = resolve_word(v, words).map_err(|reason| {
+                index_error(
+                    IndexSite::Value {
+                        attribute: name.to_owned(),
+                    },
+                    v,
+                    reason,
+                )
+            })?;
+            self.put(name, id, Slot::Str(value))?;
+        }
+        for (&k, &v) in &attrs.int64s {
+            let (name, id) = resolve_name(k, words, table)?;
+            self.put(name, id, Slot::Int64(v))?;
+        }
+        for (&k, &v) in &attrs.doubles {
+            let (name, id) = resolve_name(k, words, table)?;
+            self.put(name, id, Slot::Double(v))?;
+        }
+        for (&k, &v) in &attrs.bools {
+            let (name, id) = resolve_name(k, words, table)?;
+            self.put(name, id, Slot::Bool(v))?;
+        }
+        for (&k, ts) in &attrs.timestamps {
+            let (name, id) = resolve_name(k, words, table)?;
+            if !(MIN_TIMESTAMP_SECS..=MAX_TIMESTAMP_SECS).contains(&ts.seconds)
+                || !(0..NANOS_PER_SEC).contains(&ts.nanos)
+            {
+                return Err(DecodeError::new(DecodeErrorKind::InvalidTimestamp {
+                    attribute: name.to_owned(),
+                    seconds: ts.seconds,
+                    nanos: ts.nanos,
+                }));
+            }
+            let t = Timestamp::from_unix(ts.seconds, ts.nanos.unsigned_abs());
+            self.put(name, id, Slot::Timestamp(t))?;
+        }
+        for (&k, d) in &attrs.durations {
+            let (name, id) = resolve_name(k, words, table)?;
+            let nanos = duration_nanos(d).map_err(|reason| {
+                DecodeError::new(DecodeErrorKind::InvalidDuration {
+                    attribute: name.to_owned(),
+                    seconds: d.seconds,
+                    nanos: d.nanos,
+                    reason,
+                })
+            })?;
+            self.put(name, id, Slot::Duration(nanos))?;
+        }
+        for (&k, v) in &attrs.bytes {
+            let (name, id) = resolve_name(k, words, table)?;
+            self.put(name, id, Slot::Bytes(v))?;
+        }
+        for (&k, m) in &attrs.string_maps {
+            let (name, id) = resolve_name(k, words, table)?;
+            let (index, map) = self.alloc_map();
+            map.entries.reserve(m.entries.len());
+            for (&mk, &mv) in &m.entries {
+                let key = resolve_word(mk, words).map_err(|reason| {
+                    index_error(
+                        IndexSite::MapKey {
+                            attribute: name.to_owned(),
+                        },
+                        mk,
+                        reason,
+                    )
+                })?;
+                let value = resolve_word(mv, words).map_err(|reason| {
+                    index_error(
+                        IndexSite::MapValue {
+                            attribute: name.to_owned(),
+                            key: key.to_owned(),
+                        },
+                        mv,
+                        reason,
+                    )
+                })?;
+                map.entries.push((key, value));
+            }
+            map.normalize();
+            self.put(name, id, Slot::Map(index))?;
+        }
+        self.finish_extras()
+    }
+
+    /// Sorts the undeclared attributes by name and rejects repeated names.
+    fn finish_extras(&mut self) -> Result<(), DecodeError> {
+        if self.extras.len() > 1 {
+            // Stable, so a repeated name reports its maps in decode order.
+            self.extras.sort_by(|a, b| a.0.cmp(b.0));
+            if let Some(pair) = self.extras.windows(2).find(|w| w[0].0 == w[1].0) {
+                return Err(duplicate(pair[0].0, pair[0].1.kind(), pair[1].1.kind()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the attributes of `delta` (a freshly decoded bag) into this one, replacing
+    /// values of the same name.
+    fn merge(&mut self, mut delta: ProtoBag<'r>) {
+        if self.slots.len() < delta.slots.len() {
+            self.slots.resize(delta.slots.len(), None);
+        }
+        for &(id, name) in &delta.present {
+            let Some(Some(slot)) = delta.slots.get(id as usize).copied() else {
+                continue;
+            };
+            let prev = self.slots.get(id as usize).copied().flatten();
+            let slot = self.adopt(slot, prev, &mut delta.maps);
+            if let Some(cell) = self.slots.get_mut(id as usize) {
+                if cell.is_none() {
+                    self.present.push((id, name));
+                }
+                *cell = Some(slot);
+            }
+        }
+        if delta.extras.is_empty() {
+            return;
+        }
+        let old = std::mem::take(&mut self.extras);
+        let mut merged = Vec::with_capacity(old.len() + delta.extras.len());
+        let mut a = old.into_iter().peekable();
+        let mut b = delta.extras.into_iter().peekable();
+        loop {
+            let order = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) => x.0.cmp(y.0),
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (None, None) => break,
+            };
+            match order {
+                Ordering::Less => merged.extend(a.next()),
+                Ordering::Greater => {
+                    if let Some((name, slot)) = b.next() {
+                        let slot = self.adopt(slot, None, &mut delta.maps);
+                        merged.push((name, slot));
+                    }
+                }
+                Ordering::Equal => {
+                    if let (Some((_, prev)), Some((name, slot))) = (a.next(), b.next()) {
+                        let slot = self.adopt(slot, Some(prev), &mut delta.maps);
+                        merged.push((name, slot));
+                    }
+                }
+            }
+        }
+        self.extras = merged;
+    }
+
+    /// Rehomes a slot of another bag: a string map moves into this bag's storage (into the
+    /// replaced map's place when the previous value was a map too).
+    fn adopt(
+        &mut self,
+        slot: Slot<'r>,
+        prev: Option<Slot<'r>>,
+        their_maps: &mut [ProtoStringMap<'r>],
+    ) -> Slot<'r> {
+        let Slot::Map(i) = slot else {
+            return slot;
+        };
+        let map = their_maps
+            .get_mut(i as usize)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        if let Some(Slot::Map(j)) = prev
+            && let Some(target) = self
+                .maps
+                .get_mut(..self.maps_used)
+                .and_then(|live| live.get_mut(j as usize))
+        {
+            *target = map;
+            return Slot::Map(j);
+        }
+        let (j, target) = self.alloc_map();
+        *target = map;
+        Slot::Map(j)
+    }
+}
+
+impl Bag for ProtoBag<'_> {
+    #[inline]
+    fn get(&self, key: AttrKey<'_>) -> Option<Value<'_>> {
+        if key.id != AttrKey::NO_ID
+            && let Some(cell) = self.slots.get(key.id as usize)
+        {
+            return cell.as_ref().and_then(|slot| self.value_of(slot));
+        }
+        self.get_by_name(key.name)
+    }
+}
+
+impl fmt::Debug for ProtoBag<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+/// Resolves a dictionary index: `i >= 0` is global word `i`, `i < 0` is `words[-i - 1]`.
+#[inline]
+pub(crate) fn resolve_word(index: i32, words: &[String]) -> Result<&str, Unresolved> {
+    if index >= 0 {
+        GLOBAL_WORDS
+            .get(index as usize)
+            .copied()
+            .ok_or(Unresolved::Global)
+    } else {
+        // `!index` is `-index - 1`, non-negative here and free of overflow.
+        words
+            .get((!index) as usize)
+            .map(String::as_str)
+            .ok_or(Unresolved::Message { words: words.len() })
+    }
+}
+
+/// Resolves an attribute name index to the name and its manifest id (or `NO_ID`).
+#[inline]
+fn resolve_name<'r>(
+    index: i32,
+    words: &'r [String],
+    table: &AttrTable,
+) -> Result<(&'r str, u32), DecodeError> {
+    if index >= 0 {
+        let i = index as usize;
+        match GLOBAL_WORDS.get(i) {
+            Some(word) => Ok((word, table.global_id(i))),
+            None => Err(index_error(
+                IndexSite::AttributeName,
+                index,
+                Unresolved::Global,
+            )),
+        }
+    } else {
+        match words.get((!index) as usize) {
+            Some(word) => Ok((word, table.id_of(word).unwrap_or(AttrKey::NO_ID))),
+            None => Err(index_error(
+                IndexSite::AttributeName,
+                index,
+                Unresolved::Message { words: words.len() },
+            )),
+        }
+    }
+}
+
+#[cold]
+pub(crate) fn index_error(site: IndexSite, index: i32, reason: Unresolved) -> DecodeError {
+    DecodeError::new(DecodeErrorKind::Index {
+        site,
+        index,
+        reason,
+    })
+}
+
+#[cold]
+fn duplicate(name: &str, first: MapKind, second: MapKind) -> DecodeError {
+    DecodeError::new(DecodeErrorKind::DuplicateAttribute {
+        name: name.to_owned(),
+        first,
+        second,
+    })
+}
+
+/// A `google.protobuf.Duration` as Go's `time.Duration` (nanoseconds), with the checks of
+/// Go's proto conversion.
+fn duration_nanos(d: &prost_types::Duration) -> Result<i64, &'static str> {
+    if d.nanos <= -NANOS_PER_SEC || d.nanos >= NANOS_PER_SEC {
+        return Err("nanos must lie in -999999999..=999999999");
+    }
+    if (d.seconds > 0 && d.nanos < 0) || (d.seconds < 0 && d.nanos > 0) {
+        return Err("seconds and nanos have different signs");
+    }
+    d.seconds
+        .checked_mul(i64::from(NANOS_PER_SEC))
+        .and_then(|s| s.checked_add(i64::from(d.nanos)))
+        .ok_or("it does not fit in a 64-bit count of nanoseconds")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_small() {
+        assert_eq!(std::mem::size_of::<Option<Slot<'static>>>(), 24);
+    }
+}

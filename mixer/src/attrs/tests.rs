@@ -1,0 +1,733 @@
+//! Tests of decoding, encoding and delta application.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use expr_lang::golib::time::Timestamp;
+use expr_lang::{AttrKey, Bag, Manifest, StringMapRef, Value, ValueType};
+use prost::Message;
+
+use super::*;
+use crate::api::pb::istio::mixer::v1::report_request::RepeatedAttributesSemantics;
+use crate::api::pb::istio::mixer::v1::{CompressedAttributes, StringMap};
+
+fn manifest() -> Manifest {
+    Manifest::from_pairs([
+        ("request.path", ValueType::String),
+        ("request.size", ValueType::Int64),
+        ("request.headers", ValueType::StringMap),
+        ("request.time", ValueType::Timestamp),
+        ("response.duration", ValueType::Duration),
+        ("source.ip", ValueType::IpAddress),
+        ("connection.mtls", ValueType::Bool),
+        ("custom.ratio", ValueType::Double), // declared, not a global word
+        ("custom.host", ValueType::DnsName), // declared, not a global word
+    ])
+}
+
+fn key<'a>(m: &Manifest, name: &'a str) -> AttrKey<'a> {
+    AttrKey {
+        name,
+        id: m.get(name).map_or(AttrKey::NO_ID, |i| i.id),
+    }
+}
+
+fn owned_map(pairs: &[(&str, &str)]) -> Value<'static> {
+    let map: BTreeMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    Value::StringMap(StringMapRef::Owned(Arc::new(map)))
+}
+
+fn sample_attrs() -> Vec<(String, Value<'static>)> {
+    vec![
+        ("request.path".into(), Value::str("/api/v1")),
+        ("request.size".into(), Value::Int64(-42)),
+        (
+            "request.headers".into(),
+            owned_map(&[(":authority", "example.com"), ("x-custom", "'200'")]),
+        ),
+        (
+            "request.time".into(),
+            Value::Timestamp(Timestamp::from_unix(1_600_000_000, 123_456_789)),
+        ),
+        ("response.duration".into(), Value::Duration(-1_500_000_000)),
+        (
+            "source.ip".into(),
+            Value::IpAddress(Cow::Owned(vec![10, 0, 0, 1])),
+        ),
+        ("connection.mtls".into(), Value::Bool(true)),
+        ("custom.ratio".into(), Value::Double(0.25)),
+        (
+            "custom.host".into(),
+            Value::DnsName(Cow::Borrowed("svc.local")),
+        ),
+        (
+            "undeclared.uri".into(),
+            Value::Uri(Cow::Borrowed("http://x/")),
+        ),
+        (
+            "undeclared.email".into(),
+            Value::EmailAddress(Cow::Borrowed("a@b.c")),
+        ),
+        ("undeclared.int".into(), Value::Int64(7)),
+        ("undeclared.map".into(), owned_map(&[("k", "v")])),
+        ("undeclared.empty".into(), owned_map(&[])),
+        (
+            "destination.ip".into(),
+            Value::IpAddress(Cow::Owned(vec![0; 16])),
+        ),
+        ("empty.string".into(), Value::str("")),
+    ]
+}
+
+/// What the bag should report for an encoded value: string-like values come back as
+/// STRING (the evaluator re-types them from the manifest).
+fn expected(v: &Value<'_>) -> Value<'static> {
+    match v.as_str() {
+        Some(s) => Value::String(Cow::Owned(s.to_owned())),
+        None => v.clone().into_owned(),
+    }
+}
+
+fn contents(bag: &ProtoBag<'_>) -> BTreeMap<String, Value<'static>> {
+    bag.iter()
+        .map(|(n, v)| (n.to_owned(), v.into_owned()))
+        .collect()
+}
+
+fn assert_bag_has(bag: &ProtoBag<'_>, m: &Manifest, attrs: &[(String, Value<'_>)]) {
+    for (name, value) in attrs {
+        let want = expected(value);
+        assert_eq!(bag.get(key(m, name)).as_ref(), Some(&want), "{name} by key");
+        assert_eq!(
+            bag.get_by_name(name).as_ref(),
+            Some(&want),
+            "{name} by name"
+        );
+        let no_id = AttrKey {
+            name,
+            id: AttrKey::NO_ID,
+        };
+        assert_eq!(bag.get(no_id).as_ref(), Some(&want), "{name} by NO_ID");
+    }
+    assert_eq!(bag.len(), attrs.len());
+    assert_eq!(contents(bag).len(), attrs.len());
+}
+
+#[test]
+fn round_trip_every_value_type() {
+    let m = manifest();
+    let table = AttrTable::new(&m);
+    for gwc in [0, 111, 222] {
+        let attrs = sample_attrs();
+        let ca = AttributeEncoder::encode_one(gwc, &attrs);
+        // Through the wire, to be sure.
+        let ca = CompressedAttributes::decode(&ca.encode_to_vec()[..]).unwrap();
+        let bag = ProtoBag::decode(&ca, &ca.words, &table).unwrap();
+        assert_bag_has(&bag, &m, &attrs);
+        assert!(bag.get(key(&m, "request.missing")).is_none());
+        assert!(bag.get(key(&m, "connection.mtls")).is_some());
+        assert!(bag.get_by_name("nope").is_none());
+        if gwc == 0 {
+            assert!(ca.strings.keys().all(|&k| k < 0));
+        } else {
+            // request.path is global word 17.
+            assert_eq!(ca.strings.get(&17).copied(), Some(-1));
+        }
+    }
+}
+
+#[test]
+fn string_map_values_borrow_and_look_up() {
+    let m = manifest();
+    let table = AttrTable::new(&m);
+    let ca = AttributeEncoder::encode_one(222, &sample_attrs());
+    let bag = ProtoBag::decode(&ca, &ca.words, &table).unwrap();
+    let Some(Value::StringMap(StringMapRef::Borrowed(h))) = bag.get(key(&m, "request.headers"))
+    else {
+        panic!("request.headers is not a borrowed map");
+    };
+    assert_eq!(h.get(":authority"), Some("example.com"));
+    assert_eq!(h.get("x-custom"), Some("'200'"));
+    assert_eq!(h.get("missing"), None);
+    assert_eq!(h.len(), 2);
+    // The text of a global word is the dictionary's own static string.
+    let Some(Value::String(Cow::Borrowed(s))) = bag.get(key(&m, "request.path")) else {
+        panic!("request.path is not borrowed");
+    };
+    assert_eq!(s, "/api/v1");
+}
+
+#[test]
+fn index_rule_negative_is_message_positive_is_global() {
+    let table = AttrTable::new(&manifest());
+    let words: Vec<String> = vec!["/foo".into(), "my.name".into(), "v".into()];
+    let ca = CompressedAttributes {
+        strings: HashMap::from([
+            (17, -1),  // request.path = words[0]
+            (-2, 94),  // my.name = global 94 = '200'
+            (-3, 218), // v = "-" with quotes
+        ]),
+        int64s: HashMap::from([(23, 5)]), // request.size
+        ..Default::default()
+    };
+    let bag = ProtoBag::decode(&ca, &words, &table).unwrap();
+    assert_eq!(bag.get_by_name("request.path"), Some(Value::str("/foo")));
+    assert_eq!(bag.get_by_name("my.name"), Some(Value::str("'200'")));
+    assert_eq!(bag.get_by_name("v"), Some(Value::str("\"-\"")));
+    assert_eq!(bag.get_by_name("request.size"), Some(Value::Int64(5)));
+}
+
+#[test]
+fn report_elements_use_default_words() {
+    let m = manifest();
+    let table = AttrTable::new(&m);
+    let elements = vec![
+        vec![
+            ("request.path".to_owned(), Value::str("/a")),
+            ("custom.host".to_owned(), Value::str("h1")),
+        ],
+        vec![
+            ("request.path".to_owned(), Value::str("/b")),
+            ("undeclared.x".to_owned(), Value::str("/a")),
+        ],
+    ];
+    let req = encode_report(222, &elements);
+    assert_eq!(
+        req.repeated_attributes_semantics,
+        RepeatedAttributesSemantics::IndependentEncoding as i32
+    );
+    assert_eq!(req.global_word_count, 222);
+    assert!(req.attributes.iter().all(|a| a.words.is_empty()));
+    assert_eq!(
+        req.default_words,
+        ["/a", "custom.host", "h1", "/b", "undeclared.x"]
+    );
+    let mut bag = ProtoBag::new(&table);
+    for (element, attrs) in req.attributes.iter().zip(&elements) {
+        let words = if element.words.is_empty() {
+            &req.default_words
+        } else {
+            &element.words
+        };
+        bag.decode_into(element, words, &table).unwrap();
+        assert_bag_has(&bag, &m, attrs);
+    }
+    // Reuse cleared the first element's attributes.
+    assert!(bag.get(key(&m, "custom.host")).is_none());
+    // An element decoded without the default words fails, naming the index.
+    let err = bag
+        .decode_into(&req.attributes[1], &[], &table)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("is not defined: the message has 0 words"),
+        "{err}"
+    );
+    assert!(bag.is_empty(), "a failed decode_into leaves the bag empty");
+}
+
+#[test]
+fn decode_into_with_maps_reuses_storage() {
+    let m = manifest();
+    let table = AttrTable::new(&m);
+    let a = AttributeEncoder::encode_one(
+        222,
+        &[
+            (
+                "request.headers".into(),
+                owned_map(&[("a", "1"), ("b", "2")]),
+            ),
+            ("other.map".into(), owned_map(&[("c", "3")])),
+        ],
+    );
+    let b =
+        AttributeEncoder::encode_one(222, &[("request.headers".into(), owned_map(&[("z", "9")]))]);
+    let mut bag = ProtoBag::new(&table);
+    bag.decode_into(&a, &a.words, &table).unwrap();
+    bag.decode_into(&b, &b.words, &table).unwrap();
+    assert_eq!(bag.len(), 1);
+    assert_eq!(
+        bag.get(key(&m, "request.headers")),
+        Some(owned_map(&[("z", "9")]))
+    );
+    assert!(bag.get_by_name("other.map").is_none());
+    // A table of a different size is accepted.
+    let small = AttrTable::new(&Manifest::from_pairs([("request.path", ValueType::String)]));
+    bag.decode_into(&a, &a.words, &small).unwrap();
+    assert_eq!(bag.len(), 2);
+    assert_eq!(
+        bag.get_by_name("request.headers"),
+        Some(owned_map(&[("a", "1"), ("b", "2")]))
+    );
+}
+
+fn decode_err(ca: &CompressedAttributes, words: &[String]) -> String {
+    let table = AttrTable::new(&manifest());
+    let err = ProtoBag::decode(ca, words, &table).unwrap_err();
+    // The reuse path reports the same error.
+    let mut bag = ProtoBag::new(&table);
+    let again = bag.decode_into(ca, words, &table).unwrap_err();
+    assert_eq!(err, again);
+    assert!(bag.is_empty());
+    err.to_string()
+}
+
+fn words(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("w{i}")).collect()
+}
+
+#[test]
+fn out_of_range_name_indexes() {
+    let three = words(3);
+    let cases: Vec<CompressedAttributes> = vec![
+        CompressedAttributes {
+            strings: HashMap::from([(-7, 0)]),
+            ..Default::default()
+        },
+        CompressedAttributes {
+            int64s: HashMap::from([(-7, 0)]),
+            ..Default::default()
+        },
+        CompressedAttributes {
+            doubles: HashMap::from([(-7, 0.0)]),
+            ..Default::default()
+        },
+        CompressedAttributes {
+            bools: HashMap::from([(-7, true)]),
+            ..Default::default()
+        },
+        CompressedAttributes {
+            timestamps: HashMap::from([(-7, prost_types::Timestamp::default())]),
+            ..Default::default()
+        },
+        CompressedAttributes {
+            durations: HashMap::from([(-7, prost_types::Duration::default())]),
+            ..Default::default()
+        },
+        CompressedAttributes {
+            bytes: HashMap::from([(-7, vec![1])]),
+            ..Default::default()
+        },
+        CompressedAttributes {
+            string_maps: HashMap::from([(-7, StringMap::default())]),
+            ..Default::default()
+        },
+    ];
+    for ca in &cases {
+        assert_eq!(
+            decode_err(ca, &three),
+            "attribute name index -7 is not defined: the message has 3 words"
+        );
+    }
+    let ca = CompressedAttributes {
+        int64s: HashMap::from([(222, 1)]),
+        ..Default::default()
+    };
+    assert_eq!(
+        decode_err(&ca, &three),
+        "attribute name index 222 is not defined in the global dictionary (222 words)"
+    );
+    for extreme in [i32::MIN, i32::MAX] {
+        let ca = CompressedAttributes {
+            bools: HashMap::from([(extreme, true)]),
+            ..Default::default()
+        };
+        assert!(decode_err(&ca, &three).contains(&extreme.to_string()));
+    }
+    // -1 with no words at all.
+    let ca = CompressedAttributes {
+        bools: HashMap::from([(-1, true)]),
+        ..Default::default()
+    };
+    assert_eq!(
+        decode_err(&ca, &[]),
+        "attribute name index -1 is not defined: the message has 0 words"
+    );
+}
+
+#[test]
+fn out_of_range_value_and_map_indexes() {
+    let three = words(3);
+    let ca = CompressedAttributes {
+        strings: HashMap::from([(17, 300)]),
+        ..Default::default()
+    };
+    assert_eq!(
+        decode_err(&ca, &three),
+        "value index 300 of attribute 'request.path' is not defined in the global dictionary (222 words)"
+    );
+    let ca = CompressedAttributes {
+        strings: HashMap::from([(-1, -4)]),
+        ..Default::default()
+    };
+    assert_eq!(
+        decode_err(&ca, &three),
+        "value index -4 of attribute 'w0' is not defined: the message has 3 words"
+    );
+    let ca = CompressedAttributes {
+        string_maps: HashMap::from([(
+            15,
+            StringMap {
+                entries: HashMap::from([(-9, 0)]),
+            },
+        )]),
+        ..Default::default()
+    };
+    assert_eq!(
+        decode_err(&ca, &three),
+        "map key index -9 of attribute 'request.headers' is not defined: the message has 3 words"
+    );
+    let ca = CompressedAttributes {
+        string_maps: HashMap::from([(
+            15,
+            StringMap {
+                entries: HashMap::from([(31, 1000)]),
+            },
+        )]),
+        ..Default::default()
+    };
+    assert_eq!(
+        decode_err(&ca, &three),
+        "map value index 1000 of key ':authority' in attribute 'request.headers' is not defined in the global dictionary (222 words)"
+    );
+}
+
+#[test]
+fn duplicate_attributes() {
+    let ws: Vec<String> = vec!["request.path".into(), "x".into(), "x".into()];
+    // Declared attribute, in two maps.
+    let ca = CompressedAttributes {
+        strings: HashMap::from([(17, 0)]),
+        int64s: HashMap::from([(17, 1)]),
+        ..Default::default()
+    };
+    assert_eq!(
+        decode_err(&ca, &ws),
+        "duplicate attribute 'request.path' (in strings and int64s)"
+    );
+    // Declared attribute, once by global index and once by an equal message word.
+    let ca = CompressedAttributes {
+        strings: HashMap::from([(17, 0), (-1, 0)]),
+        ..Default::default()
+    };
+    assert_eq!(
+        decode_err(&ca, &ws),
+        "duplicate attribute 'request.path' (in strings and strings)"
+    );
+    // Undeclared attribute, in two maps.
+    let ca = CompressedAttributes {
+        bools: HashMap::from([(-2, true)]),
+        string_maps: HashMap::from([(-2, StringMap::default())]),
+        ..Default::default()
+    };
+    assert_eq!(
+        decode_err(&ca, &ws),
+        "duplicate attribute 'x' (in bools and string_maps)"
+    );
+    // Undeclared attribute, through two message words that are equal.
+    let ca = CompressedAttributes {
+        doubles: HashMap::from([(-2, 1.0), (-3, 2.0)]),
+        ..Default::default()
+    };
+    assert_eq!(
+        decode_err(&ca, &ws),
+        "duplicate attribute 'x' (in doubles and doubles)"
+    );
+}
+
+#[test]
+fn invalid_timestamps_and_durations() {
+    let ts = |seconds, nanos| CompressedAttributes {
+        timestamps: HashMap::from([(24, prost_types::Timestamp { seconds, nanos })]),
+        ..Default::default()
+    };
+    for (s, n) in [
+        (0, -1),
+        (0, 1_000_000_000),
+        (0, i32::MIN),
+        (i64::MAX, 0),
+        (i64::MIN, 0),
+        (253_402_300_800, 0),
+        (-62_135_596_801, 0),
+    ] {
+        let err = decode_err(&ts(s, n), &[]);
+        assert!(
+            err.starts_with(&format!(
+                "invalid timestamp for attribute 'request.time' (seconds {s}, nanos {n})"
+            )),
+            "{err}"
+        );
+    }
+    let table = AttrTable::new(&manifest());
+    for (s, n) in [(253_402_300_799, 999_999_999), (-62_135_596_800, 0)] {
+        let ca = ts(s, n);
+        let bag = ProtoBag::decode(&ca, &[], &table).unwrap();
+        assert_eq!(
+            bag.get_by_name("request.time"),
+            Some(Value::Timestamp(Timestamp::from_unix(s, n as u32)))
+        );
+    }
+
+    let dur = |seconds, nanos| CompressedAttributes {
+        durations: HashMap::from([(29, prost_types::Duration { seconds, nanos })]),
+        ..Default::default()
+    };
+    for (s, n, why) in [
+        (i64::MAX, 0, "does not fit"),
+        (9_223_372_036, 854_775_808, "does not fit"),
+        (-9_223_372_036, -854_775_809, "does not fit"),
+        (i64::MIN, 0, "does not fit"),
+        (1, -1, "different signs"),
+        (-1, 1, "different signs"),
+        (0, 1_000_000_000, "nanos must lie"),
+        (0, -1_000_000_000, "nanos must lie"),
+    ] {
+        let err = decode_err(&dur(s, n), &[]);
+        assert!(
+            err.starts_with(&format!(
+                "invalid duration for attribute 'response.duration' (seconds {s}, nanos {n}): "
+            )) && err.contains(why),
+            "{err}"
+        );
+    }
+    for (s, n, want) in [
+        (9_223_372_036, 854_775_807, i64::MAX),
+        (-9_223_372_036, -854_775_808, i64::MIN),
+        (0, -5, -5),
+        (2, 5, 2_000_000_005),
+    ] {
+        let ca = dur(s, n);
+        let bag = ProtoBag::decode(&ca, &[], &table).unwrap();
+        assert_eq!(
+            bag.get_by_name("response.duration"),
+            Some(Value::Duration(want))
+        );
+    }
+}
+
+#[test]
+fn string_map_with_repeated_key_strings_is_deterministic() {
+    let table = AttrTable::new(&manifest());
+    // ":authority" is global word 31 and also message word -1.
+    let ws: Vec<String> = vec![":authority".into(), "b".into(), "a".into()];
+    let ca = CompressedAttributes {
+        string_maps: HashMap::from([(
+            15,
+            StringMap {
+                entries: HashMap::from([(31, -2), (-1, -3)]),
+            },
+        )]),
+        ..Default::default()
+    };
+    let bag = ProtoBag::decode(&ca, &ws, &table).unwrap();
+    assert_eq!(
+        bag.get_by_name("request.headers"),
+        Some(owned_map(&[(":authority", "a")]))
+    );
+}
+
+#[test]
+fn delta_overrides_adds_and_keeps() {
+    let m = manifest();
+    let table = AttrTable::new(&m);
+    let base = AttributeEncoder::encode_one(
+        222,
+        &[
+            ("request.path".into(), Value::str("/base")),
+            ("request.size".into(), Value::Int64(1)),
+            ("request.headers".into(), owned_map(&[("a", "1")])),
+            ("undeclared.b".into(), Value::str("b0")),
+            ("undeclared.d".into(), owned_map(&[("d", "0")])),
+        ],
+    );
+    let delta = AttributeEncoder::encode_one(
+        222,
+        &[
+            ("request.path".into(), Value::str("/delta")),
+            ("request.headers".into(), owned_map(&[("b", "2")])),
+            ("connection.mtls".into(), Value::Bool(false)),
+            ("undeclared.a".into(), Value::Int64(5)),
+            ("undeclared.b".into(), Value::Int64(6)),
+            ("undeclared.c".into(), owned_map(&[("c", "3")])),
+            ("undeclared.d".into(), owned_map(&[("d", "1")])),
+        ],
+    );
+    let mut bag = ProtoBag::decode(&base, &base.words, &table).unwrap();
+    bag.apply_delta(&delta, &delta.words, &table).unwrap();
+    let got = contents(&bag);
+    let want: BTreeMap<String, Value<'static>> = [
+        ("request.path", Value::str("/delta").into_owned()),
+        ("request.size", Value::Int64(1)),
+        ("request.headers", owned_map(&[("b", "2")])),
+        ("connection.mtls", Value::Bool(false)),
+        ("undeclared.a", Value::Int64(5)),
+        ("undeclared.b", Value::Int64(6)),
+        ("undeclared.c", owned_map(&[("c", "3")])),
+        ("undeclared.d", owned_map(&[("d", "1")])),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(got, want);
+    assert_eq!(bag.len(), want.len());
+    for (name, value) in &want {
+        assert_eq!(bag.get(key(&m, name)).as_ref(), Some(value), "{name}");
+    }
+
+    // A failing delta (duplicate name, then a bad index) leaves the bag as it was.
+    let before = format!("{bag:?}");
+    let bad = CompressedAttributes {
+        strings: HashMap::from([(17, -1)]),
+        int64s: HashMap::from([(17, 3)]),
+        ..Default::default()
+    };
+    let ws: Vec<String> = vec!["/bad".into()];
+    assert!(bag.apply_delta(&bad, &ws, &table).is_err());
+    let bad = CompressedAttributes {
+        strings: HashMap::from([(17, -1)]),
+        bools: HashMap::from([(-5, true)]),
+        ..Default::default()
+    };
+    let err = bag.apply_delta(&bad, &ws, &table).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "attribute name index -5 is not defined: the message has 1 word"
+    );
+    assert_eq!(format!("{bag:?}"), before);
+    assert_eq!(contents(&bag), want);
+}
+
+#[test]
+fn empty_table_puts_everything_in_the_side_list() {
+    let table = AttrTable::empty();
+    let attrs = sample_attrs();
+    let ca = AttributeEncoder::encode_one(222, &attrs);
+    let bag = ProtoBag::decode(&ca, &ca.words, &table).unwrap();
+    let m = Manifest::new();
+    assert_bag_has(&bag, &m, &attrs);
+    // A stale id past the slot vector falls back to the name.
+    let k = AttrKey {
+        name: "request.path",
+        id: 5,
+    };
+    assert_eq!(bag.get(k), Some(Value::str("/api/v1")));
+}
+
+#[test]
+fn encoder_last_duplicate_wins_and_shares_words() {
+    let mut enc = AttributeEncoder::new(222);
+    let a = enc.encode(&[
+        ("x.y".into(), Value::str("one")),
+        ("x.y".into(), Value::Int64(2)),
+    ]);
+    let b = enc.encode(&[("x.y".into(), Value::str("one"))]);
+    assert!(a.strings.is_empty());
+    assert_eq!(a.int64s.get(&-1), Some(&2));
+    assert_eq!(b.strings.get(&-1), Some(&-2));
+    assert_eq!(enc.words(), ["x.y", "one"]);
+    assert_eq!(enc.into_words(), ["x.y", "one"]);
+}
+
+/// A tiny deterministic generator for the robustness tests.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+    fn index(&mut self) -> i32 {
+        match self.next() % 4 {
+            0 => (self.next() % 230) as i32,
+            1 => -((self.next() % 6) as i32) - 1,
+            2 => self.next() as i32,
+            _ => (self.next() % 3) as i32 - 1,
+        }
+    }
+}
+
+#[test]
+fn random_messages_never_panic() {
+    let m = Manifest::istio_vocabulary();
+    let table = AttrTable::new(&m);
+    let mut rng = Lcg(7);
+    let mut cases = Vec::new();
+    let mut garbage = Vec::new();
+    for _ in 0..3000 {
+        let ws = words((rng.next() % 5) as usize);
+        let mut ca = CompressedAttributes::default();
+        for _ in 0..rng.next() % 6 {
+            match rng.next() % 8 {
+                0 => {
+                    ca.strings.insert(rng.index(), rng.index());
+                }
+                1 => {
+                    ca.int64s.insert(rng.index(), rng.next() as i64);
+                }
+                2 => {
+                    ca.doubles.insert(rng.index(), 1.5);
+                }
+                3 => {
+                    ca.bools.insert(rng.index(), true);
+                }
+                4 => {
+                    let t = prost_types::Timestamp {
+                        seconds: rng.next() as i64 - (1 << 30),
+                        nanos: rng.next() as i32,
+                    };
+                    ca.timestamps.insert(rng.index(), t);
+                }
+                5 => {
+                    let d = prost_types::Duration {
+                        seconds: (rng.next() as i64) << (rng.next() % 32),
+                        nanos: (rng.next() % 3) as i32 - 1,
+                    };
+                    ca.durations.insert(rng.index(), d);
+                }
+                6 => {
+                    ca.bytes.insert(rng.index(), vec![1, 2, 3, 4]);
+                }
+                _ => {
+                    let mut sm = StringMap::default();
+                    for _ in 0..rng.next() % 4 {
+                        sm.entries.insert(rng.index(), rng.index());
+                    }
+                    ca.string_maps.insert(rng.index(), sm);
+                }
+            }
+        }
+        cases.push((ws, ca));
+        // Arbitrary bytes, for prost and then the decoder.
+        let len = (rng.next() % 40) as usize;
+        garbage.push((0..len).map(|_| rng.next() as u8).collect::<Vec<u8>>());
+    }
+    let mut reuse = ProtoBag::new(&table);
+    let mut ok = 0;
+    for (ws, ca) in &cases {
+        let one = ProtoBag::decode(ca, ws, &table);
+        let two = reuse.decode_into(ca, ws, &table);
+        assert_eq!(one.is_ok(), two.is_ok());
+        if let Ok(bag) = one {
+            ok += 1;
+            assert_eq!(contents(&bag), contents(&reuse));
+            let mut acc = ProtoBag::new(&table);
+            acc.apply_delta(ca, ws, &table).unwrap();
+            assert_eq!(contents(&acc), contents(&bag));
+        } else {
+            assert!(reuse.is_empty());
+        }
+    }
+    for bytes in &garbage {
+        if let Ok(ca) = CompressedAttributes::decode(&bytes[..]) {
+            let _ = ProtoBag::decode(&ca, &ca.words, &table);
+        }
+    }
+    assert!(ok > 100, "only {ok} random messages decoded");
+}

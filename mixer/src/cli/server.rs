@@ -1,0 +1,172 @@
+//! `mixer server`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use mixer::runtime::PolicyErrorMode;
+use mixer::server::{ServerOptions, start};
+
+#[derive(Args)]
+pub struct ServerArgs {
+    /// A directory of configuration YAML (read recursively; repeatable).
+    #[arg(long = "config-dir", value_name = "DIR")]
+    config_dirs: Vec<PathBuf>,
+    /// Istio's form of --config-dir: `fs:///path/to/dir`.
+    #[arg(long = "configStoreURL", value_name = "URL")]
+    config_store_url: Vec<String>,
+    /// Address of the gRPC API (port 0 picks a free port).
+    #[arg(long, default_value = "0.0.0.0:9091")]
+    address: String,
+    /// Address of the monitoring endpoints (/metrics, /healthz, /readyz, /version, /debug/config).
+    #[arg(long = "monitoring-address", default_value = "0.0.0.0:15014")]
+    monitoring_address: String,
+    /// Rules in this namespace apply to every request.
+    #[arg(
+        long = "default-namespace",
+        alias = "configDefaultNamespace",
+        default_value = "istio-system"
+    )]
+    default_namespace: String,
+    /// Largest gRPC message accepted, in bytes.
+    #[arg(long = "max-message-size", alias = "maxMessageSize", default_value_t = 1024 * 1024)]
+    max_message_size: usize,
+    /// What a rule whose match fails to evaluate, or a Check instance that fails to build,
+    /// does: `mixer` (as Go Mixer: the rule does not apply / the Check RPC fails) or
+    /// `closed` (deny).
+    #[arg(long = "policy-errors", value_enum, default_value = "mixer")]
+    policy_errors: PolicyErrorMode,
+    /// How often config directories are checked for changes, e.g. 500ms.
+    #[arg(long = "reload-poll-interval", default_value = "500ms", value_parser = parse_duration)]
+    reload_poll: Duration,
+    /// How long changes must settle before a reload, e.g. 1s.
+    #[arg(long = "reload-debounce", default_value = "1s", value_parser = parse_duration)]
+    reload_debounce: Duration,
+    /// Log filter (`info`, `debug`, `mixer=debug,warn`, ...); RUST_LOG also works.
+    #[arg(long = "log-level", default_value = "info")]
+    log_level: String,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    expr_lang::golib::duration::parse_duration(s)
+        .and_then(|n| u64::try_from(n).ok())
+        .map(Duration::from_nanos)
+        .ok_or_else(|| format!("{s:?} is not a duration such as 500ms or 2s"))
+}
+
+/// `fs:///abs/dir` or `fs:/abs/dir` → `/abs/dir`.
+fn store_url_path(url: &str) -> Result<PathBuf> {
+    let Some(rest) = url.strip_prefix("fs:") else {
+        bail!(
+            "--configStoreURL {url:?}: only fs:// stores are supported (e.g. fs:///etc/mixer/config)"
+        );
+    };
+    let path = rest.strip_prefix("//").unwrap_or(rest);
+    if !path.starts_with('/') {
+        bail!("--configStoreURL {url:?}: use an absolute path, e.g. fs:///etc/mixer/config");
+    }
+    Ok(PathBuf::from(path))
+}
+
+fn parse_address(flag: &str, s: &str) -> Result<SocketAddr> {
+    let s = s.strip_prefix("tcp://").unwrap_or(s);
+    let s = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_owned()
+    };
+    s.parse()
+        .with_context(|| format!("{flag} {s:?}: expected host:port, e.g. 0.0.0.0:9091"))
+}
+
+pub fn run(args: ServerArgs) -> Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log_level))
+        .context("--log-level")?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let mut dirs = args.config_dirs;
+    for url in &args.config_store_url {
+        dirs.push(store_url_path(url)?);
+    }
+    if dirs.is_empty() {
+        bail!("no configuration: give --config-dir DIR (or --configStoreURL fs:///DIR)");
+    }
+    let mut options = ServerOptions::new(dirs);
+    options.address = parse_address("--address", &args.address)?;
+    options.monitoring_address = parse_address("--monitoring-address", &args.monitoring_address)?;
+    options.default_namespace = args.default_namespace;
+    options.max_message_size = args.max_message_size;
+    options.policy_errors = args.policy_errors;
+    options.reload_poll = args.reload_poll;
+    options.reload_debounce = args.reload_debounce;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let server = start(options).await?;
+        wait_for_signal().await;
+        tracing::info!("Shutting down: finishing in-flight calls and flushing adapters.");
+        server.shutdown().await?;
+        tracing::info!("Stopped.");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls_and_addresses() {
+        assert_eq!(
+            store_url_path("fs:///etc/x").unwrap(),
+            PathBuf::from("/etc/x")
+        );
+        assert_eq!(
+            store_url_path("fs:/etc/x").unwrap(),
+            PathBuf::from("/etc/x")
+        );
+        assert!(store_url_path("k8s://").is_err());
+        assert!(store_url_path("fs://relative/x").is_err());
+        assert_eq!(parse_address("--address", ":9091").unwrap().port(), 9091);
+        assert_eq!(
+            parse_address("--address", "tcp://127.0.0.1:0")
+                .unwrap()
+                .port(),
+            0
+        );
+        assert!(parse_address("--address", "nope").is_err());
+    }
+}

@@ -1,0 +1,204 @@
+//! The runtime: the serving snapshot, reloads, and dispatch.
+//!
+//! Requests read the current [`Snapshot`] through an `ArcSwap` (no lock). A reload reads
+//! the store, compiles a new snapshot off to the side, and swaps it in only if it has no
+//! errors; otherwise the last good snapshot keeps serving and the errors are reported.
+
+pub mod dispatch;
+pub mod snapshot;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+
+use crate::config::compile::{CompileOptions, Diagnostic, Severity, compile};
+use crate::config::store::read_dirs;
+use crate::telemetry::metrics::Metrics;
+pub use dispatch::PolicyErrorMode;
+pub use snapshot::Snapshot;
+
+/// What the runtime was started with.
+#[derive(Clone, Debug)]
+pub struct RuntimeOptions {
+    pub config_dirs: Vec<PathBuf>,
+    pub default_namespace: String,
+    pub policy_errors: PolicyErrorMode,
+}
+
+/// The outcome of the last configuration load.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct LoadStatus {
+    pub generation: u64,
+    pub applied: bool,
+    pub files: usize,
+    pub diagnostics: Vec<Diagnostic>,
+    #[serde(skip)]
+    pub at: Option<SystemTime>,
+    pub at_unix_seconds: u64,
+}
+
+/// Holds the serving snapshot and reloads it.
+pub struct Runtime {
+    current: ArcSwap<Snapshot>,
+    pub metrics: Metrics,
+    pub options: RuntimeOptions,
+    last_load: Mutex<LoadStatus>,
+    reload_lock: Mutex<u64>,
+    ready: AtomicBool,
+}
+
+impl Runtime {
+    pub fn new(options: RuntimeOptions, metrics: Metrics) -> Runtime {
+        Runtime {
+            current: ArcSwap::from_pointee(Snapshot::empty(&options.default_namespace)),
+            metrics,
+            last_load: Mutex::new(LoadStatus::default()),
+            reload_lock: Mutex::new(0),
+            ready: AtomicBool::new(false),
+            options,
+        }
+    }
+
+    /// The snapshot serving requests now.
+    #[inline]
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Whether a configuration snapshot has been loaded and is serving.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn last_load(&self) -> LoadStatus {
+        self.last_load.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Reads the configuration and swaps in a new snapshot if it is valid. The first load
+    /// applies whatever is valid even when some of it is not (there is nothing better to
+    /// serve); later loads with errors keep the last good snapshot.
+    pub fn reload(&self) -> LoadStatus {
+        let mut generation = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let started = Instant::now();
+        let read = read_dirs(&self.options.config_dirs);
+        let mut diagnostics: Vec<Diagnostic> = read
+            .errors
+            .iter()
+            .map(|e| Diagnostic {
+                severity: Severity::Error,
+                file: Some(e.file.clone()),
+                line: e.line,
+                resource: None,
+                field: None,
+                message: e.message.clone(),
+            })
+            .collect();
+        let previous = self.snapshot();
+        let first = !self.is_ready();
+        let compiled = compile(
+            &read.documents,
+            &CompileOptions {
+                default_namespace: self.options.default_namespace.clone(),
+                build_handlers: true,
+                generation: *generation + 1,
+            },
+            Some(&previous),
+        );
+        diagnostics.extend(compiled.diagnostics);
+        let errors = diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count();
+        let warnings = diagnostics.len() - errors;
+        for d in &diagnostics {
+            match d.severity {
+                Severity::Error => tracing::error!("Config: {d}"),
+                Severity::Warning => tracing::warn!("Config: {d}"),
+            }
+        }
+        let applied = errors == 0 || first;
+        let m = &self.metrics;
+        m.config_errors.set(errors as i64);
+        m.config_warnings.set(warnings as i64);
+        if applied {
+            *generation += 1;
+            let snap = Arc::new(compiled.snapshot);
+            m.config_loads.with_label_values(&["applied"]).inc();
+            m.config_generation.set(*generation as i64);
+            m.config_rules.set(snap.summary.rules as i64);
+            m.config_instances.set(snap.summary.instances as i64);
+            m.config_handlers.set(snap.summary.handlers as i64);
+            m.config_attributes.set(snap.summary.attributes as i64);
+            let old = self.current.swap(snap.clone());
+            close_replaced(old, &snap);
+            self.ready.store(true, Ordering::Release);
+            tracing::info!(
+                generation = *generation,
+                rules = snap.summary.rules,
+                instances = snap.summary.instances,
+                handlers = snap.summary.handlers,
+                errors,
+                warnings,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "Configuration applied."
+            );
+        } else {
+            m.config_loads.with_label_values(&["rejected"]).inc();
+            tracing::error!(
+                errors,
+                "Configuration rejected; the last good configuration keeps serving."
+            );
+        }
+        let now = SystemTime::now();
+        let status = LoadStatus {
+            generation: *generation,
+            applied,
+            files: read.files,
+            diagnostics,
+            at: Some(now),
+            at_unix_seconds: now
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        if let Ok(mut last) = self.last_load.lock() {
+            *last = status.clone();
+        }
+        status
+    }
+
+    /// Closes every handler of the serving snapshot (at shutdown).
+    pub fn close_all(&self) {
+        for h in self.snapshot().handlers.values() {
+            h.handler.close();
+        }
+    }
+}
+
+/// Closes the handlers of `old` that `new` does not reuse, once requests still running on
+/// `old` have finished (or after 10 s).
+fn close_replaced(old: Arc<Snapshot>, new: &Snapshot) {
+    let retired: Vec<_> = old
+        .handlers
+        .values()
+        .filter(|h| !new.handlers.values().any(|n| Arc::ptr_eq(n, h)))
+        .cloned()
+        .collect();
+    if retired.is_empty() {
+        return;
+    }
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        drop(old);
+        for h in retired {
+            tracing::info!(handler = %h.name, "Closing a handler the new configuration no longer uses.");
+            h.handler.close();
+        }
+    });
+}

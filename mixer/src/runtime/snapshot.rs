@@ -1,0 +1,170 @@
+//! The compiled, immutable configuration that serves requests. A reload builds a new one
+//! off to the side and swaps it in; requests hold an `Arc` to the one they started with.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use expr_lang::{Manifest, Program};
+use templates::{Handler, InstanceBuilder, TemplateKind, Variety};
+
+use crate::attrs::AttrTable;
+
+/// A running handler and what it was built from.
+pub struct HandlerEntry {
+    /// The name Mixer shows in statuses and metrics (`denyall.istio-system` for
+    /// `kind: handler`, `handler.prometheus.istio-system` for legacy kinds).
+    pub name: String,
+    pub adapter: &'static str,
+    pub handler: Arc<dyn Handler>,
+    /// Adapter + params + routed instances: equal signatures may share the handler
+    /// across reloads, keeping its state (counters, series).
+    pub signature: String,
+}
+
+/// How a header operation changes a header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderOperationKind {
+    Replace,
+    Remove,
+    Append,
+}
+
+/// A rule's request or response header operation template.
+pub struct HeaderOperation {
+    pub name: String,
+    /// STRING expressions, one operation per value.
+    pub values: Vec<Program>,
+    pub operation: HeaderOperationKind,
+}
+
+/// One action: a handler and the instances sent to it.
+pub struct Action {
+    pub handler: Arc<HandlerEntry>,
+    pub instances: Vec<Arc<InstanceBuilder>>,
+}
+
+/// A compiled rule.
+pub struct Rule {
+    /// `name.rule.namespace`.
+    pub name: String,
+    pub namespace: String,
+    /// `None` means always.
+    pub predicate: Option<Program>,
+    pub actions: Vec<Action>,
+    pub request_header_operations: Vec<HeaderOperation>,
+    pub response_header_operations: Vec<HeaderOperation>,
+}
+
+/// A handler and the instances of one variety a rule sends it.
+pub struct Destination {
+    pub handler: Arc<HandlerEntry>,
+    pub instances: Vec<Arc<InstanceBuilder>>,
+}
+
+/// A rule as seen by one variety: only its destinations of that variety.
+pub struct RoutedRule {
+    pub rule: Arc<Rule>,
+    pub destinations: Vec<Destination>,
+}
+
+/// Rules of one variety, by the namespace they apply to.
+#[derive(Default)]
+pub struct Routes {
+    /// Rules of the default config namespace: they apply to every request.
+    pub default: Vec<RoutedRule>,
+    pub by_namespace: HashMap<String, Vec<RoutedRule>>,
+}
+
+impl Routes {
+    /// The rules for a request whose identity namespace is `namespace`: the default
+    /// namespace's first, then the namespace's own.
+    pub fn for_namespace<'s>(&'s self, namespace: &str) -> impl Iterator<Item = &'s RoutedRule> {
+        let own = self
+            .by_namespace
+            .get(namespace)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        self.default.iter().chain(own.iter())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.default.is_empty() && self.by_namespace.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.default.len() + self.by_namespace.values().map(Vec::len).sum::<usize>()
+    }
+}
+
+/// Counts of what a snapshot holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    pub attributes: usize,
+    pub instances: usize,
+    pub handlers: usize,
+    pub rules: usize,
+}
+
+/// The compiled configuration.
+pub struct Snapshot {
+    /// Increases with every snapshot built by this process.
+    pub generation: u64,
+    pub default_namespace: String,
+    pub manifest: Arc<Manifest>,
+    pub attributes: AttrTable,
+    pub rules: Vec<Arc<Rule>>,
+    pub check: Routes,
+    pub report: Routes,
+    pub quota: Routes,
+    /// Built handlers by their internal name.
+    pub handlers: BTreeMap<String, Arc<HandlerEntry>>,
+    pub instances: BTreeMap<String, Arc<InstanceBuilder>>,
+    pub summary: Summary,
+}
+
+impl Snapshot {
+    /// A snapshot with no rules, serving before any configuration has loaded.
+    pub fn empty(default_namespace: &str) -> Snapshot {
+        let manifest = Arc::new(Manifest::istio_vocabulary());
+        Snapshot {
+            generation: 0,
+            default_namespace: default_namespace.to_owned(),
+            attributes: AttrTable::new(&manifest),
+            manifest,
+            rules: Vec::new(),
+            check: Routes::default(),
+            report: Routes::default(),
+            quota: Routes::default(),
+            handlers: BTreeMap::new(),
+            instances: BTreeMap::new(),
+            summary: Summary::default(),
+        }
+    }
+
+    /// The routes of a variety.
+    pub fn routes(&self, variety: Variety) -> Option<&Routes> {
+        match variety {
+            Variety::Check => Some(&self.check),
+            Variety::Report => Some(&self.report),
+            Variety::Quota => Some(&self.quota),
+            Variety::AttributeGenerator => None,
+        }
+    }
+}
+
+/// Whether handlers of `kind`'s template can be called for it by this handler.
+pub fn supports(handler: &dyn Handler, kind: TemplateKind) -> bool {
+    match kind {
+        TemplateKind::Metric => handler.metric().is_some(),
+        TemplateKind::LogEntry => handler.log_entry().is_some(),
+        TemplateKind::TraceSpan => handler.trace_span().is_some(),
+        TemplateKind::ReportNothing => handler.report_nothing().is_some(),
+        TemplateKind::Edge => handler.edge().is_some(),
+        TemplateKind::CheckNothing => handler.check_nothing().is_some(),
+        TemplateKind::ListEntry => handler.list_entry().is_some(),
+        TemplateKind::Authorization => handler.authorization().is_some(),
+        TemplateKind::ApiKey => handler.api_key().is_some(),
+        TemplateKind::Quota => handler.quota().is_some(),
+        TemplateKind::Kubernetes => handler.kubernetes().is_some(),
+    }
+}

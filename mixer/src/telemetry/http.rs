@@ -1,0 +1,98 @@
+//! The monitoring HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, `/version`,
+//! `/debug/config`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde_json::json;
+
+use crate::runtime::Runtime;
+
+/// The monitoring routes.
+pub fn router(runtime: Arc<Runtime>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/version", get(version))
+        .route("/debug/config", get(debug_config))
+        .with_state(runtime)
+}
+
+async fn metrics(State(rt): State<Arc<Runtime>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        rt.metrics.render(),
+    )
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(rt): State<Arc<Runtime>>) -> impl IntoResponse {
+    if rt.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no configuration loaded yet\n",
+        )
+    }
+}
+
+async fn version() -> String {
+    format!("mixer {}\n", env!("CARGO_PKG_VERSION"))
+}
+
+async fn debug_config(State(rt): State<Arc<Runtime>>) -> impl IntoResponse {
+    let snap = rt.snapshot();
+    let rules: Vec<_> = snap
+        .rules
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "namespace": r.namespace,
+                "match": r.predicate.as_ref().map(|p| p.source()).unwrap_or("true"),
+                "actions": r.actions.iter().map(|a| json!({
+                    "handler": a.handler.name,
+                    "instances": a.instances.iter().map(|i| i.name()).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+                "request_header_operations": r.request_header_operations.len(),
+                "response_header_operations": r.response_header_operations.len(),
+            })
+        })
+        .collect();
+    let handlers: Vec<_> = snap
+        .handlers
+        .values()
+        .map(|h| json!({"name": h.name, "adapter": h.adapter}))
+        .collect();
+    let instances: Vec<_> = snap
+        .instances
+        .values()
+        .map(|i| json!({"name": i.name(), "template": i.kind().name()}))
+        .collect();
+    let body = json!({
+        "generation": snap.generation,
+        "default_namespace": snap.default_namespace,
+        "config_dirs": rt.options.config_dirs,
+        "summary": snap.summary,
+        "rules": rules,
+        "handlers": handlers,
+        "instances": instances,
+        "last_load": rt.last_load(),
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string_pretty(&body).unwrap_or_default(),
+    )
+}

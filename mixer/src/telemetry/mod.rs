@@ -1,0 +1,4 @@
+//! Self-metrics and health.
+
+pub mod http;
+pub mod metrics;
