@@ -335,12 +335,7 @@ mod tests {
 
     fn result(params: Json) -> CheckResult {
         let h = Denier
-            .build(
-                validate(params).unwrap(),
-                &Env {
-                    handler: "h".into(),
-                },
-            )
+            .build(validate(params).unwrap(), &Env::standalone("h"))
             .unwrap();
         let inst = checknothing::Instance { name: "i" };
         match h.check_nothing().unwrap().handle_check_nothing(&inst) {

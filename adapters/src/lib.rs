@@ -40,10 +40,33 @@ pub struct ValidateInput<'a> {
     pub warnings: &'a std::cell::RefCell<Vec<ParamError>>,
 }
 
-/// What building a handler may use: its name and the runtime that owns its tasks.
-#[derive(Clone, Debug)]
+/// What building a handler may use: its name and the server's shared resources.
+#[derive(Clone)]
 pub struct Env {
     pub handler: String,
+    pub resources: Arc<Resources>,
+}
+
+impl Env {
+    /// An environment for `handler` with fresh resources (tests, tools).
+    pub fn standalone(handler: &str) -> Env {
+        Env {
+            handler: handler.to_owned(),
+            resources: Arc::new(Resources::default()),
+        }
+    }
+}
+
+/// What the server shares with every handler it builds, for the whole process life.
+#[derive(Default)]
+pub struct Resources {
+    /// What prometheus handlers publish; the server serves it on `--prometheus-address`.
+    pub prometheus: Arc<prometheus::Exporter>,
+    /// Adapters' own metrics (drops, failures); served with the server's self-metrics.
+    pub metrics: ::prometheus::Registry,
+    /// The async runtime background tasks run on; `None` outside one (e.g. `mixer
+    /// validate`, which never builds handlers).
+    pub runtime: Option<tokio::runtime::Handle>,
 }
 
 /// A handler could not be built from validated params.

@@ -22,6 +22,8 @@ pub struct ServerOptions {
     pub config_dirs: Vec<PathBuf>,
     pub address: SocketAddr,
     pub monitoring_address: SocketAddr,
+    /// Where metrics published by prometheus handlers are served (`/metrics`).
+    pub prometheus_address: SocketAddr,
     pub default_namespace: String,
     pub max_message_size: usize,
     pub policy_errors: PolicyErrorMode,
@@ -38,6 +40,7 @@ impl ServerOptions {
             config_dirs,
             address: SocketAddr::from(([0, 0, 0, 0], 9091)),
             monitoring_address: SocketAddr::from(([0, 0, 0, 0], 15014)),
+            prometheus_address: SocketAddr::from(([0, 0, 0, 0], 42422)),
             default_namespace: "istio-system".to_owned(),
             max_message_size: 1024 * 1024,
             policy_errors: PolicyErrorMode::Mixer,
@@ -63,6 +66,7 @@ pub enum ServerError {
 pub struct RunningServer {
     pub api_address: SocketAddr,
     pub monitoring_address: SocketAddr,
+    pub prometheus_address: SocketAddr,
     pub runtime: Arc<Runtime>,
     shutdown: Option<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<()>>,
@@ -96,9 +100,14 @@ async fn bind(address: SocketAddr) -> Result<TcpListener, ServerError> {
 
 /// Loads the configuration, binds both listeners and starts serving.
 pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError> {
+    let resources = Arc::new(adapters::Resources {
+        runtime: Some(tokio::runtime::Handle::current()),
+        ..Default::default()
+    });
     let runtime = Arc::new(Runtime::new(
         RuntimeOptions {
             config_dirs: options.config_dirs.clone(),
+            resources: resources.clone(),
             default_namespace: options.default_namespace.clone(),
             policy_errors: options.policy_errors,
         },
@@ -119,6 +128,36 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
         }
     })];
     tracing::info!(address = %monitoring_address, "Monitoring endpoints listening (/metrics, /healthz, /readyz, /version, /debug/config).");
+
+    let exposition = bind(options.prometheus_address).await?;
+    let prometheus_address = exposition
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            address: options.prometheus_address,
+            source,
+        })?;
+    let exporter = resources.prometheus.clone();
+    let scrape = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let exporter = exporter.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    exporter.render(),
+                )
+            }
+        }),
+    );
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = axum::serve(exposition, scrape).await {
+            tracing::error!(error = %e, "Prometheus exposition server failed.");
+        }
+    }));
+    tracing::info!(address = %prometheus_address, "Prometheus exposition listening (/metrics).");
 
     // The first load happens before the API accepts calls.
     let rt = runtime.clone();
@@ -157,6 +196,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
     Ok(RunningServer {
         api_address,
         monitoring_address,
+        prometheus_address,
         runtime,
         shutdown: Some(tx),
         tasks,

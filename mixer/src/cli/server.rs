@@ -24,6 +24,9 @@ pub struct ServerArgs {
     /// Address of the monitoring endpoints (/metrics, /healthz, /readyz, /version, /debug/config).
     #[arg(long = "monitoring-address", default_value = "0.0.0.0:15014")]
     monitoring_address: String,
+    /// Address where metrics published by prometheus handlers are served (/metrics).
+    #[arg(long = "prometheus-address", default_value = "0.0.0.0:42422")]
+    prometheus_address: String,
     /// Rules in this namespace apply to every request.
     #[arg(
         long = "default-namespace",
@@ -101,6 +104,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode> {
     let mut options = ServerOptions::new(dirs);
     options.address = parse_address("--address", &args.address)?;
     options.monitoring_address = parse_address("--monitoring-address", &args.monitoring_address)?;
+    options.prometheus_address = parse_address("--prometheus-address", &args.prometheus_address)?;
     options.default_namespace = args.default_namespace;
     options.max_message_size = args.max_message_size;
     options.policy_errors = args.policy_errors;

@@ -29,6 +29,7 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
             default_namespace: args.default_namespace,
             build_handlers: false,
             generation: 1,
+            resources: Default::default(),
         },
         None,
     );

@@ -68,7 +68,7 @@ impl fmt::Display for Diagnostic {
 }
 
 /// Options for compiling a snapshot.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct CompileOptions {
     /// Rules in this namespace apply to every request (`istio-system`).
     pub default_namespace: String,
@@ -76,6 +76,8 @@ pub struct CompileOptions {
     pub build_handlers: bool,
     /// Number of the snapshot being built.
     pub generation: u64,
+    /// What handlers share for the life of the process.
+    pub resources: Arc<adapters::Resources>,
 }
 
 /// The outcome of a compile: a snapshot of everything valid, and every problem found.
@@ -839,6 +841,7 @@ pub fn compile(docs: &[Document], opts: &CompileOptions, previous: Option<&Snaps
                 validated,
                 &adapters::Env {
                     handler: decl.name.clone(),
+                    resources: opts.resources.clone(),
                 },
             ) {
                 Ok(h) => Arc::new(HandlerEntry {

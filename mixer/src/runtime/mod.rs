@@ -21,9 +21,11 @@ pub use dispatch::PolicyErrorMode;
 pub use snapshot::Snapshot;
 
 /// What the runtime was started with.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RuntimeOptions {
     pub config_dirs: Vec<PathBuf>,
+    /// Shared with every handler built.
+    pub resources: Arc<adapters::Resources>,
     pub default_namespace: String,
     pub policy_errors: PolicyErrorMode,
 }
@@ -104,6 +106,7 @@ impl Runtime {
                 default_namespace: self.options.default_namespace.clone(),
                 build_handlers: true,
                 generation: *generation + 1,
+                resources: self.options.resources.clone(),
             },
             Some(&previous),
         );

@@ -29,7 +29,7 @@ async fn metrics(State(rt): State<Arc<Runtime>>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        rt.metrics.render(),
+        rt.metrics.render_with(&rt.options.resources.metrics),
     )
 }
 

@@ -200,9 +200,16 @@ impl Metrics {
 
     /// The Prometheus text exposition of every self-metric.
     pub fn render(&self) -> String {
+        self.render_with(&Registry::new())
+    }
+
+    /// Self-metrics plus those in `extra` (adapters' own metrics).
+    pub fn render_with(&self, extra: &Registry) -> String {
+        let mut families = self.registry.gather();
+        families.extend(extra.gather());
         let mut buf = Vec::new();
         let encoder = TextEncoder::new();
-        if encoder.encode(&self.registry.gather(), &mut buf).is_err() {
+        if encoder.encode(&families, &mut buf).is_err() {
             return String::new();
         }
         String::from_utf8(buf).unwrap_or_default()

@@ -20,6 +20,7 @@ pub async fn start_server(dir: &Path, mode: PolicyErrorMode) -> RunningServer {
     let mut options = ServerOptions::new(vec![dir.to_path_buf()]);
     options.address = "127.0.0.1:0".parse().unwrap();
     options.monitoring_address = "127.0.0.1:0".parse().unwrap();
+    options.prometheus_address = "127.0.0.1:0".parse().unwrap();
     options.policy_errors = mode;
     options.reload_poll = Duration::from_millis(25);
     options.reload_debounce = Duration::from_millis(75);
