@@ -27,6 +27,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // Malformed requests are INVALID_ARGUMENT, not tonic's INTERNAL (see api/codec.rs).
+        .codec_path("crate::api::codec::StrictCodec")
         .compile_fds(fds)?;
     Ok(())
 }

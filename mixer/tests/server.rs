@@ -556,3 +556,73 @@ async fn health_readiness_version_and_debug_config() {
     assert_eq!(v["handlers"][0]["name"], "denyall.istio-system");
     server.shutdown().await.unwrap();
 }
+
+/// Sends raw bytes as a request body.
+#[derive(Default)]
+struct RawCodec;
+
+struct RawEncoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = mixer::api::pb::istio::mixer::v1::CheckResponse;
+    type Encoder = RawEncoder;
+    type Decoder = tonic_prost::ProstDecoder<mixer::api::pb::istio::mixer::v1::CheckResponse>;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        Default::default()
+    }
+}
+
+#[tokio::test]
+async fn malformed_protobuf_is_invalid_argument_and_server_keeps_serving() {
+    let dir = config_dir(&[("deny.yaml", DENY_BY_LABEL)]);
+    let server = start_server(dir.path(), PolicyErrorMode::Mixer).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.api_address))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    for path in [
+        "/istio.mixer.v1.Mixer/Check",
+        "/istio.mixer.v1.Mixer/Report",
+    ] {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.unwrap();
+        let err = grpc
+            .unary(
+                tonic::Request::new(vec![0xff, 0xff, 0xff, 0x01]),
+                http::uri::PathAndQuery::from_static(path),
+                RawCodec,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{path}: {err:?}");
+        assert!(
+            err.message().contains("malformed protobuf"),
+            "{}",
+            err.message()
+        );
+    }
+    let mut c = client(&server).await;
+    let r = check(&mut c, &[("source.labels", map(&[("app", "untrusted")]))])
+        .await
+        .unwrap();
+    assert_eq!(status_of(&r).0, 7);
+    server.shutdown().await.unwrap();
+}

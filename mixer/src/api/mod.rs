@@ -1,3 +1,4 @@
 //! The `istio.mixer.v1.Mixer` gRPC API.
+pub mod codec;
 pub mod pb;
 pub mod service;
