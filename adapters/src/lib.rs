@@ -96,13 +96,14 @@ pub fn inventory() -> &'static [&'static dyn Adapter] {
     static ALL: &[&dyn Adapter] = &[
         &denier::Denier,
         &noop::Noop,
-        &unsupported::PROMETHEUS,
-        &unsupported::STDIO,
-        &unsupported::LISTCHECKER,
-        &unsupported::MEMQUOTA,
-        &unsupported::REDISQUOTA,
+        &prometheus::ADAPTER,
+        &stdio::ADAPTER,
+        &list::ADAPTER,
+        &memquota::ADAPTER,
+        &redisquota::ADAPTER,
         &unsupported::KUBERNETESENV,
-        &unsupported::ZIPKIN,
+        &otlp::ADAPTER,
+        &otlp::ZIPKIN_ADAPTER,
     ];
     ALL
 }

@@ -48,46 +48,6 @@ impl Adapter for ParamsOnly {
     }
 }
 
-pub static PROMETHEUS: ParamsOnly = ParamsOnly {
-    name: "prometheus",
-    description: "Publishes metrics for Prometheus to scrape",
-    templates: &[TemplateKind::Metric],
-    check: crate::prometheus::config::check,
-    reason: None,
-};
-
-pub static STDIO: ParamsOnly = ParamsOnly {
-    name: "stdio",
-    description: "Writes log entries and metrics to standard output or files",
-    templates: &[TemplateKind::LogEntry, TemplateKind::Metric],
-    check: crate::stdio::config::check,
-    reason: None,
-};
-
-pub static LISTCHECKER: ParamsOnly = ParamsOnly {
-    name: "listchecker",
-    description: "Checks whether a value is on a list (whitelist or blacklist)",
-    templates: &[TemplateKind::ListEntry],
-    check: crate::list::config::check,
-    reason: None,
-};
-
-pub static MEMQUOTA: ParamsOnly = ParamsOnly {
-    name: "memquota",
-    description: "In-memory quota counters for a single server",
-    templates: &[TemplateKind::Quota],
-    check: crate::memquota::config::check,
-    reason: None,
-};
-
-pub static REDISQUOTA: ParamsOnly = ParamsOnly {
-    name: "redisquota",
-    description: "Quota counters shared across servers in Redis",
-    templates: &[TemplateKind::Quota],
-    check: crate::redisquota::config::check,
-    reason: None,
-};
-
 pub static KUBERNETESENV: ParamsOnly = ParamsOnly {
     name: "kubernetesenv",
     description: "Generates workload attributes from the Kubernetes API",
@@ -96,12 +56,4 @@ pub static KUBERNETESENV: ParamsOnly = ParamsOnly {
     reason: Some(
         "no Kubernetes cluster is configured (this server does not read the Kubernetes API): the kubernetesenv handler generates no attributes, and the attributes the proxy sends are used as they are",
     ),
-};
-
-pub static ZIPKIN: ParamsOnly = ParamsOnly {
-    name: "zipkin",
-    description: "Exports trace spans",
-    templates: &[TemplateKind::TraceSpan],
-    check: crate::otlp::config::check_zipkin,
-    reason: None,
 };

@@ -1,6 +1,6 @@
 //! Params of the `redisquota` adapter (`adapter.redisquota.config.Params`, Istio 1.4)
 //! and their validation into a [`Config`] a handler can be built from. Validation is
-//! pure: unlike Mixer, it does not ping Redis (the handler build does).
+//! pure: unlike Mixer, it does not ping Redis (the handler connects in the background).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -17,6 +17,8 @@ use crate::prometheus::pbjson::{Items, decode_object, int, nullable, opt_int, pb
 pub const DEFAULT_REDIS_SERVER_URL: &str = "localhost:6379";
 /// Default of [`Params::connection_pool_size`].
 pub const DEFAULT_CONNECTION_POOL_SIZE: u32 = 10;
+/// Shortest `bucketDuration`: bucket indexes must stay below 2^53.
+pub const MIN_BUCKET_DURATION: Duration = Duration::from_micros(1);
 
 pb_enum! {
     /// `Params.QuotaAlgorithm`: how a quota's window moves.
@@ -35,7 +37,8 @@ pb_enum! {
     pub enum FailureMode {
         /// Allow: the requested amount is granted (the default).
         Open = "OPEN",
-        /// Deny: nothing is granted and the status is UNAVAILABLE, as in Mixer.
+        /// Deny: nothing is granted and the status is RESOURCE_EXHAUSTED with the
+        /// message `redisquota: Redis is unavailable` (Mixer answered UNAVAILABLE).
         Closed = "CLOSED",
     }
 }
@@ -291,6 +294,7 @@ pub fn validate(input: &ValidateInput<'_>) -> Result<Config, Vec<ParamError>> {
                 format!("must not be negative, found {}", q.max_amount),
             ));
         }
+        too_large_for_lua(&format!("{field}.maxAmount"), q.max_amount, &mut errors);
         let valid_duration = q.valid_duration.unwrap_or_default();
         if valid_duration.is_zero() {
             errors.push(params::error(
@@ -321,6 +325,15 @@ pub fn validate(input: &ValidateInput<'_>) -> Result<Config, Vec<ParamError>> {
                         format!("{field}.bucketDuration"),
                         "bucket_duration should be > 0 for ROLLING_WINDOW algorithm",
                     ));
+                } else if bucket_duration < MIN_BUCKET_DURATION {
+                    // Bucket indexes (Unix time / bucket) must stay exact in Lua's doubles.
+                    errors.push(params::error(
+                        format!("{field}.bucketDuration"),
+                        format!(
+                            "bucket_duration: {bucket_duration:?} is too short; \
+                             it must be at least {MIN_BUCKET_DURATION:?}"
+                        ),
+                    ));
                 } else if !valid_duration.is_zero() && valid_duration <= bucket_duration {
                     errors.push(params::error(
                         format!("{field}.validDuration"),
@@ -345,6 +358,7 @@ pub fn validate(input: &ValidateInput<'_>) -> Result<Config, Vec<ParamError>> {
                     format!("must be > 0, found {}", o.max_amount),
                 ));
             }
+            too_large_for_lua(&format!("{of}.maxAmount"), o.max_amount, &mut errors);
             if o.dimensions.is_empty() {
                 errors.push(params::error(
                     format!("{of}.dimensions"),
@@ -382,6 +396,19 @@ pub fn validate(input: &ValidateInput<'_>) -> Result<Config, Vec<ParamError>> {
         })
     } else {
         Err(errors)
+    }
+}
+
+/// Redis scripts count in Lua numbers (doubles), exact up to 2^53 − 1.
+fn too_large_for_lua(field: &str, n: i64, errors: &mut Vec<ParamError>) {
+    if n > super::scripts::MAX_SAFE_INTEGER {
+        errors.push(params::error(
+            field,
+            format!(
+                "must be at most {} (Redis scripts count exactly only up to 2^53 - 1), found {n}",
+                super::scripts::MAX_SAFE_INTEGER
+            ),
+        ));
     }
 }
 
@@ -653,6 +680,33 @@ mod tests {
             "quota 'a' is already defined by quotas[0]",
         );
         assert_eq!(e.len(), 12, "{e:#?}");
+        // Limits the scripts cannot count exactly, and buckets too short to index.
+        let e = errs(json!({"quotas": [
+            {"name": "a", "maxAmount": 9007199254740992i64, "validDuration": "1s",
+             "overrides": [{"dimensions": {"a": "b"}, "maxAmount": 9007199254740992i64}]},
+            {"name": "b", "validDuration": "1s", "bucketDuration": "999ns",
+             "rateLimitAlgorithm": "ROLLING_WINDOW"},
+        ]}));
+        has(
+            &e,
+            "params.quotas[0].maxAmount",
+            "must be at most 9007199254740991",
+        );
+        has(
+            &e,
+            "params.quotas[0].overrides[0].maxAmount",
+            "must be at most 9007199254740991",
+        );
+        has(&e, "params.quotas[1].bucketDuration", "at least 1µs");
+        assert_eq!(e.len(), 3, "{e:#?}");
+        assert!(
+            run(
+                &json!({"quotas": [{"name": "a", "maxAmount": 9007199254740991i64, "validDuration": "1s",
+                                    "bucketDuration": "1us", "rateLimitAlgorithm": "ROLLING_WINDOW"}]}),
+                &[]
+            )
+            .is_ok()
+        );
         let e = errs(json!({}));
         has(&e, "params.quotas", "at least one quota is required");
     }

@@ -1,3 +1,256 @@
 //! `stdio`: writes log entries and metrics to standard output, standard error or files.
+//!
+//! Each instance becomes one line, formatted as Mixer's stdio adapter wrote it (see
+//! [`format`]): `level`, `time`, `instance`, then the variables (or `value` and the
+//! dimensions) sorted by name, as a JSON object or in zap's console form.
+//!
+//! Lines are formatted on the caller's thread, because instances borrow from the
+//! request and formatting is the cheapest way to detach them (one `String` per line,
+//! no copy of every value), and then handed to a bounded queue drained by one writer
+//! thread (see [`writer`]). Report never waits for output: when the queue is full the
+//! line is dropped and counted in `mixer_adapter_stdio_dropped_lines_total`.
 
 pub mod config;
+pub mod format;
+pub mod rotate;
+pub mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::io::{self, BufWriter};
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ::prometheus::{IntCounter, IntCounterVec, Opts};
+use expr_lang::Value;
+use expr_lang::golib::time::Timestamp;
+use templates::handler::{LogEntryHandler, MetricHandler};
+use templates::instances::{Dims, logentry, metric};
+use templates::{Handler, HandlerError, ParamError, TemplateKind};
+
+use crate::{Adapter, BuildError, Env, ValidateInput, Validated};
+use config::{Config, Level, Stream};
+use format::{IpStyle, Line, ZERO_TIME};
+use rotate::{Limits, RotatingFile};
+use writer::{BUFFER_BYTES, LineSink, Writer};
+
+/// Lines a handler's queue holds before it drops new ones. At the ~1 KB of an Istio
+/// access log line this bounds a stalled handler's memory to about 8 MB, and it absorbs
+/// bursts of several thousand requests while the writer catches up.
+pub const QUEUE_LINES: usize = 8192;
+
+/// Name of the self-metric counting dropped lines, labelled by handler.
+pub const DROPPED_METRIC: &str = "mixer_adapter_stdio_dropped_lines_total";
+
+/// The stdio adapter.
+pub struct StdioAdapter;
+
+/// The stdio adapter, for [`crate::inventory`].
+pub static ADAPTER: StdioAdapter = StdioAdapter;
+
+impl Adapter for StdioAdapter {
+    fn name(&self) -> &'static str {
+        "stdio"
+    }
+
+    fn description(&self) -> &'static str {
+        "Writes log entries and metrics to standard output, standard error or files"
+    }
+
+    fn templates(&self) -> &'static [TemplateKind] {
+        &[TemplateKind::LogEntry, TemplateKind::Metric]
+    }
+
+    fn validate(&self, input: &ValidateInput<'_>) -> Result<Validated, Vec<ParamError>> {
+        config::validate(input).map(|c| Box::new(c) as Validated)
+    }
+
+    fn build(&self, validated: Validated, env: &Env) -> Result<Arc<dyn Handler>, BuildError> {
+        let config = validated
+            .downcast::<Config>()
+            .map_err(|_| BuildError("stdio: params were not validated by stdio".to_owned()))?;
+        let sink = open_sink(&config).map_err(|e| {
+            BuildError(format!(
+                "stdio: cannot open {}: {e}",
+                config
+                    .output_path
+                    .as_deref()
+                    .unwrap_or(config.log_stream.name())
+            ))
+        })?;
+        let handler =
+            StdioHandler::with_sink(*config, &env.handler, sink, QUEUE_LINES, dropped(env))
+                .map_err(|e| BuildError(format!("stdio: cannot start the writer thread: {e}")))?;
+        Ok(Arc::new(handler))
+    }
+}
+
+/// The process-wide drop counter, registered into `env`'s self-metrics registry, with
+/// this handler's label.
+///
+/// One counter serves every handler of every config generation, so a handler rebuilt
+/// on reload keeps counting in the same series. Registering it again into the same
+/// registry is refused as "already registered", which is the expected case.
+fn dropped(env: &Env) -> IntCounter {
+    static COUNTER: OnceLock<IntCounterVec> = OnceLock::new();
+    let vec = COUNTER.get_or_init(|| {
+        IntCounterVec::new(
+            Opts::new(
+                DROPPED_METRIC,
+                "Lines the stdio adapter dropped because its output queue was full or its \
+                 writer had stopped.",
+            ),
+            &["handler"],
+        )
+        // The name, help and label are constants that satisfy the registry's rules.
+        .expect("constant metric definition is valid")
+    });
+    match env.resources.metrics.register(Box::new(vec.clone())) {
+        Ok(()) | Err(::prometheus::Error::AlreadyReg) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot register {DROPPED_METRIC}"),
+    }
+    vec.with_label_values(&[env.handler.as_str()])
+}
+
+/// Opens the configured stream or file.
+fn open_sink(config: &Config) -> io::Result<Box<dyn LineSink>> {
+    let path = || {
+        // Validation requires a path for file streams; keep the failure an error anyway.
+        config.output_path.as_deref().map(Path::new).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a {} log stream needs an output path", config.log_stream),
+            )
+        })
+    };
+    Ok(match config.log_stream {
+        Stream::Stdout => Box::new(BufWriter::with_capacity(BUFFER_BYTES, io::stdout())),
+        Stream::Stderr => Box::new(BufWriter::with_capacity(BUFFER_BYTES, io::stderr())),
+        Stream::File => Box::new(BufWriter::with_capacity(
+            BUFFER_BYTES,
+            rotate::open_append(path()?)?,
+        )),
+        Stream::RotatedFile => Box::new(RotatingFile::open(
+            path()?,
+            Limits::from_config(&config.rotation),
+        )?),
+    })
+}
+
+/// A running stdio handler.
+pub struct StdioHandler {
+    config: Config,
+    writer: Writer,
+}
+
+impl StdioHandler {
+    /// A handler writing to `sink` through a queue of `capacity` lines.
+    pub(crate) fn with_sink(
+        config: Config,
+        handler: &str,
+        sink: Box<dyn LineSink>,
+        capacity: usize,
+        dropped: IntCounter,
+    ) -> io::Result<StdioHandler> {
+        Ok(StdioHandler {
+            writer: Writer::spawn(handler, sink, capacity, dropped)?,
+            config,
+        })
+    }
+
+    /// Formats one line with `fields` in name order (Mixer sorted names by byte value).
+    fn line<'v>(
+        &self,
+        level: Level,
+        time: &Timestamp,
+        instance: &str,
+        first: Option<(&str, Option<&Value<'v>>)>,
+        fields: &Dims<'v>,
+        ip: IpStyle,
+    ) -> String {
+        let mut sorted: Vec<(&str, &Value<'v>)> = fields.iter().collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let count = sorted.len() + usize::from(first.is_some());
+        let mut line = Line::start(self.config.output_as_json, level, time, instance, count);
+        if let Some((key, value)) = first {
+            line.field(key, value, ip);
+        }
+        for (key, value) in sorted {
+            line.field(key, Some(value), ip);
+        }
+        line.finish()
+    }
+}
+
+/// The wall clock as a timestamp (metric lines carry the time they were handled).
+fn now() -> Timestamp {
+    // A clock before 1970 is broken; printing the epoch then is as good as anything.
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp::from_unix(
+        i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        d.subsec_nanos(),
+    )
+}
+
+impl LogEntryHandler for StdioHandler {
+    fn handle_log_entry(&self, instances: &[logentry::Instance<'_>]) -> Result<(), HandlerError> {
+        for inst in instances {
+            let level = self.config.level_for(&inst.severity);
+            // Checked before formatting, so filtered entries cost nothing.
+            if level < self.config.output_level {
+                continue;
+            }
+            let time = inst.timestamp.unwrap_or(ZERO_TIME);
+            let line = self.line(
+                level,
+                &time,
+                inst.name,
+                None,
+                &inst.variables,
+                IpStyle::Text,
+            );
+            self.writer.push(line);
+        }
+        Ok(())
+    }
+}
+
+impl MetricHandler for StdioHandler {
+    fn handle_metric(&self, instances: &[metric::Instance<'_>]) -> Result<(), HandlerError> {
+        let level = self.config.metric_level;
+        if level < self.config.output_level {
+            return Ok(());
+        }
+        for inst in instances {
+            let line = self.line(
+                level,
+                &now(),
+                inst.name,
+                Some(("value", inst.value.as_ref())),
+                &inst.dimensions,
+                IpStyle::Base64,
+            );
+            self.writer.push(line);
+        }
+        Ok(())
+    }
+}
+
+impl Handler for StdioHandler {
+    fn log_entry(&self) -> Option<&dyn LogEntryHandler> {
+        Some(self)
+    }
+
+    fn metric(&self) -> Option<&dyn MetricHandler> {
+        Some(self)
+    }
+
+    /// Writes every line accepted so far, flushes, and stops the writer thread.
+    fn close(&self) {
+        self.writer.close();
+    }
+}

@@ -1,0 +1,198 @@
+//! memquota's counters: one per distinct (quota, dimension tuple), each behind its own
+//! mutex, found through a sharded map. A request locks one map shard for reading (or
+//! writing, the first time a tuple is seen) just long enough to clone the counter's
+//! handle, then only that counter: requests on different counters never wait for each
+//! other, and requests on one counter are serialised, which is what makes its limit
+//! exact under any concurrency.
+//!
+//! Mixer never forgot a rolling window, so every dimension tuple ever seen (e.g. one per
+//! client address) stayed in memory. Here a shard that has doubled in size since its
+//! last sweep drops counters that hold nothing (a window whose units have all expired, a
+//! pool with nothing in use) and that no request is using; a later request for such a
+//! tuple starts from the same empty state, so no answer changes.
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use super::window::{Pool, RollingWindow, WindowSpec};
+
+/// A counter with its limit.
+#[derive(Debug)]
+pub enum Counter {
+    Pool {
+        max: i64,
+        pool: Pool,
+    },
+    Window {
+        max: i64,
+        spec: WindowSpec,
+        window: RollingWindow,
+    },
+}
+
+impl Counter {
+    /// An empty counter for a limit: a rolling window when `spec` is given, else a pool.
+    pub fn new(max: i64, spec: Option<WindowSpec>, now: i64) -> Counter {
+        match spec {
+            None => Counter::Pool {
+                max,
+                pool: Pool::default(),
+            },
+            Some(spec) => Counter::Window {
+                max,
+                spec,
+                window: RollingWindow::new(spec.indexes(now).0),
+            },
+        }
+    }
+
+    /// Allocates `requested` (> 0) units at `now`: `None` when denied.
+    pub fn alloc(&mut self, now: i64, requested: i64, best_effort: bool) -> Option<i64> {
+        match self {
+            Counter::Pool { max, pool } => pool.alloc(*max, requested, best_effort),
+            Counter::Window { max, spec, window } => {
+                let (cur, dead) = spec.indexes(now);
+                window.advance(cur, dead);
+                window.alloc(*max, requested, best_effort)
+            }
+        }
+    }
+
+    /// Releases up to `amount` (> 0) units; returns how many were released.
+    pub fn release(&mut self, now: i64, amount: i64) -> i64 {
+        match self {
+            Counter::Pool { pool, .. } => pool.release(amount),
+            Counter::Window { spec, window, .. } => {
+                let (cur, dead) = spec.indexes(now);
+                window.advance(cur, dead);
+                window.release(amount)
+            }
+        }
+    }
+
+    /// Whether the counter holds nothing at `now` (so forgetting it changes nothing).
+    fn idle(&mut self, now: i64) -> bool {
+        match self {
+            Counter::Pool { pool, .. } => pool.in_use() == 0,
+            Counter::Window { spec, window, .. } => {
+                let (cur, dead) = spec.indexes(now);
+                window.advance(cur, dead);
+                window.used() == 0
+            }
+        }
+    }
+}
+
+const SHARDS: usize = 64;
+/// Shards smaller than this are never swept.
+const MIN_SWEEP: usize = 64;
+
+type Entry = Arc<Mutex<Counter>>;
+
+struct Shard {
+    map: HashMap<Box<[u8]>, Entry>,
+    /// Size at which the next sweep runs.
+    sweep_at: usize,
+}
+
+pub struct Counters {
+    hasher: RandomState,
+    shards: Box<[RwLock<Shard>]>,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            hasher: RandomState::new(),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    RwLock::new(Shard {
+                        map: HashMap::new(),
+                        sweep_at: MIN_SWEEP,
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Locks a counter, ignoring poisoning: counter operations do not panic half-way, and a
+/// panic elsewhere must not take the quota down with it.
+pub fn lock(counter: &Mutex<Counter>) -> MutexGuard<'_, Counter> {
+    counter.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Counters {
+    /// The counter for `key`, created by `make` if there is none.
+    pub fn get_or_create(&self, key: &[u8], now: i64, make: impl FnOnce() -> Counter) -> Entry {
+        let shard = &self.shards[(self.hasher.hash_one(key) % SHARDS as u64) as usize];
+        if let Some(c) = shard
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map
+            .get(key)
+        {
+            return c.clone();
+        }
+        let mut shard = shard.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = shard.map.get(key) {
+            return c.clone();
+        }
+        if shard.map.len() >= shard.sweep_at {
+            // Holding the write lock, nobody can take a new handle; a counter whose only
+            // handle is the map's is not in use. `try_lock` cannot block: the lock order
+            // elsewhere is map shard, then counter.
+            shard.map.retain(|_, c| {
+                Arc::strong_count(c) > 1 || !c.try_lock().map(|mut g| g.idle(now)).unwrap_or(false)
+            });
+            shard.sweep_at = (shard.map.len() * 2).max(MIN_SWEEP);
+        }
+        let c = Arc::new(Mutex::new(make()));
+        shard.map.insert(key.into(), c.clone());
+        c
+    }
+
+    /// Number of counters kept (tests).
+    pub fn count(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().unwrap_or_else(PoisonError::into_inner).map.len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_idle_counters_are_swept() {
+        let counters = Counters::default();
+        let spec = WindowSpec::memquota(1_000_000_000);
+        // Fill well past the sweep size with windows that each hold one unit at t=0.
+        for i in 0..10_000u32 {
+            let c = counters.get_or_create(&i.to_be_bytes(), 0, || Counter::new(5, Some(spec), 0));
+            assert_eq!(lock(&c).alloc(0, 1, false), Some(1));
+        }
+        assert_eq!(counters.count(), 10_000);
+        // A held handle keeps its counter even when idle; a pool in use is kept too.
+        let held = counters.get_or_create(b"held", 0, || Counter::new(5, Some(spec), 0));
+        let pool = counters.get_or_create(b"pool", 0, || Counter::new(5, None, 0));
+        assert_eq!(lock(&pool).alloc(0, 2, false), Some(2));
+        drop(pool);
+        // One window later every window is empty: new keys trigger sweeps.
+        let later = 1_000_000_000;
+        for i in 10_000..20_000u32 {
+            counters.get_or_create(&i.to_be_bytes(), later, || {
+                Counter::new(5, Some(spec), later)
+            });
+        }
+        assert!(counters.count() < 15_000, "{}", counters.count());
+        let again = counters.get_or_create(b"held", later, || unreachable!("kept"));
+        assert!(Arc::ptr_eq(&held, &again));
+        let pool = counters.get_or_create(b"pool", later, || unreachable!("kept"));
+        assert_eq!(lock(&pool).release(later, 10), 2);
+    }
+}

@@ -1,0 +1,342 @@
+//! Batched export off the request path.
+//!
+//! Report threads push converted spans into a bounded in-memory queue and return; a
+//! background task on the server's runtime takes batches off it (when a full batch is
+//! queued, or `scheduledDelay` after the previous one) and exports them. When the queue
+//! is full — the collector is slow or unreachable — new spans are dropped and counted,
+//! so tracing never slows down or fails a Report call.
+//!
+//! OTLP carries the service name on the Resource, and the SDK exporter sends one
+//! Resource per call, so a batch is split by service (and address) and each part is
+//! exported with its own Resource.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
+
+use opentelemetry::{Array, KeyValue, Value as OtelValue};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
+
+use super::config::BatchConfig;
+use super::span::{Converted, ServiceKey};
+
+/// The adapters' self-metrics for trace export, shared by every trace handler of the
+/// process: handlers are rebuilt on config reloads, and their counters must continue
+/// (and must not be registered twice).
+struct Families {
+    dropped: IntCounterVec,
+    exported: IntCounterVec,
+    failed: IntCounterVec,
+}
+
+fn families() -> &'static Families {
+    static FAMILIES: OnceLock<Families> = OnceLock::new();
+    FAMILIES.get_or_init(|| {
+        let family = |name: &str, help: &str| {
+            // The definitions are constants; they cannot fail to build.
+            IntCounterVec::new(Opts::new(name, help), &["handler"]).expect("valid metric")
+        };
+        Families {
+            dropped: family(
+                "mixer_adapter_trace_spans_dropped_total",
+                "Trace spans dropped before export: the export queue was full, the handler \
+                 was closed, or its final flush ran out of time.",
+            ),
+            exported: family(
+                "mixer_adapter_trace_spans_exported_total",
+                "Trace spans the collector accepted.",
+            ),
+            failed: family(
+                "mixer_adapter_trace_spans_failed_total",
+                "Trace spans in exports that failed or timed out.",
+            ),
+        }
+    })
+}
+
+/// One handler's counters.
+#[derive(Clone)]
+pub struct Metrics {
+    pub dropped: IntCounter,
+    pub exported: IntCounter,
+    pub failed: IntCounter,
+}
+
+impl Metrics {
+    /// The counters of `handler`, registering the families in `registry` if they are not
+    /// there yet.
+    pub fn new(handler: &str, registry: &Registry) -> Metrics {
+        let f = families();
+        for family in [&f.dropped, &f.exported, &f.failed] {
+            match registry.register(Box::new(family.clone())) {
+                // Registered by an earlier handler or an earlier configuration.
+                Ok(()) | Err(prometheus::Error::AlreadyReg) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot register the trace adapters' self-metrics.")
+                }
+            }
+        }
+        Metrics {
+            dropped: f.dropped.with_label_values(&[handler]),
+            exported: f.exported.with_label_values(&[handler]),
+            failed: f.failed.with_label_values(&[handler]),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The queue stays consistent even if a holder panicked (every operation on it is a
+    // single push or drain), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+struct Queued {
+    spans: VecDeque<Converted>,
+    /// Set once the worker stops taking spans; later spans are dropped.
+    closed: bool,
+}
+
+/// The bounded queue between Report threads and the export task.
+pub struct Queue {
+    inner: Mutex<Queued>,
+    /// Wakes the worker when the queue stops being empty or holds a full batch.
+    wake: Notify,
+    capacity: usize,
+    batch_size: usize,
+    metrics: Metrics,
+    /// Whether the first drop was logged: drops are counted, and a warning per dropped
+    /// span would flood the log exactly when the collector is in trouble.
+    warned: AtomicBool,
+    handler: String,
+}
+
+impl Queue {
+    pub fn new(handler: &str, batch: &BatchConfig, metrics: Metrics) -> Queue {
+        Queue {
+            inner: Mutex::new(Queued {
+                spans: VecDeque::new(),
+                closed: false,
+            }),
+            wake: Notify::new(),
+            capacity: batch.max_queue_size as usize,
+            batch_size: batch.max_export_batch_size as usize,
+            metrics,
+            warned: AtomicBool::new(false),
+            handler: handler.to_owned(),
+        }
+    }
+
+    /// Enqueues `spans` without waiting; what does not fit is dropped and counted.
+    pub fn push(&self, spans: impl IntoIterator<Item = Converted>) {
+        let mut dropped = 0u64;
+        let wake = {
+            let mut q = lock(&self.inner);
+            let was_empty = q.spans.is_empty();
+            for s in spans {
+                if q.closed || q.spans.len() >= self.capacity {
+                    dropped += 1;
+                } else {
+                    q.spans.push_back(s);
+                }
+            }
+            (was_empty && !q.spans.is_empty()) || q.spans.len() >= self.batch_size
+        };
+        if wake {
+            self.wake.notify_one();
+        }
+        if dropped > 0 {
+            self.metrics.dropped.inc_by(dropped);
+            if !self.warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    handler = %self.handler,
+                    dropped,
+                    capacity = self.capacity,
+                    "Trace span export queue is full or closed; spans are dropped (counted in \
+                     mixer_adapter_trace_spans_dropped_total, further drops are not logged)."
+                );
+            }
+        }
+    }
+
+    /// Takes up to one batch.
+    fn take_batch(&self) -> Vec<Converted> {
+        let mut q = lock(&self.inner);
+        let n = q.spans.len().min(self.batch_size);
+        q.spans.drain(..n).collect()
+    }
+
+    fn full(&self) -> bool {
+        lock(&self.inner).spans.len() >= self.batch_size
+    }
+
+    fn is_empty(&self) -> bool {
+        lock(&self.inner).spans.is_empty()
+    }
+
+    /// Refuses further spans and discards the queued ones, counting them as dropped.
+    pub fn close_and_discard(&self) -> u64 {
+        let n = {
+            let mut q = lock(&self.inner);
+            q.closed = true;
+            let n = q.spans.len() as u64;
+            q.spans.clear();
+            n
+        };
+        self.metrics.dropped.inc_by(n);
+        n
+    }
+
+    fn close(&self) {
+        lock(&self.inner).closed = true;
+    }
+}
+
+/// The export task's state.
+pub struct Worker<E> {
+    pub queue: Arc<Queue>,
+    pub exporter: E,
+    pub scheduled_delay: Duration,
+    /// Bound of one export call.
+    pub timeout: Duration,
+    pub metrics: Metrics,
+    pub handler: String,
+    /// Whether the last export succeeded: failures are logged when they start and
+    /// recoveries when they end, not once per batch.
+    pub healthy: bool,
+}
+
+impl<E: SpanExporter + 'static> Worker<E> {
+    /// Exports batches until `shutdown` fires (with the flush deadline) or its sender is
+    /// dropped, then flushes the queue.
+    pub async fn run(mut self, mut shutdown: oneshot::Receiver<Instant>) {
+        let flush_deadline = loop {
+            // Idle until a span is queued; then until a full batch is queued or the
+            // scheduled delay has passed since that first span.
+            let mut wake_at = None;
+            let stop = loop {
+                if self.queue.full() {
+                    break None;
+                }
+                if wake_at.is_none() && !self.queue.is_empty() {
+                    wake_at = Some(Instant::now() + self.scheduled_delay);
+                }
+                let delay = async {
+                    match wake_at {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    r = &mut shutdown => {
+                        // A dropped handler never called close(): flush within the usual
+                        // export bound.
+                        break Some(r.unwrap_or_else(|_| Instant::now() + self.timeout));
+                    }
+                    _ = self.queue.wake.notified() => {}
+                    _ = delay => break None,
+                }
+            };
+            if let Some(deadline) = stop {
+                break deadline;
+            }
+            let batch = self.queue.take_batch();
+            if !batch.is_empty() {
+                self.export(batch, Instant::now() + self.timeout).await;
+            }
+        };
+
+        // Flush: no new spans, then everything queued, batch by batch, until the deadline.
+        self.queue.close();
+        loop {
+            let batch = self.queue.take_batch();
+            if batch.is_empty() {
+                break;
+            }
+            if Instant::now() >= flush_deadline {
+                self.metrics.dropped.inc_by(batch.len() as u64);
+                let lost = batch.len() as u64 + self.queue.close_and_discard();
+                tracing::warn!(
+                    handler = %self.handler,
+                    lost,
+                    "Trace spans could not be flushed before the close timeout; they are dropped."
+                );
+                break;
+            }
+            self.export(batch, flush_deadline).await;
+        }
+        if let Err(e) = self.exporter.shutdown() {
+            tracing::debug!(handler = %self.handler, error = %e, "OTLP exporter shutdown failed.");
+        }
+    }
+
+    /// Exports `batch`, one call per service, each bounded by the export timeout and by
+    /// `deadline`.
+    async fn export(&mut self, batch: Vec<Converted>, deadline: Instant) {
+        let mut index: HashMap<ServiceKey, usize> = HashMap::new();
+        let mut groups: Vec<(ServiceKey, Vec<SpanData>)> = Vec::new();
+        for c in batch {
+            match index.get(&c.service) {
+                Some(&i) => groups[i].1.push(c.span),
+                None => {
+                    index.insert(c.service.clone(), groups.len());
+                    groups.push((c.service, vec![c.span]));
+                }
+            }
+        }
+        for (service, spans) in groups {
+            let n = spans.len() as u64;
+            self.exporter.set_resource(&resource(&service));
+            let bound = deadline.min(Instant::now() + self.timeout);
+            let outcome = match tokio::time::timeout_at(bound, self.exporter.export(spans)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("the export timed out".to_owned()),
+            };
+            match outcome {
+                Ok(()) => {
+                    self.metrics.exported.inc_by(n);
+                    if !self.healthy {
+                        tracing::info!(handler = %self.handler, "Trace span export recovered.");
+                        self.healthy = true;
+                    }
+                }
+                Err(error) => {
+                    self.metrics.failed.inc_by(n);
+                    if self.healthy {
+                        tracing::warn!(
+                            handler = %self.handler,
+                            service = %service.name,
+                            spans = n,
+                            %error,
+                            "Trace span export failed; spans are lost (counted in \
+                             mixer_adapter_trace_spans_failed_total, further failures are \
+                             logged at debug level until an export succeeds)."
+                        );
+                        self.healthy = false;
+                    } else {
+                        tracing::debug!(handler = %self.handler, spans = n, %error, "Trace span export failed.");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The Resource of one service: `service.name`, and `host.ip` when the workload address
+/// is known (Zipkin showed both as the span's local endpoint).
+pub fn resource(service: &ServiceKey) -> Resource {
+    let mut b = Resource::builder_empty().with_service_name(service.name.clone());
+    if let Some(ip) = &service.ip {
+        b = b.with_attribute(KeyValue::new(
+            "host.ip",
+            OtelValue::Array(Array::String(vec![ip.clone().into()])),
+        ));
+    }
+    b.build()
+}

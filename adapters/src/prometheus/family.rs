@@ -1,0 +1,557 @@
+//! One exported metric family: its definition, its series, and how they are updated,
+//! expired and rendered.
+//!
+//! Series live in a few independently locked shards, each a map from a hash of the label
+//! values to the series with that hash. An update hashes the dimension values' text as it
+//! is produced (no label strings are built), takes a shard's read lock and updates the
+//! series in place with atomics; only a label set never seen before takes a write lock
+//! and allocates its label strings. Concurrent reports therefore contend only on a
+//! shard's reader count, never on one global lock.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use ::prometheus::IntCounter;
+use expr_lang::Value;
+
+use super::config::{ExpirationPolicy, Metric, MetricKind};
+use super::text;
+
+/// Number of independently locked parts of a family's series map (a power of two).
+const SHARDS: usize = 16;
+
+/// What makes two metric entries the same family: if a reloaded handler defines a metric
+/// exactly like the running one, the series carry over; any difference starts afresh.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Definition {
+    /// The full exported name (`istio_requests_total`).
+    pub name: String,
+    pub help: String,
+    pub kind: MetricKind,
+    /// Label names, sorted: the exposition order, and the order in which series keep
+    /// their label values (so a reordered `label_names` is still the same family).
+    pub labels: Vec<String>,
+}
+
+impl Definition {
+    pub fn of(metric: &Metric) -> Definition {
+        let mut labels = metric.label_names.clone();
+        labels.sort();
+        Definition {
+            name: metric.full_name.clone(),
+            help: metric.help.clone(),
+            kind: metric.kind.clone(),
+            labels,
+        }
+    }
+}
+
+/// Where a family stands in the exposition (see the exporter for the transitions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum State {
+    /// Built by a handler that has not recorded anything yet, while an older family of the
+    /// same name is still exposed.
+    Pending = 0,
+    /// The family exposed under its name.
+    Visible = 1,
+    /// Superseded by a newer family of the same name (or released): never exposed again.
+    Retired = 2,
+}
+
+/// What an update did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    Updated,
+    Created,
+    /// The label set was new and the family already had `max_series` series.
+    Dropped,
+}
+
+/// A hasher for keys that already are hashes (the shards' map keys).
+#[derive(Default)]
+struct PreHashed(u64);
+
+impl Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed here; fold anything else in so the hasher stays total.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Label-value hash → the series with that hash (more than one only on a collision).
+type Shard = HashMap<u64, Vec<Arc<Series>>, BuildHasherDefault<PreHashed>>;
+
+/// One metric family, shared by every handler that defines it identically.
+pub struct Family {
+    pub def: Definition,
+    /// Creation order: when two families of the same name compete for the exposition,
+    /// the newer one wins.
+    pub seq: u64,
+    state: AtomicU8,
+    /// Keyed per family so that label values chosen to collide cannot be precomputed.
+    hasher: RandomState,
+    shards: Box<[RwLock<Shard>]>,
+    /// Number of series, for `max_series`.
+    len: AtomicUsize,
+    /// Idle time (ns) after which a series is removed; 0: never.
+    expiry: AtomicU64,
+    /// Period of the expiry check (ns).
+    interval: AtomicU64,
+    /// Clock time (ns) of the next scheduled expiry check; `u64::MAX`: none.
+    next_sweep: AtomicU64,
+    /// The self-metric child counting updates dropped by the series cap.
+    dropped: Option<IntCounter>,
+    /// Whether the cap has been reported in the log (once per family, not per update).
+    warned: AtomicBool,
+}
+
+impl fmt::Debug for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Family")
+            .field("name", &self.def.name)
+            .field("seq", &self.seq)
+            .field("state", &self.state())
+            .field("series", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Family {
+    pub fn new(def: Definition, seq: u64, state: State, dropped: Option<IntCounter>) -> Family {
+        Family {
+            def,
+            seq,
+            state: AtomicU8::new(state as u8),
+            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            len: AtomicUsize::new(0),
+            expiry: AtomicU64::new(0),
+            interval: AtomicU64::new(0),
+            next_sweep: AtomicU64::new(u64::MAX),
+            dropped,
+            warned: AtomicBool::new(false),
+        }
+    }
+
+    pub fn state(&self) -> State {
+        match self.state.load(Ordering::Acquire) {
+            0 => State::Pending,
+            1 => State::Visible,
+            _ => State::Retired,
+        }
+    }
+
+    pub fn set_state(&self, state: State) {
+        self.state.store(state as u8, Ordering::Release);
+    }
+
+    /// Number of series.
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    pub fn is_counter(&self) -> bool {
+        self.def.kind == MetricKind::Counter
+    }
+
+    /// Applies an expiration policy. An unchanged policy keeps its schedule; a changed one
+    /// schedules its first check one interval from `now`.
+    pub fn set_policy(&self, policy: Option<ExpirationPolicy>, now: u64) {
+        let (expiry, interval) = match policy {
+            Some(p) => (nanos(p.expiry).max(1), nanos(p.check_interval).max(1)),
+            None => (0, 0),
+        };
+        if self.expiry.load(Ordering::Acquire) == expiry
+            && self.interval.load(Ordering::Acquire) == interval
+        {
+            return;
+        }
+        self.expiry.store(expiry, Ordering::Release);
+        self.interval.store(interval, Ordering::Release);
+        let next = if expiry == 0 {
+            u64::MAX
+        } else {
+            now.saturating_add(interval)
+        };
+        self.next_sweep.store(next, Ordering::Release);
+    }
+
+    /// Runs the expiry check if one is due at `now`.
+    ///
+    /// Instead of a background task, the check runs on the first update or scrape after
+    /// its scheduled time, and removes what a periodic sweeper would have removed at the
+    /// last scheduled time (`tick`), not at `now`. Since every update runs a due check
+    /// before it applies, a series that a sweeper would have deleted restarts from zero
+    /// exactly as with a sweeper, and nothing needs stopping when a handler closes.
+    pub fn sweep_if_due(&self, now: u64) {
+        let next = self.next_sweep.load(Ordering::Acquire);
+        if now < next {
+            return;
+        }
+        let expiry = self.expiry.load(Ordering::Acquire);
+        let interval = self.interval.load(Ordering::Acquire).max(1);
+        if expiry == 0 {
+            return;
+        }
+        let tick = next + (now - next) / interval * interval;
+        // Whoever moves the schedule on does the check; concurrent callers skip it.
+        if self
+            .next_sweep
+            .compare_exchange(
+                next,
+                tick.saturating_add(interval),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            return;
+        }
+        // A series is idle at `tick` if it was last updated at least `expiry` before.
+        if let Some(cutoff) = tick.checked_sub(expiry) {
+            self.remove_idle(cutoff);
+        }
+    }
+
+    /// Removes the series last updated at or before `cutoff`.
+    fn remove_idle(&self, cutoff: u64) {
+        let idle = |s: &Arc<Series>| s.touched.load(Ordering::Acquire) <= cutoff;
+        let mut removed = 0;
+        for shard in &self.shards[..] {
+            // Look first under the read lock, so that a check finding nothing to remove
+            // does not stall updates.
+            if !read(shard).values().flatten().any(idle) {
+                continue;
+            }
+            let mut map = write(shard);
+            map.retain(|_, list| {
+                let before = list.len();
+                list.retain(|s| !idle(s));
+                removed += before - list.len();
+                !list.is_empty()
+            });
+        }
+        if removed > 0 {
+            self.len.fetch_sub(removed, Ordering::AcqRel);
+            tracing::debug!(metric = %self.def.name, removed, "Expired idle Prometheus series.");
+        }
+    }
+
+    /// Records `value` into the series whose label values are `values[order[0]]`,
+    /// `values[order[1]]`, ... (in [`Definition::labels`] order), creating it unless that
+    /// would exceed `max_series`. `now` is the clock time of the update.
+    pub fn record(
+        &self,
+        values: &[Value<'_>],
+        order: &[usize],
+        value: f64,
+        now: u64,
+        max_series: Option<u64>,
+    ) -> Recorded {
+        let hash = self.hash(values, order);
+        // The shard comes from middle bits: the map itself uses the low bits for the
+        // bucket and the top bits for its control bytes.
+        let shard = &self.shards[(hash >> 32) as usize & (SHARDS - 1)];
+        {
+            let map = read(shard);
+            if let Some(series) = map
+                .get(&hash)
+                .and_then(|list| list.iter().find(|s| s.matches(values, order)))
+            {
+                series.update(value, now, &self.def.kind);
+                return Recorded::Updated;
+            }
+        }
+
+        // A new label set: build its labels before taking the write lock.
+        let labels: Box<[Box<str>]> = order
+            .iter()
+            .map(|&j| text::label_text(&values[j]).into_boxed_str())
+            .collect();
+        let mut map = write(shard);
+        let list = map.entry(hash).or_default();
+        // Another update may have created it since the read lock was released.
+        if let Some(series) = list.iter().find(|s| s.labels == labels) {
+            series.update(value, now, &self.def.kind);
+            return Recorded::Updated;
+        }
+        if !self.reserve(max_series) {
+            if list.is_empty() {
+                map.remove(&hash);
+            }
+            drop(map);
+            self.count_drop(max_series.unwrap_or_default());
+            return Recorded::Dropped;
+        }
+        let series = Series::new(labels, &self.def.kind);
+        series.update(value, now, &self.def.kind);
+        list.push(Arc::new(series));
+        Recorded::Created
+    }
+
+    /// Takes a place for a new series, unless the family is full.
+    fn reserve(&self, max_series: Option<u64>) -> bool {
+        match max_series {
+            None => {
+                self.len.fetch_add(1, Ordering::AcqRel);
+                true
+            }
+            Some(max) => self
+                .len
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    ((n as u64) < max).then_some(n + 1)
+                })
+                .is_ok(),
+        }
+    }
+
+    fn count_drop(&self, max_series: u64) {
+        if let Some(c) = &self.dropped {
+            c.inc();
+        }
+        if !self.warned.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                metric = %self.def.name,
+                max_series,
+                "Prometheus metric has reached maxSeries: updates creating new series are \
+                 dropped (counted in mixer_adapter_prometheus_series_dropped_total; logged once)."
+            );
+        }
+    }
+
+    /// The hash of the label values' text, in label order. Each value is followed by a
+    /// byte that never occurs in UTF-8, so `("ab", "c")` and `("a", "bc")` differ.
+    fn hash(&self, values: &[Value<'_>], order: &[usize]) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        for &j in order {
+            let v = &values[j];
+            match v.as_str() {
+                Some(s) => h.write(s.as_bytes()),
+                None => {
+                    // The hasher is a stream: pieces written one by one hash like the
+                    // whole text, so a string and a number with the same text agree.
+                    let _ = text::write_label(v, &mut HashWriter(&mut h));
+                }
+            }
+            h.write_u8(0xff);
+        }
+        h.finish()
+    }
+
+    /// Appends the family in text format; nothing when it has no series (as the Go
+    /// client, which leaves out families without metrics).
+    pub fn render(&self, out: &mut String) {
+        let mut series: Vec<Arc<Series>> = Vec::with_capacity(self.len());
+        for shard in &self.shards[..] {
+            series.extend(read(shard).values().flatten().cloned());
+        }
+        if series.is_empty() {
+            return;
+        }
+        // The Go client orders a family's metrics by label values, labels in name order.
+        series.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+
+        let name = &self.def.name;
+        out.push_str("# HELP ");
+        out.push_str(name);
+        out.push(' ');
+        text::push_help(out, &self.def.help);
+        out.push_str("\n# TYPE ");
+        out.push_str(name);
+        out.push_str(match self.def.kind {
+            MetricKind::Counter => " counter\n",
+            MetricKind::Gauge => " gauge\n",
+            MetricKind::Distribution { .. } => " histogram\n",
+        });
+        let mut labels = String::new();
+        for s in &series {
+            labels.clear();
+            for (i, (n, v)) in self.def.labels.iter().zip(s.labels.iter()).enumerate() {
+                if i > 0 {
+                    labels.push(',');
+                }
+                labels.push_str(n);
+                labels.push_str("=\"");
+                text::push_label_value(&mut labels, v);
+                labels.push('"');
+            }
+            s.render(name, &labels, &self.def.kind, out);
+        }
+    }
+}
+
+/// One series: a label-value set and its data.
+pub struct Series {
+    /// Label values in [`Definition::labels`] order.
+    labels: Box<[Box<str>]>,
+    /// Clock time (ns) of the last update.
+    touched: AtomicU64,
+    cell: Cell,
+}
+
+enum Cell {
+    /// `f64` bits.
+    Counter(AtomicU64),
+    /// `f64` bits.
+    Gauge(AtomicU64),
+    /// Locked as a whole so that a scrape never sees a count that disagrees with the
+    /// buckets.
+    Histogram(Mutex<Histogram>),
+}
+
+struct Histogram {
+    /// Per bucket (not cumulative); the last one is `+Inf`.
+    counts: Box<[u64]>,
+    sum: f64,
+}
+
+impl Series {
+    fn new(labels: Box<[Box<str>]>, kind: &MetricKind) -> Series {
+        let cell = match kind {
+            MetricKind::Counter => Cell::Counter(AtomicU64::new(0f64.to_bits())),
+            MetricKind::Gauge => Cell::Gauge(AtomicU64::new(0f64.to_bits())),
+            MetricKind::Distribution { buckets } => Cell::Histogram(Mutex::new(Histogram {
+                counts: vec![0; buckets.len() + 1].into_boxed_slice(),
+                sum: 0.0,
+            })),
+        };
+        Series {
+            labels,
+            touched: AtomicU64::new(0),
+            cell,
+        }
+    }
+
+    fn matches(&self, values: &[Value<'_>], order: &[usize]) -> bool {
+        self.labels
+            .iter()
+            .zip(order)
+            .all(|(text, &j)| text::label_eq(&values[j], text))
+    }
+
+    fn update(&self, value: f64, now: u64, kind: &MetricKind) {
+        self.touched.fetch_max(now, Ordering::AcqRel);
+        match (&self.cell, kind) {
+            (Cell::Counter(bits), _) => {
+                // `fetch_update` cannot fail with a closure that always returns `Some`.
+                let _ = bits.fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                    Some((f64::from_bits(b) + value).to_bits())
+                });
+            }
+            (Cell::Gauge(bits), _) => bits.store(value.to_bits(), Ordering::Release),
+            (Cell::Histogram(h), MetricKind::Distribution { buckets }) => {
+                // The first bucket whose bound is >= value (NaN lands in +Inf, as in Go).
+                let i = buckets.partition_point(|b| *b < value || value.is_nan());
+                let mut h = h.lock().unwrap_or_else(PoisonError::into_inner);
+                h.counts[i] += 1;
+                h.sum += value;
+            }
+            // A histogram cell is only ever created for a distribution definition.
+            (Cell::Histogram(_), _) => {}
+        }
+    }
+
+    fn render(&self, name: &str, labels: &str, kind: &MetricKind, out: &mut String) {
+        match (&self.cell, kind) {
+            (Cell::Counter(bits) | Cell::Gauge(bits), _) => {
+                sample(
+                    out,
+                    name,
+                    "",
+                    labels,
+                    None,
+                    f64::from_bits(bits.load(Ordering::Acquire)),
+                );
+            }
+            (Cell::Histogram(h), MetricKind::Distribution { buckets }) => {
+                let (counts, sum) = {
+                    let h = h.lock().unwrap_or_else(PoisonError::into_inner);
+                    (h.counts.clone(), h.sum)
+                };
+                let mut cumulative = 0u64;
+                let mut bound = String::new();
+                for (i, c) in counts.iter().enumerate() {
+                    cumulative += c;
+                    bound.clear();
+                    match buckets.get(i) {
+                        Some(b) => text::push_go_float(&mut bound, *b),
+                        None => bound.push_str("+Inf"),
+                    }
+                    sample(
+                        out,
+                        name,
+                        "_bucket",
+                        labels,
+                        Some(&bound),
+                        cumulative as f64,
+                    );
+                }
+                sample(out, name, "_sum", labels, None, sum);
+                sample(out, name, "_count", labels, None, cumulative as f64);
+            }
+            (Cell::Histogram(_), _) => {}
+        }
+    }
+}
+
+/// Appends one sample line: `name{labels,le="bound"} value`.
+fn sample(out: &mut String, name: &str, suffix: &str, labels: &str, le: Option<&str>, v: f64) {
+    out.push_str(name);
+    out.push_str(suffix);
+    if !labels.is_empty() || le.is_some() {
+        out.push('{');
+        out.push_str(labels);
+        if let Some(le) = le {
+            if !labels.is_empty() {
+                out.push(',');
+            }
+            out.push_str("le=\"");
+            out.push_str(le);
+            out.push('"');
+        }
+        out.push('}');
+    }
+    out.push(' ');
+    text::push_go_float(out, v);
+    out.push('\n');
+}
+
+/// Feeds formatted text to a hasher.
+struct HashWriter<'a, H: Hasher>(&'a mut H);
+
+impl<H: Hasher> fmt::Write for HashWriter<'_, H> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.write(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// A duration in clock nanoseconds (saturating: centuries are "never").
+pub fn nanos(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+// A panic while a lock is held cannot leave a shard half-updated in a way that matters
+// (every mutation is a single insert, push or retain), so poisoning is ignored rather
+// than turned into a panic on every later report.
+fn read(lock: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write(lock: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}

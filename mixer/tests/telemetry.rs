@@ -1,0 +1,369 @@
+//! End to end: `mixer server` on `samples/default`, Envoy-style Report batches for HTTP and
+//! TCP traffic, the Prometheus exposition scraped over real HTTP and asserted against
+//! Istio's documented output, and the access log read from the server's stdout.
+//!
+//! Set `MIXER_SCRAPE_OUT=<file>` to keep the scrape (CI checks it with `promtool`).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use expr_lang::Value;
+use mixer::api::pb::istio::mixer::v1::mixer_client::MixerClient;
+use mixer::attrs::{GLOBAL_WORD_COUNT, encode_report};
+
+struct Server {
+    child: Child,
+    api: String,
+    prometheus: String,
+    stdout: mpsc::Receiver<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(config: &Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mixer"))
+        .args([
+            "server",
+            "--address",
+            "127.0.0.1:0",
+            "--monitoring-address",
+            "127.0.0.1:0",
+            "--prometheus-address",
+            "127.0.0.1:0",
+        ])
+        .arg("--config-dir")
+        .arg(config)
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("mixer server starts");
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (out_tx, out_rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = out_tx.send(line);
+        }
+    });
+    let (mut api, mut prometheus) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api.is_none() || prometheus.is_none() {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("server logs its addresses");
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("address="))
+            .map(str::to_owned);
+        if line.contains("gRPC API listening") {
+            api = addr;
+        } else if line.contains("Prometheus exposition listening") {
+            prometheus = addr;
+        }
+    }
+    std::thread::spawn(move || for _ in rx {});
+    Server {
+        child,
+        api: api.unwrap(),
+        prometheus: prometheus.unwrap(),
+        stdout: out_rx,
+    }
+}
+
+fn s(v: &str) -> Value<'static> {
+    Value::String(v.to_owned().into())
+}
+
+fn map(entries: &[(&str, &str)]) -> Value<'static> {
+    let m: std::collections::BTreeMap<String, String> = entries
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Value::StringMap(expr_lang::StringMapRef::Owned(std::sync::Arc::new(m)))
+}
+
+/// productpage-v1 → reviews-v1 over HTTP, reported by the server side (the example of
+/// prometheus-expected.md).
+fn http_request(reporter: &str) -> Vec<(String, Value<'static>)> {
+    let mut v = vec![
+        ("context.reporter.kind", s(reporter)),
+        ("context.protocol", s("http")),
+        ("connection.mtls", Value::Bool(true)),
+        ("response.code", Value::Int64(200)),
+        ("response.duration", Value::Duration(12_000_000)),
+        ("request.size", Value::Int64(0)),
+        ("response.size", Value::Int64(295)),
+        ("request.path", s("/reviews/0")),
+        ("request.method", s("GET")),
+        ("request.host", s("reviews:9080")),
+        ("request.useragent", s("curl/7.64")),
+        (
+            "request.headers",
+            map(&[(":path", "/reviews/0"), ("x-request-id", "abc")]),
+        ),
+        ("source.workload.name", s("productpage-v1")),
+        ("source.workload.namespace", s("default")),
+        (
+            "source.principal",
+            s("cluster.local/ns/default/sa/bookinfo-productpage"),
+        ),
+        (
+            "source.labels",
+            map(&[("app", "productpage"), ("version", "v1")]),
+        ),
+        ("destination.workload.name", s("reviews-v1")),
+        ("destination.workload.namespace", s("default")),
+        (
+            "destination.principal",
+            s("cluster.local/ns/default/sa/bookinfo-reviews"),
+        ),
+        (
+            "destination.labels",
+            map(&[("app", "reviews"), ("version", "v1")]),
+        ),
+        (
+            "destination.service.host",
+            s("reviews.default.svc.cluster.local"),
+        ),
+        ("destination.service.name", s("reviews")),
+        ("destination.service.namespace", s("default")),
+    ];
+    v.push((
+        "request.time",
+        Value::Timestamp(expr_lang::golib::time::Timestamp::from_unix(
+            1_600_000_000,
+            0,
+        )),
+    ));
+    v.push((
+        "response.time",
+        Value::Timestamp(expr_lang::golib::time::Timestamp::from_unix(
+            1_600_000_000,
+            12_000_000,
+        )),
+    ));
+    v.into_iter().map(|(n, v)| (n.to_owned(), v)).collect()
+}
+
+fn tcp_event(event: &str, sent: i64, received: i64) -> Vec<(String, Value<'static>)> {
+    vec![
+        ("context.reporter.kind", s("inbound")),
+        ("context.protocol", s("tcp")),
+        ("connection.event", s(event)),
+        ("connection.mtls", Value::Bool(false)),
+        ("connection.sent.bytes", Value::Int64(sent)),
+        ("connection.received.bytes", Value::Int64(received)),
+        ("source.workload.name", s("ratings-v1")),
+        ("source.workload.namespace", s("default")),
+        (
+            "source.labels",
+            map(&[("app", "ratings"), ("version", "v1")]),
+        ),
+        ("destination.workload.name", s("mongodb-v1")),
+        ("destination.workload.namespace", s("default")),
+        (
+            "destination.labels",
+            map(&[("app", "mongodb"), ("version", "v1")]),
+        ),
+        (
+            "destination.service.host",
+            s("mongodb.default.svc.cluster.local"),
+        ),
+        ("destination.service.name", s("mongodb")),
+        ("destination.service.namespace", s("default")),
+    ]
+    .into_iter()
+    .map(|(n, v)| (n.to_owned(), v))
+    .collect()
+}
+
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut buf = String::new();
+    stream.read_to_string(&mut buf).unwrap();
+    assert!(buf.starts_with("HTTP/1.1 200"), "{buf}");
+    buf.split_once("\r\n\r\n").unwrap().1.to_owned()
+}
+
+const HTTP_LABELS: &str = r#"connection_security_policy="mutual_tls",destination_app="reviews",destination_principal="cluster.local/ns/default/sa/bookinfo-reviews",destination_service="reviews.default.svc.cluster.local",destination_service_name="reviews",destination_service_namespace="default",destination_version="v1",destination_workload="reviews-v1",destination_workload_namespace="default",permissive_response_code="none",permissive_response_policyid="none",reporter="destination",request_protocol="http",response_code="200",response_flags="-",source_app="productpage",source_principal="cluster.local/ns/default/sa/bookinfo-productpage",source_version="v1",source_workload="productpage-v1",source_workload_namespace="default""#;
+
+#[tokio::test]
+async fn default_samples_produce_istio_metrics_and_access_log() {
+    let samples = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/default"));
+    let server = start(samples);
+    let mut client = MixerClient::connect(format!("http://{}", server.api))
+        .await
+        .unwrap();
+
+    // One Envoy batch: two inbound HTTP requests, one outbound, and TCP events.
+    let batch = vec![
+        http_request("inbound"),
+        http_request("inbound"),
+        http_request("outbound"),
+        tcp_event("open", 0, 0),
+        tcp_event("continue", 100, 200),
+        tcp_event("close", 50, 25),
+    ];
+    client
+        .report(encode_report(GLOBAL_WORD_COUNT as u32, &batch))
+        .await
+        .expect("report accepted");
+
+    let text = scrape(&server.prometheus);
+    if let Ok(path) = std::env::var("MIXER_SCRAPE_OUT") {
+        std::fs::write(path, &text).unwrap();
+    }
+
+    // Families, with HELP before TYPE.
+    for (family, kind) in [
+        ("istio_request_bytes", "histogram"),
+        ("istio_request_duration_seconds", "histogram"),
+        ("istio_requests_total", "counter"),
+        ("istio_response_bytes", "histogram"),
+        ("istio_tcp_connections_closed_total", "counter"),
+        ("istio_tcp_connections_opened_total", "counter"),
+        ("istio_tcp_received_bytes_total", "counter"),
+        ("istio_tcp_sent_bytes_total", "counter"),
+    ] {
+        let help = format!("# HELP {family} {}", family.trim_start_matches("istio_"));
+        let ty = format!("# TYPE {family} {kind}");
+        let (h, t) = (text.find(&help), text.find(&ty));
+        assert!(h.is_some() && t.is_some() && h < t, "{family}:\n{text}");
+    }
+
+    // The exact series of the example in prometheus-expected.md.
+    assert!(
+        text.contains(&format!("istio_requests_total{{{HTTP_LABELS}}} 2\n")),
+        "{text}"
+    );
+    let outbound = HTTP_LABELS
+        .replace(
+            "connection_security_policy=\"mutual_tls\"",
+            "connection_security_policy=\"unknown\"",
+        )
+        .replace("reporter=\"destination\"", "reporter=\"source\"");
+    assert!(
+        text.contains(&format!("istio_requests_total{{{outbound}}} 1\n")),
+        "{text}"
+    );
+    for (le, n) in [
+        ("0.005", 0),
+        ("0.01", 0),
+        ("0.025", 2),
+        ("0.05", 2),
+        ("10", 2),
+        ("+Inf", 2),
+    ] {
+        let line =
+            format!("istio_request_duration_seconds_bucket{{{HTTP_LABELS},le=\"{le}\"}} {n}\n");
+        assert!(text.contains(&line), "missing {line}\n{text}");
+    }
+    assert!(
+        text.contains(&format!(
+            "istio_request_duration_seconds_sum{{{HTTP_LABELS}}} 0.024\n"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "istio_request_duration_seconds_count{{{HTTP_LABELS}}} 2\n"
+        )),
+        "{text}"
+    );
+    for (le, n) in [
+        ("1", 0),
+        ("100", 0),
+        ("1000", 2),
+        ("1e+06", 2),
+        ("1e+08", 2),
+    ] {
+        let line = format!("istio_response_bytes_bucket{{{HTTP_LABELS},le=\"{le}\"}} {n}\n");
+        assert!(text.contains(&line), "missing {line}\n{text}");
+    }
+    assert!(
+        text.contains(&format!("istio_response_bytes_sum{{{HTTP_LABELS}}} 590\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "istio_request_bytes_bucket{{{HTTP_LABELS},le=\"1\"}} 2\n"
+        )),
+        "{text}"
+    );
+
+    // TCP: bytes add up; opens and closes are counted once each.
+    let tcp_line = |family: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{family}{{")))
+            .unwrap_or_else(|| panic!("no {family} series:\n{text}"))
+            .to_owned()
+    };
+    assert!(tcp_line("istio_tcp_sent_bytes_total").ends_with(" 150"));
+    assert!(tcp_line("istio_tcp_received_bytes_total").ends_with(" 225"));
+    assert!(tcp_line("istio_tcp_connections_opened_total").ends_with(" 1"));
+    assert!(tcp_line("istio_tcp_connections_closed_total").ends_with(" 1"));
+    let sent = tcp_line("istio_tcp_sent_bytes_total");
+    assert!(
+        sent.contains("destination_service=\"mongodb.default.svc.cluster.local\""),
+        "{sent}"
+    );
+    assert!(sent.contains("source_workload=\"ratings-v1\""), "{sent}");
+    assert!(
+        !sent.contains("request_protocol"),
+        "TCP families have 16 labels: {sent}"
+    );
+
+    // Access log: one JSON line per HTTP request and per TCP event, on stdout.
+    let mut http_lines = Vec::new();
+    let mut tcp_lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http_lines.len() < 3 || tcp_lines.len() < 3 {
+        let line = server
+            .stdout
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("access log lines arrive within the flush interval");
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        match v["instance"].as_str() {
+            Some("accesslog.instance.istio-system") => http_lines.push(v),
+            Some("tcpaccesslog.instance.istio-system") => tcp_lines.push(v),
+            other => panic!("unexpected instance {other:?} in {line}"),
+        }
+    }
+    let first = &http_lines[0];
+    assert_eq!(first["level"], "info");
+    assert_eq!(first["responseCode"], 200);
+    assert_eq!(first["method"], "GET");
+    assert_eq!(first["url"], "/reviews/0");
+    assert_eq!(first["sourceWorkload"], "productpage-v1");
+    assert_eq!(first["destinationWorkload"], "reviews-v1");
+    assert_eq!(first["latency"], "12ms");
+    assert_eq!(first["responseSize"], 295);
+    assert!(
+        first["time"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("2020-09-13T12:26:40")),
+        "{first}"
+    );
+    assert_eq!(tcp_lines[1]["sentBytes"], 100);
+    assert_eq!(tcp_lines[2]["connectionEvent"], "close");
+}
