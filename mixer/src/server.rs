@@ -31,6 +31,10 @@ pub struct ServerOptions {
     pub reload_poll: Duration,
     /// How long changes must settle before a reload.
     pub reload_debounce: Duration,
+    /// Decisions the server-side Check cache may hold; 0 disables it.
+    pub check_cache_size: u64,
+    /// Load shedding.
+    pub shedding: crate::api::shed::SheddingOptions,
 }
 
 impl ServerOptions {
@@ -46,6 +50,12 @@ impl ServerOptions {
             policy_errors: PolicyErrorMode::Mixer,
             reload_poll: Duration::from_millis(500),
             reload_debounce: Duration::from_secs(1),
+            check_cache_size: 10_000,
+            shedding: crate::api::shed::SheddingOptions {
+                latency_halflife: Duration::from_secs(1),
+                burst_size: 1,
+                ..Default::default()
+            },
         }
     }
 }
@@ -110,6 +120,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
             resources: resources.clone(),
             default_namespace: options.default_namespace.clone(),
             policy_errors: options.policy_errors,
+            check_cache_size: options.check_cache_size,
         },
         Metrics::new(),
     ));
@@ -178,7 +189,9 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
         address: options.address,
         source,
     })?;
-    let service = MixerServer::new(MixerService::new(runtime.clone()))
+    let shedder =
+        crate::api::shed::LoadShedder::new(options.shedding.clone(), runtime.metrics.shed.clone());
+    let service = MixerServer::new(MixerService::new(runtime.clone(), shedder))
         .max_decoding_message_size(options.max_message_size)
         .max_encoding_message_size(options.max_message_size);
     let (tx, rx) = oneshot::channel::<()>();

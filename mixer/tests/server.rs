@@ -626,3 +626,146 @@ async fn malformed_protobuf_is_invalid_argument_and_server_keeps_serving() {
     assert_eq!(status_of(&r).0, 7);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn check_cache_serves_repeated_decisions_and_honours_use_counts() {
+    let config = DENY_BY_LABEL.replace(
+        "status: {code: 7, message: Not allowed}",
+        "status: {code: 7, message: Not allowed}\n    validUseCount: 3\n    validDuration: 30s",
+    );
+    let dir = config_dir(&[("deny.yaml", &config)]);
+    let server = start_server(dir.path(), PolicyErrorMode::Mixer).await;
+    let mut c = client(&server).await;
+    let untrusted = [("source.labels", map(&[("app", "untrusted")]))];
+
+    let first = check(&mut c, &untrusted).await.unwrap();
+    assert_eq!(
+        first.precondition.as_ref().unwrap().valid_use_count,
+        3,
+        "{first:?}"
+    );
+    // Served from the cache: one use fewer, same decision, same referenced attributes.
+    let second = check(&mut c, &untrusted).await.unwrap();
+    let pre = second.precondition.as_ref().unwrap();
+    assert_eq!(status_of(&second), status_of(&first));
+    assert_eq!(pre.valid_use_count, 2);
+    assert!(pre.valid_duration.unwrap().seconds <= 30);
+    assert_eq!(
+        decode_referenced(pre.referenced_attributes.as_ref().unwrap()).unwrap(),
+        decode_referenced(
+            first
+                .precondition
+                .as_ref()
+                .unwrap()
+                .referenced_attributes
+                .as_ref()
+                .unwrap()
+        )
+        .unwrap()
+    );
+    let third = check(&mut c, &untrusted).await.unwrap();
+    assert_eq!(third.precondition.unwrap().valid_use_count, 1);
+    // Used up: computed afresh.
+    let fourth = check(&mut c, &untrusted).await.unwrap();
+    assert_eq!(fourth.precondition.unwrap().valid_use_count, 3);
+
+    // A different value of a referenced attribute is a different decision.
+    let other = check(&mut c, &[("source.labels", map(&[("app", "reviews")]))])
+        .await
+        .unwrap();
+    assert_eq!(status_of(&other).0, 0);
+    // An unreferenced attribute does not matter: still a hit.
+    let extra = check(
+        &mut c,
+        &[
+            ("source.labels", map(&[("app", "untrusted"), ("x", "y")])),
+            ("request.path", s("/z")),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status_of(&extra).0, 7);
+
+    // Quota requests are never answered from the cache.
+    let (_, before) = http_get(&server, "/metrics").await;
+    let hits_before = metric_value(&before, "mixer_check_cache_hits_total", &[]).unwrap_or(0.0);
+    let misses_before = metric_value(&before, "mixer_check_cache_misses_total", &[]).unwrap_or(0.0);
+    let q = c
+        .check(check_request(&untrusted, &[("requestcount", 1, false)]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status_of(&q).0, 7);
+    let (_, after) = http_get(&server, "/metrics").await;
+    assert_eq!(
+        metric_value(&after, "mixer_check_cache_hits_total", &[]).unwrap_or(0.0),
+        hits_before
+    );
+    assert_eq!(
+        metric_value(&after, "mixer_check_cache_misses_total", &[]).unwrap_or(0.0),
+        misses_before
+    );
+    assert!(hits_before >= 3.0, "{after}");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn load_shedding_rejects_with_unavailable_and_keeps_health_up() {
+    let dir = config_dir(&[("deny.yaml", DENY_BY_LABEL)]);
+    let mut options = mixer::server::ServerOptions::new(vec![dir.path().to_path_buf()]);
+    options.address = "127.0.0.1:0".parse().unwrap();
+    options.monitoring_address = "127.0.0.1:0".parse().unwrap();
+    options.prometheus_address = "127.0.0.1:0".parse().unwrap();
+    options.shedding = mixer::api::shed::SheddingOptions {
+        mode: mixer::api::shed::SheddingMode::Enforce,
+        max_requests_per_second: 5.0,
+        burst_size: 5,
+        latency_halflife: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let server = mixer::server::start(options).await.unwrap();
+    let mut c = client(&server).await;
+    let (mut ok, mut shed) = (0, 0);
+    for _ in 0..50 {
+        match check(&mut c, &[("source.labels", map(&[("app", "reviews")]))]).await {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert_eq!(e.code(), Code::Unavailable);
+                assert_eq!(
+                    e.message(),
+                    "Server is currently overloaded. Please try again."
+                );
+                shed += 1;
+            }
+        }
+    }
+    assert!(ok >= 5 && shed >= 25, "ok {ok}, shed {shed}");
+    // A Report of N attribute sets costs N: 20 sets exceed the burst at once.
+    let bags: Vec<Vec<(String, Value<'static>)>> = (0..20)
+        .map(|_| vec![("request.path".to_owned(), s("/x"))])
+        .collect();
+    let err = c
+        .report(encode_report(GLOBAL_WORD_COUNT as u32, &bags))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(http_get(&server, "/healthz").await.0, 200);
+    let (_, scrape) = http_get(&server, "/metrics").await;
+    assert_eq!(
+        metric_value(
+            &scrape,
+            "mixer_loadshedding_requests_total",
+            &["api=\"check\""]
+        ),
+        Some(shed as f64)
+    );
+    assert_eq!(
+        metric_value(
+            &scrape,
+            "mixer_loadshedding_requests_total",
+            &["api=\"report\""]
+        ),
+        Some(20.0)
+    );
+    server.shutdown().await.unwrap();
+}

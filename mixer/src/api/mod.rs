@@ -2,3 +2,4 @@
 pub mod codec;
 pub mod pb;
 pub mod service;
+pub mod shed;

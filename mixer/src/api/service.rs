@@ -15,8 +15,10 @@ use super::pb::istio::mixer::v1::{
     mixer_server::Mixer, report_request,
 };
 use super::pb::istio::policy::v1beta1::DirectHttpResponse;
+use super::shed::LoadShedder;
 use crate::attrs::{Condition, DecodeError, GLOBAL_WORD_COUNT, ProtoBag, encode_referenced};
 use crate::runtime::Runtime;
+use crate::runtime::check_cache::Reference;
 use crate::runtime::dispatch::{self, CheckOutcome, HeaderEdit, QuotaOutcome};
 use crate::runtime::snapshot::HeaderOperationKind;
 
@@ -26,11 +28,12 @@ pub const INVALID_REQUEST_PREFIX: &str = "Request could not be processed due to 
 /// The gRPC service, serving from the runtime's current snapshot.
 pub struct MixerService {
     runtime: Arc<Runtime>,
+    shedder: LoadShedder,
 }
 
 impl MixerService {
-    pub fn new(runtime: Arc<Runtime>) -> MixerService {
-        MixerService { runtime }
+    pub fn new(runtime: Arc<Runtime>, shedder: LoadShedder) -> MixerService {
+        MixerService { runtime, shedder }
     }
 }
 
@@ -55,6 +58,26 @@ impl References {
         }
         self.entries
             .push((name.to_owned(), key.map(str::to_owned), condition));
+    }
+
+    fn to_cache(&self) -> Vec<Reference> {
+        self.entries
+            .iter()
+            .map(|(n, k, c)| Reference {
+                name: n.clone(),
+                map_key: k.clone(),
+                condition: *c,
+            })
+            .collect()
+    }
+
+    fn from_cache(refs: Vec<Reference>) -> References {
+        References {
+            entries: refs
+                .into_iter()
+                .map(|r| (r.name, r.map_key, r.condition))
+                .collect(),
+        }
     }
 
     fn encode(&self, global_word_count: u32) -> ReferencedAttributes {
@@ -191,7 +214,9 @@ impl Mixer for MixerService {
     ) -> Result<Response<CheckResponse>, Status> {
         let started = Instant::now();
         let metrics = &self.runtime.metrics;
+        self.shedder.admit("check", 1)?;
         let result = self.check_inner(request.into_inner()).await;
+        self.shedder.observe(started.elapsed());
         let label = match &result {
             Ok(r)
                 if r.precondition
@@ -218,7 +243,11 @@ impl Mixer for MixerService {
     ) -> Result<Response<ReportResponse>, Status> {
         let started = Instant::now();
         let metrics = &self.runtime.metrics;
-        let result = self.report_inner(request.into_inner());
+        let request = request.into_inner();
+        let cost = u32::try_from(request.attributes.len()).unwrap_or(u32::MAX);
+        self.shedder.admit("report", cost)?;
+        let result = self.report_inner(request);
+        self.shedder.observe(started.elapsed());
         let label = if result.is_ok() { "ok" } else { "error" };
         metrics.report_requests.with_label_values(&[label]).inc();
         metrics
@@ -239,10 +268,24 @@ impl MixerService {
             .map_err(|e| decode_error(&self.runtime, "check", "", &e))?;
         let mode = self.runtime.options.policy_errors;
         let metrics = &self.runtime.metrics;
+        let cache = self.runtime.check_cache.as_ref();
+        // Quota requests are never answered from the cache: they must be charged.
+        if req.quotas.is_empty()
+            && let Some((outcome, refs)) = cache.and_then(|c| c.lookup(&snap, &bag))
+        {
+            let refs = References::from_cache(refs);
+            return Ok(CheckResponse {
+                precondition: Some(precondition(&outcome, &refs, req.global_word_count)),
+                quotas: Default::default(),
+            });
+        }
         let mut refs = References::default();
         let outcome = dispatch::check(&snap, &bag, &mut refs, mode, metrics)
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
+        if let Some(cache) = cache {
+            cache.insert(&snap, &bag, &outcome, refs.to_cache());
+        }
         let mut response = CheckResponse {
             precondition: Some(precondition(&outcome, &refs, req.global_word_count)),
             quotas: Default::default(),

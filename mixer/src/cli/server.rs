@@ -48,6 +48,33 @@ pub struct ServerArgs {
     /// How long changes must settle before a reload, e.g. 1s.
     #[arg(long = "reload-debounce", default_value = "1s", value_parser = parse_duration)]
     reload_debounce: Duration,
+    /// Decisions the server-side Check cache may hold (0 disables it).
+    #[arg(long = "check-cache-size", default_value_t = 10_000)]
+    check_cache_size: u64,
+    /// Load shedding: disabled, logonly (count what would be shed) or enforce.
+    #[arg(
+        long = "load-shedding-mode",
+        alias = "loadsheddingMode",
+        value_enum,
+        default_value = "disabled"
+    )]
+    load_shedding_mode: mixer::api::shed::SheddingMode,
+    /// Load shedding: calls per second admitted (a Report counts one per attribute set); 0 = no limit.
+    #[arg(
+        long = "max-requests-per-second",
+        alias = "maxRequestsPerSecond",
+        default_value_t = 0.0
+    )]
+    max_requests_per_second: f64,
+    /// Load shedding: how many calls may arrive at once above the rate.
+    #[arg(long = "burst-size", alias = "burstSize", default_value_t = 0)]
+    burst_size: u32,
+    /// Load shedding: shed while the average call latency is above this (e.g. 100ms); 0 = off.
+    #[arg(long = "average-latency-threshold", alias = "averageLatencyThreshold", default_value = "0s", value_parser = parse_duration)]
+    average_latency_threshold: Duration,
+    /// Load shedding: half-life of the latency average.
+    #[arg(long = "latency-sample-halflife", alias = "latencySampleHalflife", default_value = "1s", value_parser = parse_duration)]
+    latency_halflife: Duration,
     /// Log filter (`info`, `debug`, `mixer=debug,warn`, ...); RUST_LOG also works.
     #[arg(long = "log-level", default_value = "info")]
     log_level: String,
@@ -110,6 +137,20 @@ pub fn run(args: ServerArgs) -> Result<ExitCode> {
     options.policy_errors = args.policy_errors;
     options.reload_poll = args.reload_poll;
     options.reload_debounce = args.reload_debounce;
+    options.check_cache_size = args.check_cache_size;
+    options.shedding = mixer::api::shed::SheddingOptions {
+        mode: args.load_shedding_mode,
+        max_requests_per_second: args.max_requests_per_second,
+        // A burst of at least one second's worth keeps the limiter from shedding a
+        // single full Report batch.
+        burst_size: if args.burst_size > 0 {
+            args.burst_size
+        } else {
+            args.max_requests_per_second.ceil().max(1.0) as u32
+        },
+        average_latency_threshold: args.average_latency_threshold,
+        latency_halflife: args.latency_halflife,
+    };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

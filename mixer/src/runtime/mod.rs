@@ -4,6 +4,7 @@
 //! the store, compiles a new snapshot off to the side, and swaps it in only if it has no
 //! errors; otherwise the last good snapshot keeps serving and the errors are reported.
 
+pub mod check_cache;
 pub mod dispatch;
 pub mod snapshot;
 
@@ -28,6 +29,8 @@ pub struct RuntimeOptions {
     pub resources: Arc<adapters::Resources>,
     pub default_namespace: String,
     pub policy_errors: PolicyErrorMode,
+    /// Decisions the server-side Check cache may hold; 0 disables it.
+    pub check_cache_size: u64,
 }
 
 /// The outcome of the last configuration load.
@@ -46,6 +49,8 @@ pub struct LoadStatus {
 pub struct Runtime {
     current: ArcSwap<Snapshot>,
     pub metrics: Metrics,
+    /// The server-side Check cache, when enabled.
+    pub check_cache: Option<check_cache::CheckCache>,
     pub options: RuntimeOptions,
     last_load: Mutex<LoadStatus>,
     reload_lock: Mutex<u64>,
@@ -54,8 +59,15 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(options: RuntimeOptions, metrics: Metrics) -> Runtime {
+        let check_cache = (options.check_cache_size > 0).then(|| {
+            check_cache::CheckCache::new(
+                options.check_cache_size,
+                check_cache::CacheMetrics::register(&metrics.registry),
+            )
+        });
         Runtime {
             current: ArcSwap::from_pointee(Snapshot::empty(&options.default_namespace)),
+            check_cache,
             metrics,
             last_load: Mutex::new(LoadStatus::default()),
             reload_lock: Mutex::new(0),
@@ -136,6 +148,11 @@ impl Runtime {
             m.config_handlers.set(snap.summary.handlers as i64);
             m.config_attributes.set(snap.summary.attributes as i64);
             let old = self.current.swap(snap.clone());
+            // Entries carry their snapshot's generation, so none can be served across the
+            // change; dropping them frees the memory at once.
+            if let Some(cache) = &self.check_cache {
+                cache.clear();
+            }
             close_replaced(old, &snap);
             self.ready.store(true, Ordering::Release);
             tracing::info!(
