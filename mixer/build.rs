@@ -27,6 +27,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // Ordered maps: decoding a few dozen small integer keys into a BTreeMap costs no
+        // hashing and fewer allocations than a HashMap, and encodes deterministically.
+        .btree_map(".")
         // Malformed requests are INVALID_ARGUMENT, not tonic's INTERNAL (see api/codec.rs).
         .codec_path("crate::api::codec::StrictCodec")
         .compile_fds(fds)?;

@@ -56,7 +56,7 @@ pub mod google {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
+    use std::collections::BTreeMap;
 
     use prost::Message;
 
@@ -104,7 +104,7 @@ mod tests {
             attributes: Some(CompressedAttributes {
                 words: vec!["w".to_owned()],
                 // name index 1 (global), value index -1 (words[0]).
-                strings: HashMap::from([(1, -1)]),
+                strings: BTreeMap::from([(1, -1)]),
                 ..Default::default()
             }),
             global_word_count: 222,
@@ -139,7 +139,7 @@ mod tests {
                 }),
                 ..Default::default()
             }),
-            quotas: HashMap::new(),
+            quotas: BTreeMap::new(),
         };
         let bytes = resp.encode_to_vec();
         // precondition is field 2 (CheckResponse has no field 1).

@@ -1,6 +1,6 @@
 //! An Envoy-style attribute encoder, for clients (the CLI, load generators) and tests.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use expr_lang::Value;
 
@@ -78,7 +78,7 @@ impl AttributeEncoder {
                     // Sorted, so the message words come out in a stable order.
                     let entries = m.to_btree();
                     let mut map = StringMap {
-                        entries: HashMap::with_capacity(entries.len()),
+                        entries: BTreeMap::new(),
                     };
                     for (k, v) in &entries {
                         let k = self.dict.index(k);

@@ -1,7 +1,7 @@
 //! Tests of decoding, encoding and delta application.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use expr_lang::golib::time::Timestamp;
@@ -166,12 +166,12 @@ fn index_rule_negative_is_message_positive_is_global() {
     let table = AttrTable::new(&manifest());
     let words: Vec<String> = vec!["/foo".into(), "my.name".into(), "v".into()];
     let ca = CompressedAttributes {
-        strings: HashMap::from([
+        strings: BTreeMap::from([
             (17, -1),  // request.path = words[0]
             (-2, 94),  // my.name = global 94 = '200'
             (-3, 218), // v = "-" with quotes
         ]),
-        int64s: HashMap::from([(23, 5)]), // request.size
+        int64s: BTreeMap::from([(23, 5)]), // request.size
         ..Default::default()
     };
     let bag = ProtoBag::decode(&ca, &words, &table).unwrap();
@@ -285,35 +285,35 @@ fn out_of_range_name_indexes() {
     let three = words(3);
     let cases: Vec<CompressedAttributes> = vec![
         CompressedAttributes {
-            strings: HashMap::from([(-7, 0)]),
+            strings: BTreeMap::from([(-7, 0)]),
             ..Default::default()
         },
         CompressedAttributes {
-            int64s: HashMap::from([(-7, 0)]),
+            int64s: BTreeMap::from([(-7, 0)]),
             ..Default::default()
         },
         CompressedAttributes {
-            doubles: HashMap::from([(-7, 0.0)]),
+            doubles: BTreeMap::from([(-7, 0.0)]),
             ..Default::default()
         },
         CompressedAttributes {
-            bools: HashMap::from([(-7, true)]),
+            bools: BTreeMap::from([(-7, true)]),
             ..Default::default()
         },
         CompressedAttributes {
-            timestamps: HashMap::from([(-7, prost_types::Timestamp::default())]),
+            timestamps: BTreeMap::from([(-7, prost_types::Timestamp::default())]),
             ..Default::default()
         },
         CompressedAttributes {
-            durations: HashMap::from([(-7, prost_types::Duration::default())]),
+            durations: BTreeMap::from([(-7, prost_types::Duration::default())]),
             ..Default::default()
         },
         CompressedAttributes {
-            bytes: HashMap::from([(-7, vec![1])]),
+            bytes: BTreeMap::from([(-7, vec![1])]),
             ..Default::default()
         },
         CompressedAttributes {
-            string_maps: HashMap::from([(-7, StringMap::default())]),
+            string_maps: BTreeMap::from([(-7, StringMap::default())]),
             ..Default::default()
         },
     ];
@@ -324,7 +324,7 @@ fn out_of_range_name_indexes() {
         );
     }
     let ca = CompressedAttributes {
-        int64s: HashMap::from([(222, 1)]),
+        int64s: BTreeMap::from([(222, 1)]),
         ..Default::default()
     };
     assert_eq!(
@@ -333,14 +333,14 @@ fn out_of_range_name_indexes() {
     );
     for extreme in [i32::MIN, i32::MAX] {
         let ca = CompressedAttributes {
-            bools: HashMap::from([(extreme, true)]),
+            bools: BTreeMap::from([(extreme, true)]),
             ..Default::default()
         };
         assert!(decode_err(&ca, &three).contains(&extreme.to_string()));
     }
     // -1 with no words at all.
     let ca = CompressedAttributes {
-        bools: HashMap::from([(-1, true)]),
+        bools: BTreeMap::from([(-1, true)]),
         ..Default::default()
     };
     assert_eq!(
@@ -353,7 +353,7 @@ fn out_of_range_name_indexes() {
 fn out_of_range_value_and_map_indexes() {
     let three = words(3);
     let ca = CompressedAttributes {
-        strings: HashMap::from([(17, 300)]),
+        strings: BTreeMap::from([(17, 300)]),
         ..Default::default()
     };
     assert_eq!(
@@ -361,7 +361,7 @@ fn out_of_range_value_and_map_indexes() {
         "value index 300 of attribute 'request.path' is not defined in the global dictionary (222 words)"
     );
     let ca = CompressedAttributes {
-        strings: HashMap::from([(-1, -4)]),
+        strings: BTreeMap::from([(-1, -4)]),
         ..Default::default()
     };
     assert_eq!(
@@ -369,10 +369,10 @@ fn out_of_range_value_and_map_indexes() {
         "value index -4 of attribute 'w0' is not defined: the message has 3 words"
     );
     let ca = CompressedAttributes {
-        string_maps: HashMap::from([(
+        string_maps: BTreeMap::from([(
             15,
             StringMap {
-                entries: HashMap::from([(-9, 0)]),
+                entries: BTreeMap::from([(-9, 0)]),
             },
         )]),
         ..Default::default()
@@ -382,10 +382,10 @@ fn out_of_range_value_and_map_indexes() {
         "map key index -9 of attribute 'request.headers' is not defined: the message has 3 words"
     );
     let ca = CompressedAttributes {
-        string_maps: HashMap::from([(
+        string_maps: BTreeMap::from([(
             15,
             StringMap {
-                entries: HashMap::from([(31, 1000)]),
+                entries: BTreeMap::from([(31, 1000)]),
             },
         )]),
         ..Default::default()
@@ -401,8 +401,8 @@ fn duplicate_attributes() {
     let ws: Vec<String> = vec!["request.path".into(), "x".into(), "x".into()];
     // Declared attribute, in two maps.
     let ca = CompressedAttributes {
-        strings: HashMap::from([(17, 0)]),
-        int64s: HashMap::from([(17, 1)]),
+        strings: BTreeMap::from([(17, 0)]),
+        int64s: BTreeMap::from([(17, 1)]),
         ..Default::default()
     };
     assert_eq!(
@@ -411,7 +411,7 @@ fn duplicate_attributes() {
     );
     // Declared attribute, once by global index and once by an equal message word.
     let ca = CompressedAttributes {
-        strings: HashMap::from([(17, 0), (-1, 0)]),
+        strings: BTreeMap::from([(17, 0), (-1, 0)]),
         ..Default::default()
     };
     assert_eq!(
@@ -420,8 +420,8 @@ fn duplicate_attributes() {
     );
     // Undeclared attribute, in two maps.
     let ca = CompressedAttributes {
-        bools: HashMap::from([(-2, true)]),
-        string_maps: HashMap::from([(-2, StringMap::default())]),
+        bools: BTreeMap::from([(-2, true)]),
+        string_maps: BTreeMap::from([(-2, StringMap::default())]),
         ..Default::default()
     };
     assert_eq!(
@@ -430,7 +430,7 @@ fn duplicate_attributes() {
     );
     // Undeclared attribute, through two message words that are equal.
     let ca = CompressedAttributes {
-        doubles: HashMap::from([(-2, 1.0), (-3, 2.0)]),
+        doubles: BTreeMap::from([(-2, 1.0), (-3, 2.0)]),
         ..Default::default()
     };
     assert_eq!(
@@ -442,7 +442,7 @@ fn duplicate_attributes() {
 #[test]
 fn invalid_timestamps_and_durations() {
     let ts = |seconds, nanos| CompressedAttributes {
-        timestamps: HashMap::from([(24, prost_types::Timestamp { seconds, nanos })]),
+        timestamps: BTreeMap::from([(24, prost_types::Timestamp { seconds, nanos })]),
         ..Default::default()
     };
     for (s, n) in [
@@ -473,7 +473,7 @@ fn invalid_timestamps_and_durations() {
     }
 
     let dur = |seconds, nanos| CompressedAttributes {
-        durations: HashMap::from([(29, prost_types::Duration { seconds, nanos })]),
+        durations: BTreeMap::from([(29, prost_types::Duration { seconds, nanos })]),
         ..Default::default()
     };
     for (s, n, why) in [
@@ -515,10 +515,10 @@ fn string_map_with_repeated_key_strings_is_deterministic() {
     // ":authority" is global word 31 and also message word -1.
     let ws: Vec<String> = vec![":authority".into(), "b".into(), "a".into()];
     let ca = CompressedAttributes {
-        string_maps: HashMap::from([(
+        string_maps: BTreeMap::from([(
             15,
             StringMap {
-                entries: HashMap::from([(31, -2), (-1, -3)]),
+                entries: BTreeMap::from([(31, -2), (-1, -3)]),
             },
         )]),
         ..Default::default()
@@ -581,15 +581,15 @@ fn delta_overrides_adds_and_keeps() {
     // A failing delta (duplicate name, then a bad index) leaves the bag as it was.
     let before = format!("{bag:?}");
     let bad = CompressedAttributes {
-        strings: HashMap::from([(17, -1)]),
-        int64s: HashMap::from([(17, 3)]),
+        strings: BTreeMap::from([(17, -1)]),
+        int64s: BTreeMap::from([(17, 3)]),
         ..Default::default()
     };
     let ws: Vec<String> = vec!["/bad".into()];
     assert!(bag.apply_delta(&bad, &ws, &table).is_err());
     let bad = CompressedAttributes {
-        strings: HashMap::from([(17, -1)]),
-        bools: HashMap::from([(-5, true)]),
+        strings: BTreeMap::from([(17, -1)]),
+        bools: BTreeMap::from([(-5, true)]),
         ..Default::default()
     };
     let err = bag.apply_delta(&bad, &ws, &table).unwrap_err();

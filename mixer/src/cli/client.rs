@@ -2,7 +2,7 @@
 //! command line are encoded exactly as Envoy encodes them (global dictionary words where
 //! known, the rest as message words), and the answer is printed decoded.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -142,7 +142,7 @@ fn referenced_text(r: Option<&mixer::api::pb::istio::mixer::v1::ReferencedAttrib
 
 pub fn check(args: CheckArgs) -> Result<ExitCode> {
     let attrs = attributes(&args.common.attrs)?;
-    let mut quotas = HashMap::new();
+    let mut quotas = BTreeMap::new();
     for q in &args.quotas {
         let Some((name, amount)) = q.split_once('=') else {
             bail!("--quota {q:?}: expected NAME=AMOUNT");
