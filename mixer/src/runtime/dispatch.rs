@@ -114,10 +114,7 @@ fn read_string<'b, B: Bag + ?Sized, R: Recorder>(
     let v = bag.get(k);
     rec.attribute(name, ty, v.is_some());
     match v? {
-        Value::String(s) | Value::DnsName(s) | Value::Uri(s) | Value::EmailAddress(s) => {
-            // Re-borrow from the bag for the caller's lifetime.
-            Some(Cow::Owned(s.into_owned()))
-        }
+        Value::String(s) | Value::DnsName(s) | Value::Uri(s) | Value::EmailAddress(s) => Some(s),
         _ => None,
     }
 }
@@ -125,20 +122,18 @@ fn read_string<'b, B: Bag + ?Sized, R: Recorder>(
 /// The namespace whose rules apply, besides the default namespace's (spec §5.4):
 /// `destination.namespace` for inbound (or unset) reporters, `source.namespace` for
 /// outbound ones.
-pub fn identity_namespace<B: Bag + ?Sized, R: Recorder>(
+pub fn identity_namespace<'b, B: Bag + ?Sized, R: Recorder>(
     snap: &Snapshot,
-    bag: &B,
+    bag: &'b B,
     rec: &mut R,
-) -> String {
+) -> Cow<'b, str> {
     let kind = read_string(snap, bag, rec, "context.reporter.kind");
     let attr = match kind.as_deref() {
         None | Some("inbound") => "destination.namespace",
         Some("outbound") => "source.namespace",
-        Some(_) => return String::new(),
+        Some(_) => return Cow::Borrowed(""),
     };
-    read_string(snap, bag, rec, attr)
-        .map(Cow::into_owned)
-        .unwrap_or_default()
+    read_string(snap, bag, rec, attr).unwrap_or(Cow::Borrowed(""))
 }
 
 /// Counts a handler call.
@@ -500,12 +495,25 @@ pub async fn quota<B: Bag + ?Sized + Sync, R: Recorder + Send>(
             failures.push(format!("{}:{}", entry.name, r.status.message));
             failed_status.get_or_insert(r.status.code);
         }
-        if first.is_none() {
-            *first = Some(QuotaOutcome {
-                status: r.status,
-                valid_duration: r.valid_duration,
-                granted_amount: r.granted_amount,
-            });
+        // The first non-empty answer wins (spec §6.3); an empty one (OK, nothing granted,
+        // no validity, as a denier gives) is kept only in case no other answer comes.
+        let empty = r.status.is_ok() && r.granted_amount == 0 && r.valid_duration.is_zero();
+        let outcome = QuotaOutcome {
+            status: r.status,
+            valid_duration: r.valid_duration,
+            granted_amount: r.granted_amount,
+        };
+        match first {
+            None => *first = Some(outcome),
+            Some(prev)
+                if !empty
+                    && prev.status.is_ok()
+                    && prev.granted_amount == 0
+                    && prev.valid_duration.is_zero() =>
+            {
+                *first = Some(outcome)
+            }
+            Some(_) => {}
         }
     };
 
