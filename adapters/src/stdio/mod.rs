@@ -198,6 +198,7 @@ fn now() -> Timestamp {
 
 impl LogEntryHandler for StdioHandler {
     fn handle_log_entry(&self, instances: &[logentry::Instance<'_>]) -> Result<(), HandlerError> {
+        let mut lines = Vec::with_capacity(instances.len());
         for inst in instances {
             let level = self.config.level_for(&inst.severity);
             // Checked before formatting, so filtered entries cost nothing.
@@ -213,8 +214,9 @@ impl LogEntryHandler for StdioHandler {
                 &inst.variables,
                 IpStyle::Text,
             );
-            self.writer.push(line);
+            lines.push(line);
         }
+        self.writer.push_lines(lines);
         Ok(())
     }
 }
@@ -225,6 +227,7 @@ impl MetricHandler for StdioHandler {
         if level < self.config.output_level {
             return Ok(());
         }
+        let mut lines = Vec::with_capacity(instances.len());
         for inst in instances {
             let line = self.line(
                 level,
@@ -234,8 +237,9 @@ impl MetricHandler for StdioHandler {
                 &inst.dimensions,
                 IpStyle::Base64,
             );
-            self.writer.push(line);
+            lines.push(line);
         }
+        self.writer.push_lines(lines);
         Ok(())
     }
 }

@@ -7,8 +7,9 @@
 //! dropped and counted instead of waiting for room.
 
 use std::io::{self, BufWriter, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,9 @@ impl<W: Write + Send> LineSink for BufWriter<W> {
 
 enum Msg {
     Line(String),
+    /// The lines of one handler call, sent together so that a Report batch wakes the
+    /// writer thread once rather than once per line.
+    Lines(Vec<String>),
     /// Sent by `close`: every line accepted before it is written, then the thread ends.
     Close,
 }
@@ -49,6 +53,10 @@ enum Msg {
 pub struct Writer {
     tx: SyncSender<Msg>,
     dropped: IntCounter,
+    /// Lines queued and not yet taken by the writer: the queue's bound is in lines, and
+    /// a message may carry many.
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -62,7 +70,10 @@ impl Writer {
         capacity: usize,
         dropped: IntCounter,
     ) -> io::Result<Writer> {
-        let (tx, rx) = mpsc::sync_channel(capacity.max(1));
+        let capacity = capacity.max(1);
+        let (tx, rx) = mpsc::sync_channel(capacity);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let taken = queued.clone();
         let output = Output {
             sink,
             handler: handler.to_owned(),
@@ -70,21 +81,73 @@ impl Writer {
         };
         let thread = std::thread::Builder::new()
             .name("stdio-writer".to_owned())
-            .spawn(move || run(&rx, output))?;
+            .spawn(move || run(&rx, output, &taken))?;
         Ok(Writer {
             tx,
             dropped,
+            queued,
+            capacity,
             thread: Mutex::new(Some(thread)),
         })
     }
 
     /// Queues a line without ever waiting; returns whether it was accepted.
     pub fn push(&self, line: String) -> bool {
+        if self.reserve(1) == 0 {
+            return false;
+        }
         match self.tx.try_send(Msg::Line(line)) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
                 self.dropped.inc();
                 false
+            }
+        }
+    }
+
+    /// Queues several lines as one message, without ever waiting: as many as the queue
+    /// has room for are accepted, the rest dropped and counted. Returns how many were
+    /// accepted.
+    pub fn push_lines(&self, mut lines: Vec<String>) -> usize {
+        if lines.is_empty() {
+            return 0;
+        }
+        let take = self.reserve(lines.len());
+        if take == 0 {
+            return 0;
+        }
+        lines.truncate(take);
+        match self.tx.try_send(Msg::Lines(lines)) {
+            Ok(()) => take,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.queued.fetch_sub(take, Ordering::AcqRel);
+                self.dropped.inc_by(take as u64);
+                0
+            }
+        }
+    }
+
+    /// Claims room for up to `n` lines; counts the lines there is no room for as dropped.
+    fn reserve(&self, n: usize) -> usize {
+        let mut current = self.queued.load(Ordering::Acquire);
+        loop {
+            let take = n.min(self.capacity.saturating_sub(current));
+            if take == 0 {
+                self.dropped.inc_by(n as u64);
+                return 0;
+            }
+            match self.queued.compare_exchange_weak(
+                current,
+                current + take,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.dropped.inc_by((n - take) as u64);
+                    return take;
+                }
+                Err(actual) => current = actual,
             }
         }
     }
@@ -156,7 +219,7 @@ impl Output {
 
 /// The writer thread: writes lines as they come, flushes at most a second after a line
 /// was written, and on `Close` or disconnection writes what is left and flushes.
-fn run(rx: &Receiver<Msg>, mut out: Output) {
+fn run(rx: &Receiver<Msg>, mut out: Output, queued: &AtomicUsize) {
     let mut last_flush = Instant::now();
     let mut unflushed = false;
     loop {
@@ -175,13 +238,26 @@ fn run(rx: &Receiver<Msg>, mut out: Output) {
         };
         match msg {
             Some(Msg::Line(line)) => {
+                // Taken off the queue: its room is free again even while the sink is slow.
+                queued.fetch_sub(1, Ordering::AcqRel);
                 out.write(&line);
+                unflushed = true;
+            }
+            Some(Msg::Lines(lines)) => {
+                queued.fetch_sub(lines.len(), Ordering::AcqRel);
+                for line in &lines {
+                    out.write(line);
+                }
                 unflushed = true;
             }
             Some(Msg::Close) => {
                 // Lines racing with close (pushed after its marker) are still written.
-                while let Ok(Msg::Line(line)) = rx.try_recv() {
-                    out.write(&line);
+                while let Ok(msg) = rx.try_recv() {
+                    match msg {
+                        Msg::Line(line) => out.write(&line),
+                        Msg::Lines(lines) => lines.iter().for_each(|l| out.write(l)),
+                        Msg::Close => {}
+                    }
                 }
                 break;
             }
@@ -301,6 +377,29 @@ mod tests {
         assert!(!w.push("f\n".into()));
         assert_eq!(dropped.get(), 3);
         w.close();
+    }
+
+    #[test]
+    fn a_batch_takes_what_room_there_is_and_counts_the_rest() {
+        let (entered_tx, entered_rx) = mpsc::channel();
+        let (open_tx, open_rx) = mpsc::channel();
+        let sink = CaptureSink::gated(entered_tx, open_rx);
+        let lines = sink.lines.clone();
+        let dropped = counter();
+        let w = Writer::spawn("h", Box::new(sink), 2, dropped.clone()).unwrap();
+        assert!(w.push("a\n".into()));
+        entered_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("writer reached the sink");
+        let batch = vec!["b\n".to_owned(), "c\n".to_owned(), "d\n".to_owned()];
+        assert_eq!(w.push_lines(batch), 2);
+        assert_eq!(dropped.get(), 1);
+        assert_eq!(w.push_lines(vec!["e\n".to_owned()]), 0);
+        assert_eq!(dropped.get(), 2);
+        open_tx.send(()).unwrap();
+        w.close();
+        let got = lines.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        assert_eq!(got, ["a\n", "b\n", "c\n"]);
     }
 
     #[test]

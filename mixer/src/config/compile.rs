@@ -849,6 +849,7 @@ pub fn compile(docs: &[Document], opts: &CompileOptions, previous: Option<&Snaps
                     adapter: decl.adapter.name(),
                     handler: h,
                     signature,
+                    dispatch_counters: Default::default(),
                 }),
                 Err(e) => {
                     diags.error(

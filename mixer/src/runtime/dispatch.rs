@@ -138,14 +138,16 @@ pub fn identity_namespace<'b, B: Bag + ?Sized, R: Recorder>(
 
 /// Counts a handler call.
 fn count_dispatch(metrics: &Metrics, template: TemplateKind, handler: &HandlerEntry, failed: bool) {
-    metrics
-        .dispatches
-        .with_label_values(&[
-            template.name(),
-            handler.name.as_str(),
-            handler.adapter,
-            if failed { "true" } else { "false" },
-        ])
+    handler
+        .dispatch_counters
+        .get(template, failed, || {
+            metrics.dispatches.with_label_values(&[
+                template.name(),
+                handler.name.as_str(),
+                handler.adapter,
+                if failed { "true" } else { "false" },
+            ])
+        })
         .inc();
 }
 

@@ -19,6 +19,30 @@ pub struct HandlerEntry {
     /// Adapter + params + routed instances: equal signatures may share the handler
     /// across reloads, keeping its state (counters, series).
     pub signature: String,
+    /// `mixer_runtime_dispatches_total` children for this handler, by template and
+    /// outcome, looked up once instead of hashing the label values on every call.
+    pub dispatch_counters: DispatchCounters,
+}
+
+/// Cached counter handles, indexed by `template as usize * 2 + failed as usize`.
+pub struct DispatchCounters([std::sync::OnceLock<prometheus::IntCounter>; 22]);
+
+impl Default for DispatchCounters {
+    fn default() -> Self {
+        DispatchCounters(std::array::from_fn(|_| std::sync::OnceLock::new()))
+    }
+}
+
+impl DispatchCounters {
+    /// The counter for `template` and outcome, created from `make` the first time.
+    pub fn get(
+        &self,
+        template: TemplateKind,
+        failed: bool,
+        make: impl FnOnce() -> prometheus::IntCounter,
+    ) -> &prometheus::IntCounter {
+        self.0[template as usize * 2 + usize::from(failed)].get_or_init(make)
+    }
 }
 
 /// How a header operation changes a header.
