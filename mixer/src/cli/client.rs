@@ -17,6 +17,14 @@ use templates::code;
 
 use super::expr::parse_attr;
 
+/// `println!` that ignores a closed stdout (`mixer check ... | head -1`), instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 #[derive(Args)]
 pub struct CommonArgs {
     /// Server address.
@@ -180,7 +188,7 @@ pub fn check(args: CheckArgs) -> Result<ExitCode> {
         let response = match client.check(request).await {
             Ok(r) => r.into_inner(),
             Err(status) => {
-                println!(
+                out!(
                     "Check failed: {} ({}): {}",
                     code::name(status.code() as i32),
                     status.code() as i32,
@@ -191,31 +199,31 @@ pub fn check(args: CheckArgs) -> Result<ExitCode> {
         };
         let pre = response.precondition.unwrap_or_default();
         let ok = pre.status.as_ref().is_none_or(|s| s.code == code::OK);
-        println!("precondition: {}", status_text(pre.status.as_ref()));
-        println!(
+        out!("precondition: {}", status_text(pre.status.as_ref()));
+        out!(
             "  valid duration: {}",
             duration_text(pre.valid_duration.as_ref())
         );
-        println!("  valid use count: {}", pre.valid_use_count);
-        println!(
+        out!("  valid use count: {}", pre.valid_use_count);
+        out!(
             "  referenced: {}",
             referenced_text(pre.referenced_attributes.as_ref())
         );
         if let Some(rd) = &pre.route_directive {
             if rd.direct_response_code != 0 {
-                println!(
+                out!(
                     "  direct response: {} {:?}",
                     rd.direct_response_code, rd.direct_response_body
                 );
             }
             if !rd.request_header_operations.is_empty() {
-                println!(
+                out!(
                     "  request headers: {}",
                     header_ops_text(&rd.request_header_operations)
                 );
             }
             if !rd.response_header_operations.is_empty() {
-                println!(
+                out!(
                     "  response headers: {}",
                     header_ops_text(&rd.response_header_operations)
                 );
@@ -225,13 +233,13 @@ pub fn check(args: CheckArgs) -> Result<ExitCode> {
         names.sort();
         for name in names {
             let q = &response.quotas[&name];
-            println!(
+            out!(
                 "quota {name}: granted {}, valid {}, status {}",
                 q.granted_amount,
                 duration_text(q.valid_duration.as_ref()),
                 status_text(q.status.as_ref())
             );
-            println!(
+            out!(
                 "  referenced: {}",
                 referenced_text(q.referenced_attributes.as_ref())
             );
@@ -251,11 +259,11 @@ pub fn report(args: ReportArgs) -> Result<ExitCode> {
         let mut client = connect(&args.common).await?;
         match client.report(request).await {
             Ok(_) => {
-                println!("Report accepted.");
+                out!("Report accepted.");
                 Ok(ExitCode::SUCCESS)
             }
             Err(status) => {
-                println!(
+                out!(
                     "Report failed: {} ({}): {}",
                     code::name(status.code() as i32),
                     status.code() as i32,
