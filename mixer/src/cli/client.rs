@@ -213,7 +213,8 @@ pub fn check(args: CheckArgs) -> Result<ExitCode> {
             if rd.direct_response_code != 0 {
                 out!(
                     "  direct response: {} {:?}",
-                    rd.direct_response_code, rd.direct_response_body
+                    rd.direct_response_code,
+                    rd.direct_response_body
                 );
             }
             if !rd.request_header_operations.is_empty() {
