@@ -13,6 +13,7 @@ pub mod noop;
 pub mod otlp;
 pub mod params;
 pub mod prometheus;
+pub mod redact;
 pub mod redisquota;
 pub mod stdio;
 pub mod unsupported;

@@ -20,6 +20,7 @@ use crate::golib;
 use crate::golib::time::Timestamp;
 use crate::manifest::Manifest;
 use crate::parse::parse;
+use crate::pattern;
 use crate::referenced::{NoRecording, Recorder};
 use crate::value::{EMPTY_MAP, StringMapRef, Value, ValueType};
 
@@ -270,9 +271,9 @@ enum Node {
     Size(Box<Node>),
     /// `match(subject, "constant pattern")`.
     Glob(Box<Node>, GlobPattern),
-    /// `"constant regex".matches(subject)`, the regex compiled once. An invalid constant
-    /// regex stays a run-time error, as in Mixer.
-    MatchesConst(Result<Regex, String>, Box<Node>),
+    /// `"constant regex".matches(subject)`, the regex compiled once, with the expression
+    /// (a constant regex that does not compile is a compile error; see DIFFERENCES.md).
+    MatchesConst(Regex, Box<Node>),
     /// Everything else: a function whose target (first) and arguments are evaluated
     /// strictly, left to right, before the call.
     Call(Extern, Box<[Node]>),
@@ -435,7 +436,12 @@ impl Compiler<'_> {
                 return Ok(Node::Glob(Box::new(subject), pattern));
             }
             (Extern::Matches, Some(Node::Const(Value::String(re))), [_]) => {
-                let compiled = Regex::new(re).map_err(|e| regex_error(re, &e));
+                // A rule whose pattern can never compile would never apply: refuse it now,
+                // pointing at the pattern, rather than fail open on every request.
+                let compiled = pattern::compile_constant(re).map_err(|message| {
+                    let at = call.target.as_ref().map_or(offset, |t| t.offset);
+                    CompileError::new(CompileErrorKind::Regex, message, self.source, Some(at))
+                })?;
                 let subject = args.into_iter().next().expect("one arg");
                 return Ok(Node::MatchesConst(compiled, Box::new(subject)));
             }
@@ -516,23 +522,6 @@ fn literal_value(lit: &Literal) -> Value<'static> {
         Literal::Bool(v) => Value::Bool(*v),
         Literal::Duration(v) => Value::Duration(*v),
     }
-}
-
-fn regex_error(pattern: &str, e: &regex::Error) -> String {
-    // Go words it `error parsing regexp: <reason>: `<fragment>``; the reason differs
-    // between RE2 implementations, the prefix does not.
-    let detail = match e {
-        regex::Error::Syntax(s) => s
-            .lines()
-            .rev()
-            .find(|l| l.starts_with("error:"))
-            .map_or_else(
-                || s.clone(),
-                |l| l.trim_start_matches("error:").trim().to_owned(),
-            ),
-        other => other.to_string(),
-    };
-    format!("error parsing regexp: {detail}: `{pattern}`")
 }
 
 /// The value a bag holds for an attribute, checked against the attribute's declared type.
@@ -644,14 +633,7 @@ impl Node {
                 compare(*op, *kind, &a, &b)
             }
             Node::Glob(subject, pattern) => subject.with_str(cx, |s, _| Ok(pattern.matches(s))),
-            Node::MatchesConst(re, subject) => match re {
-                Ok(re) => subject.with_str(cx, |s, _| Ok(re.is_match(s))),
-                Err(msg) => {
-                    // The subject is still evaluated first, as Mixer did.
-                    subject.with_str(cx, |_, _| Ok(()))?;
-                    Err(Box::new(EvalError::Function(msg.clone())))
-                }
-            },
+            Node::MatchesConst(re, subject) => subject.with_str(cx, |s, _| Ok(re.is_match(s))),
             other => expect_bool(other.eval(cx)?),
         }
     }
@@ -1068,12 +1050,13 @@ fn call_extern<'a, B: Bag + ?Sized, R: Recorder>(
             Ok(Value::Bool(GlobPattern::new(&p).matches(&s)))
         }
         Extern::Matches => {
-            // The target is the regular expression; the argument is the subject.
+            // The target is the regular expression; the argument is the subject. The
+            // pattern is request data here: compiled under small limits, and cached.
             let re = expect_str(arg(0, cx)?)?;
             let s = expect_str(arg(1, cx)?)?;
-            match Regex::new(&re) {
+            match pattern::runtime_pattern(&re) {
                 Ok(r) => Ok(Value::Bool(r.is_match(&s))),
-                Err(e) => fail(regex_error(&re, &e)),
+                Err(message) => fail(message.to_string()),
             }
         }
         Extern::StartsWith => {
@@ -1246,6 +1229,38 @@ mod tests {
         assert!(e.message.ends_with("interface"));
         let e = Program::compile("true + false", &m).unwrap_err();
         assert!(e.message.contains("Add for type not yet implemented: bool"));
+    }
+
+    #[test]
+    fn constant_regex_that_cannot_compile_is_a_compile_error_at_the_pattern() {
+        let m = manifest();
+        let e = Program::compile(r#"ai == 1 && "^\\w{1000}$".matches(abc)"#, &m).unwrap_err();
+        assert_eq!(e.kind, CompileErrorKind::Regex);
+        assert_eq!(e.column(), Some(12));
+        assert!(
+            e.message
+                .starts_with("error parsing regexp: expression too large")
+        );
+        let e = Program::compile(r#""a[".matches(abc)"#, &m).unwrap_err();
+        assert_eq!((e.kind, e.column()), (CompileErrorKind::Regex, Some(1)));
+        // Folded to a constant first, so checked as one.
+        let e = Program::compile(r#"("a" + "[").matches(abc)"#, &m).unwrap_err();
+        assert_eq!(e.kind, CompileErrorKind::Regex);
+    }
+
+    #[test]
+    fn regex_computed_from_the_bag_fails_at_evaluation_without_echoing_it() {
+        let bag = MapBag::new()
+            .with("abc", Value::str(r"token=s3cret(\w{100}){100}"))
+            .with("bs", Value::str("x"));
+        let (r, _) = run("abc.matches(bs)", &bag);
+        let e = r.unwrap_err();
+        assert!(e.contains("expression too large"), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
+        let bag = MapBag::new()
+            .with("abc", Value::str("^/adm.n"))
+            .with("bs", Value::str("/admin"));
+        assert_eq!(run("abc.matches(bs)", &bag).0, Ok(Value::Bool(true)));
     }
 
     #[test]

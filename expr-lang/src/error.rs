@@ -15,6 +15,9 @@ pub enum CompileErrorKind {
     Codegen,
     /// The expression exceeds the nesting limit that protects the server's stack.
     TooDeep,
+    /// A constant regular expression (the target of `matches`) that does not compile:
+    /// bad syntax, or a compiled form over the size limit.
+    Regex,
 }
 
 impl CompileErrorKind {

@@ -24,6 +24,7 @@ pub mod functions;
 pub mod golib;
 pub mod manifest;
 pub mod parse;
+pub mod pattern;
 pub mod referenced;
 pub mod value;
 

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod attrs;
 pub mod config;
+pub mod net;
 pub mod runtime;
 pub mod server;
 pub mod telemetry;

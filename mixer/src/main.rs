@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server: the istio.mixer.v1.Mixer gRPC API and the monitoring endpoints.
-    Server(cli::server::ServerArgs),
+    Server(Box<cli::server::ServerArgs>),
     /// Check configuration directories and report every problem (exit 1 if any error).
     Validate(cli::validate::ValidateArgs),
     /// Send a Check call, as Envoy would, and print the decoded answer.
@@ -35,7 +35,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Server(args) => cli::server::run(args),
+        Command::Server(args) => cli::server::run(*args),
         Command::Validate(args) => cli::validate::run(args),
         Command::Check(args) => cli::client::check(args),
         Command::Report(args) => cli::client::report(args),

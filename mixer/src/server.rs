@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -11,7 +11,9 @@ use tokio::task::JoinHandle;
 
 use crate::api::pb::istio::mixer::v1::mixer_server::MixerServer;
 use crate::api::service::MixerService;
-use crate::config::watch::spawn_watcher;
+use crate::attrs::DecodeLimits;
+use crate::config::watch::{Reaction, spawn_watcher};
+use crate::net::{ConnectionLimits, RequestLimitsLayer};
 use crate::runtime::{PolicyErrorMode, Runtime, RuntimeOptions};
 use crate::telemetry::http;
 use crate::telemetry::metrics::Metrics;
@@ -35,6 +37,12 @@ pub struct ServerOptions {
     pub check_cache_size: u64,
     /// Load shedding.
     pub shedding: crate::api::shed::SheddingOptions,
+    /// What one request may make the server decode.
+    pub decode_limits: DecodeLimits,
+    /// Limits of every listener's connections.
+    pub connections: ConnectionLimits,
+    /// Bounds of the Prometheus exposition (label value length, scrape size).
+    pub exposition: adapters::prometheus::ExpositionLimits,
 }
 
 impl ServerOptions {
@@ -56,6 +64,9 @@ impl ServerOptions {
                 burst_size: 1,
                 ..Default::default()
             },
+            decode_limits: DecodeLimits::default(),
+            connections: ConnectionLimits::default(),
+            exposition: adapters::prometheus::ExpositionLimits::default(),
         }
     }
 }
@@ -81,11 +92,20 @@ pub struct RunningServer {
     shutdown: Option<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<()>>,
     api: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// What shutdown is doing now, for a report when it does not finish in time.
+    shutdown_phase: Arc<Mutex<String>>,
 }
 
 impl RunningServer {
     /// Stops accepting calls, lets in-flight ones finish, flushes adapters.
     pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        let phase = self.shutdown_phase.clone();
+        let set_phase = move |what: String| {
+            if let Ok(mut p) = phase.lock() {
+                *p = what;
+            }
+        };
+        set_phase("finishing in-flight gRPC calls".to_owned());
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -93,7 +113,13 @@ impl RunningServer {
         for t in &self.tasks {
             t.abort();
         }
-        self.runtime.close_all();
+        // Off the async workers: a handler's flush can block (a full disk, a stdout pipe
+        // nobody reads), and the caller's deadline must still fire.
+        let runtime = self.runtime.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            runtime.close_all_with(|name| set_phase(format!("flushing handler {name}")));
+        })
+        .await;
         match served {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(ServerError::Serve(e.to_string())),
@@ -108,12 +134,21 @@ async fn bind(address: SocketAddr) -> Result<TcpListener, ServerError> {
         .map_err(|source| ServerError::Bind { address, source })
 }
 
+impl RunningServer {
+    /// What [`RunningServer::shutdown`] is doing now (readable while it runs).
+    pub fn shutdown_phase(&self) -> Arc<Mutex<String>> {
+        self.shutdown_phase.clone()
+    }
+}
+
 /// Loads the configuration, binds both listeners and starts serving.
 pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError> {
     let resources = Arc::new(adapters::Resources {
         runtime: Some(tokio::runtime::Handle::current()),
         ..Default::default()
     });
+    // Before any handler exists: a metric family keeps the limits it was created with.
+    resources.prometheus.set_limits(options.exposition);
     let runtime = Arc::new(Runtime::new(
         RuntimeOptions {
             config_dirs: options.config_dirs.clone(),
@@ -133,11 +168,12 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
             source,
         })?;
     let router = http::router(runtime.clone());
-    let mut tasks = vec![tokio::spawn(async move {
-        if let Err(e) = axum::serve(monitoring, router).await {
-            tracing::error!(error = %e, "Monitoring server failed.");
-        }
-    })];
+    let mut tasks = vec![tokio::spawn(crate::net::serve_http(
+        monitoring,
+        options.connections.clone(),
+        "monitoring",
+        router,
+    ))];
     tracing::info!(address = %monitoring_address, "Monitoring endpoints listening (/metrics, /healthz, /readyz, /version, /debug/config).");
 
     let exposition = bind(options.prometheus_address).await?;
@@ -153,21 +189,43 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
         axum::routing::get(move || {
             let exporter = exporter.clone();
             async move {
+                // The exposition is rendered lazily in chunks (never one string). Up to
+                // 1 MiB is gathered first: an exposition that ends within it goes out
+                // whole, with a Content-Length, as before; a larger one is streamed.
+                const WHOLE_BELOW: usize = 1024 * 1024;
+                let mut chunks = exporter.render_chunks();
+                let mut head = String::new();
+                while head.len() < WHOLE_BELOW {
+                    match chunks.next() {
+                        Some(chunk) => head.push_str(&chunk),
+                        None => break,
+                    }
+                }
+                let body = if head.len() < WHOLE_BELOW {
+                    axum::body::Body::from(head)
+                } else {
+                    axum::body::Body::from_stream(futures::stream::iter(
+                        std::iter::once(head)
+                            .chain(chunks)
+                            .map(Ok::<_, std::convert::Infallible>),
+                    ))
+                };
                 (
                     [(
                         axum::http::header::CONTENT_TYPE,
                         "text/plain; version=0.0.4; charset=utf-8",
                     )],
-                    exporter.render(),
+                    body,
                 )
             }
         }),
     );
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(exposition, scrape).await {
-            tracing::error!(error = %e, "Prometheus exposition server failed.");
-        }
-    }));
+    tasks.push(tokio::spawn(crate::net::serve_http(
+        exposition,
+        options.connections.clone(),
+        "prometheus",
+        scrape,
+    )));
     tracing::info!(address = %prometheus_address, "Prometheus exposition listening (/metrics).");
 
     // The first load happens before the API accepts calls.
@@ -175,12 +233,14 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
     let _ = tokio::task::spawn_blocking(move || rt.reload()).await;
 
     let rt = runtime.clone();
+    let debounce = options.reload_debounce;
     tasks.push(spawn_watcher(
         options.config_dirs.clone(),
         options.reload_poll,
         options.reload_debounce,
-        move || {
-            rt.reload();
+        move || match rt.reload_settled(debounce) {
+            Some(_) => Reaction::Done,
+            None => Reaction::Retry,
         },
     ));
 
@@ -191,14 +251,24 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
     })?;
     let shedder =
         crate::api::shed::LoadShedder::new(options.shedding.clone(), runtime.metrics.shed.clone());
-    let service = MixerServer::new(MixerService::new(runtime.clone(), shedder))
-        .max_decoding_message_size(options.max_message_size)
-        .max_encoding_message_size(options.max_message_size);
+    crate::api::codec::set_max_report_sets(options.decode_limits.max_report_sets);
+    let service = MixerServer::new(MixerService::new(
+        runtime.clone(),
+        shedder,
+        options.decode_limits,
+    ))
+    .max_decoding_message_size(options.max_message_size)
+    .max_encoding_message_size(options.max_message_size);
     let (tx, rx) = oneshot::channel::<()>();
-    let incoming = tokio_stream_from(api);
+    let limits = options.connections.clone();
+    let incoming = crate::net::incoming(api, limits.clone(), "grpc");
+    let request_limits = RequestLimitsLayer::new(options.max_message_size, &limits);
     let api = tokio::spawn(async move {
         tonic::transport::Server::builder()
-            .max_concurrent_streams(Some(1024))
+            .max_concurrent_streams(Some(limits.max_concurrent_streams))
+            .http2_keepalive_interval(Some(limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+            .layer(request_limits)
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = rx.await;
@@ -214,18 +284,6 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
         shutdown: Some(tx),
         tasks,
         api,
-    })
-}
-
-/// Accepted connections of a listener as the stream tonic serves.
-fn tokio_stream_from(
-    listener: TcpListener,
-) -> impl futures::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> {
-    futures::stream::unfold(listener, |listener| async move {
-        let conn = listener.accept().await.map(|(stream, _)| {
-            let _ = stream.set_nodelay(true);
-            stream
-        });
-        Some((conn, listener))
+        shutdown_phase: Arc::default(),
     })
 }

@@ -10,6 +10,7 @@ use templates::ParamError;
 use crate::ValidateInput;
 use crate::params::{self, opt_duration};
 use crate::prometheus::pbjson::{decode_object, nullable, opt_int, pb_enum};
+use crate::redact::SecretUrl;
 
 /// Default of [`Params::refresh_interval`].
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
@@ -21,6 +22,12 @@ pub const DEFAULT_CACHING_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_CACHING_USE_COUNT: i32 = 10_000;
 /// Smallest accepted [`Params::refresh_interval`] when a provider is used.
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+/// Default of [`Params::max_provider_body_bytes`]: 8 MiB, room for hundreds of thousands
+/// of entries.
+pub const DEFAULT_MAX_PROVIDER_BODY_BYTES: u64 = 8 << 20;
+/// Largest accepted [`Params::max_provider_body_bytes`]: 1 GiB. The body is held in
+/// memory while it is compiled, so larger lists are better split.
+pub const MAX_PROVIDER_BODY_BYTES: u64 = 1 << 30;
 
 pb_enum! {
     /// How list entries are compared with the checked value.
@@ -41,14 +48,26 @@ pb_enum! {
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// Where to fetch the list from (http or https). Empty: the list is `overrides`
-    /// only.
+    /// only. Credentials in it (`user:password@`, a query) are sent to the provider but
+    /// never shown: messages and logs carry the redacted form (see [`SecretUrl`]).
     #[serde(
         rename = "providerUrl",
         alias = "provider_url",
         default,
         deserialize_with = "nullable"
     )]
-    pub provider_url: String,
+    pub provider_url: SecretUrl,
+
+    /// The largest provider response body accepted, in bytes. Default 8 MiB; between 1
+    /// and 1 GiB. A longer body is not read past this size: the refresh fails and the
+    /// last good list stays in use.
+    #[serde(
+        rename = "maxProviderBodyBytes",
+        alias = "max_provider_body_bytes",
+        default,
+        deserialize_with = "opt_int"
+    )]
+    pub max_provider_body_bytes: Option<i64>,
 
     /// How often the list is fetched from `providerUrl`. Default 60s; at least 1s.
     #[serde(
@@ -118,8 +137,10 @@ pub struct Config {
 /// Where and how often the list is fetched.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Provider {
-    /// An http or https URL.
-    pub url: String,
+    /// An http or https URL (`Debug` shows it redacted).
+    pub url: SecretUrl,
+    /// The largest response body read (`maxProviderBodyBytes`).
+    pub max_body_bytes: u64,
     /// Fetch period (≥ 1s).
     pub refresh_interval: Duration,
     /// The fetched list is dropped when not refreshed within this (≥ refresh_interval).
@@ -217,17 +238,51 @@ pub fn check_regex(pattern: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// Checks that `url` is an http(s) URL with a host. Messages show the URL redacted: the
+/// URL parser's own messages quote its whole input, so a URL that does not parse is
+/// explained by parsing its redacted form.
+pub fn check_provider_url(url: &SecretUrl) -> Result<(), String> {
+    let shown = url.shown();
+    if expr_lang::golib::url::parse(url.expose()).is_err() {
+        return Err(match expr_lang::golib::url::parse(shown) {
+            Err(e) => format!("invalid URL: {e}"),
+            // Only the hidden parts are malformed; the parser's message would show them.
+            Ok(_) => format!(
+                "invalid URL {shown:?}: its user information or fragment (not shown) is malformed"
+            ),
+        });
+    }
+    crate::prometheus::pbjson::check_http_url(shown)
+}
+
+/// `maxProviderBodyBytes`, if set, within 1 byte ..= [`MAX_PROVIDER_BODY_BYTES`].
+fn check_max_body_bytes(value: Option<i64>) -> Result<Option<u64>, String> {
+    match value.map(u64::try_from) {
+        None => Ok(None),
+        Some(Ok(n @ 1..=MAX_PROVIDER_BODY_BYTES)) => Ok(Some(n)),
+        Some(_) => Err(format!(
+            "the provider body limit must be between 1 and {MAX_PROVIDER_BODY_BYTES} bytes, it \
+             is {}",
+            value.unwrap_or_default()
+        )),
+    }
+}
+
 /// Validates params into a [`Config`], reporting every problem with its field path.
 pub fn validate(input: &ValidateInput<'_>) -> Result<Config, Vec<ParamError>> {
     let p: Params = decode_object(input.params)?;
     let mut errors = Vec::new();
 
+    let max_body_bytes = check_max_body_bytes(p.max_provider_body_bytes)
+        .map_err(|e| errors.push(params::error("params.maxProviderBodyBytes", e)))
+        .ok()
+        .flatten();
     let refresh_interval = p.refresh_interval.unwrap_or(DEFAULT_REFRESH_INTERVAL);
     let ttl = p.ttl.unwrap_or(DEFAULT_TTL);
     let provider = if p.provider_url.is_empty() {
         None
     } else {
-        if let Err(e) = crate::prometheus::pbjson::check_http_url(&p.provider_url) {
+        if let Err(e) = check_provider_url(&p.provider_url) {
             errors.push(params::error("params.providerUrl", e));
         }
         if refresh_interval < MIN_REFRESH_INTERVAL {
@@ -247,6 +302,7 @@ pub fn validate(input: &ValidateInput<'_>) -> Result<Config, Vec<ParamError>> {
         }
         Some(Provider {
             url: p.provider_url,
+            max_body_bytes: max_body_bytes.unwrap_or(DEFAULT_MAX_PROVIDER_BODY_BYTES),
             refresh_interval,
             ttl,
         })
@@ -376,6 +432,7 @@ mod tests {
             c.provider,
             Some(Provider {
                 url: "http://lists.example.com/versions.txt".into(),
+                max_body_bytes: 8 << 20,
                 refresh_interval: Duration::from_secs(60),
                 ttl: Duration::from_secs(300),
             })
@@ -421,6 +478,67 @@ mod tests {
         assert!(run(json!({"refreshInterval": "1ms", "ttl": "0s"})).is_ok());
         let e = run(json!({"cachingUseCount": -1, "cachingInterval": "-1s"})).unwrap_err();
         has(&e, "params.cachingInterval", "negative");
+    }
+
+    #[test]
+    fn max_provider_body_bytes() {
+        let limit = |params: Json| ok(params).provider.unwrap().max_body_bytes;
+        assert_eq!(limit(json!({"providerUrl": "http://h/l"})), 8 << 20);
+        assert_eq!(
+            limit(json!({"providerUrl": "http://h/l", "maxProviderBodyBytes": 1})),
+            1
+        );
+        assert_eq!(
+            limit(json!({"providerUrl": "http://h/l", "max_provider_body_bytes": "1073741824"})),
+            1 << 30
+        );
+        for bad in [json!(0), json!(-1), json!(1_073_741_825_i64)] {
+            let e =
+                run(json!({"providerUrl": "http://h/l", "maxProviderBodyBytes": bad})).unwrap_err();
+            has(
+                &e,
+                "params.maxProviderBodyBytes",
+                &format!("between 1 and 1073741824 bytes, it is {bad}"),
+            );
+        }
+        let e = run(json!({"maxProviderBodyBytes": "lots"})).unwrap_err();
+        has(&e, "params.maxProviderBodyBytes", "lots");
+    }
+
+    #[test]
+    fn provider_url_credentials_are_not_shown() {
+        let secret = "http://user:password@lists.example.com/l?token=secret";
+        let c = ok(json!({ "providerUrl": secret }));
+        let provider = c.provider.clone().unwrap();
+        assert_eq!(provider.url.expose(), secret);
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("password") && !debug.contains("secret"),
+            "{debug}"
+        );
+        for bad in [
+            "ftp://user:password@h/l?token=secret",
+            "http://user:password@h:notaport/l?token=secret",
+            "http://user:password@/l?token=secret",
+            "http://user:pass%zzword@h/l?token=secret",
+            "user:password@h/l?token=secret",
+        ] {
+            let e = run(json!({ "providerUrl": bad })).unwrap_err();
+            has(&e, "params.providerUrl", "invalid URL");
+            let text = format!("{e:?}");
+            assert!(
+                !text.contains("password") && !text.contains("secret"),
+                "{bad}: {text}"
+            );
+        }
+        let e = run(json!({"providerUrl": "http://user:pass%zzword@h/l"})).unwrap_err();
+        has(
+            &e,
+            "params.providerUrl",
+            "user information or fragment (not shown)",
+        );
+        let e = run(json!({"providerUrl": "http://user:password@h:x/l"})).unwrap_err();
+        has(&e, "params.providerUrl", "invalid port \":x\" after host");
     }
 
     #[test]

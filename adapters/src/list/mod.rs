@@ -4,6 +4,18 @@
 //! The list is the `overrides` plus, when `providerUrl` is set, the entries fetched from
 //! it in the background every `refreshInterval`.
 //!
+//! **The provider is an untrusted peer.** Its response body is read up to
+//! `maxProviderBodyBytes` (default 8 MiB, at most 1 GiB) and no further; a longer body
+//! fails the refresh with an error naming that param. The list is compiled on a
+//! blocking thread, never on the async workers that answer Checks and `/healthz`, within
+//! a budget: a REGEX list's compiled program may take at most 16 MiB
+//! (`REGEX_COMPILE_BUDGET_BYTES`) and any list at most 10 s (`COMPILE_TIME_BUDGET`) to
+//! compile; a list over budget is rejected (`... exceed the compile budget ...`). A
+//! rejected body served again is rejected without compiling it again. Whatever fails, the last good list keeps answering until
+//! its `ttl`. Credentials in `providerUrl` (`user:password@`, the query) are sent to the
+//! provider but shown nowhere: messages, logs and `Debug` output carry the URL as
+//! [`redact::redact_url`] renders it (`http://user:xxxxx@host/list?xxxxx`).
+//!
 //! Results (adapter message; the runtime prefixes `<handler>:`):
 //!
 //! | situation | code | message | validity |

@@ -4,12 +4,22 @@
 //! Checks never wait for the network: they read the current [`Fetched`] snapshot (an
 //! `Arc` behind a lock held only to clone it), and a refresh builds the next snapshot
 //! completely before swapping it in.
+//!
+//! The provider is not trusted: its body is read up to `maxProviderBodyBytes` and no
+//! further, and the list is compiled on a blocking thread (never on an async worker)
+//! within a time budget, besides the regex size budget of [`super::matcher`]. A body
+//! that was rejected is remembered, so the same body served again costs a fetch, not a
+//! compilation. Every failure keeps the last good list until its ttl. The URL is shown
+//! redacted everywhere ([`crate::redact::SecretUrl`]).
 
-use std::sync::{Arc, LazyLock, PoisonError, RwLock};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use super::config::{ListEntryType, Provider as ProviderConfig};
 use super::matcher::{ListError, Matcher};
@@ -18,6 +28,12 @@ use super::matcher::{ListError, Matcher};
 /// longer than a short refresh interval for a big list. It never takes longer than the
 /// ttl, after which its result would be stale anyway.
 const MIN_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest a list may take to compile. The regex size budget already bounds a
+/// compilation to well under a second (optimized); this catches anything else. A
+/// compilation cannot be interrupted: one over budget runs on, off the async workers,
+/// and refreshes are skipped until it ends, so a handler never compiles twice at once.
+pub const COMPILE_TIME_BUDGET: Duration = Duration::from_secs(10);
 
 /// Where time comes from, so that ttl expiry can be tested without waiting.
 pub trait Clock: Send + Sync {
@@ -34,19 +50,47 @@ impl Clock for SystemClock {
     }
 }
 
-/// A refresh failed. The previous list, if any, is kept until its ttl.
+/// A refresh failed. The previous list, if any, is kept until its ttl. `url` is always
+/// the redacted URL.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FetchError {
     #[error("fetching {url} failed: {reason}")]
     Transport { url: String, reason: String },
     #[error("{url} answered HTTP {status}")]
     Status { url: String, status: u16 },
+    #[error(
+        "{url} declares a body of {declared} bytes, more than maxProviderBodyBytes \
+         ({limit_bytes} bytes); it was not read"
+    )]
+    DeclaredTooLarge {
+        url: String,
+        declared: u64,
+        limit_bytes: u64,
+    },
+    #[error(
+        "the body from {url} exceeds maxProviderBodyBytes ({limit_bytes} bytes); reading \
+         stopped there"
+    )]
+    TooLarge { url: String, limit_bytes: u64 },
     #[error("list from {url} is invalid: {source}")]
     Invalid {
         url: String,
         #[source]
         source: ListError,
     },
+    #[error(
+        "list from {url} was rejected: compiling it took longer than the compile budget of \
+         {}s",
+        .budget.as_secs_f64()
+    )]
+    CompileTooSlow { url: String, budget: Duration },
+    #[error(
+        "list from {url} was not compiled: the previous one, over the compile budget, is \
+         still compiling"
+    )]
+    CompileBusy { url: String },
+    #[error("list from {url} could not be compiled: {reason}")]
+    CompileFailed { url: String, reason: String },
 }
 
 /// The last good list.
@@ -112,6 +156,16 @@ fn register_metrics(registry: &Registry) {
     }
 }
 
+/// A body that did not compile: the same body is rejected again without compiling.
+struct Rejected {
+    fingerprint: u64,
+    len: usize,
+    error: FetchError,
+}
+
+/// A compilation that outlived [`COMPILE_TIME_BUDGET`] and still runs.
+type Overrun = JoinHandle<Result<Matcher, ListError>>;
+
 /// Fetches one handler's provider list and holds the result.
 pub struct Provider {
     handler: String,
@@ -120,6 +174,15 @@ pub struct Provider {
     client: reqwest::Client,
     clock: Arc<dyn Clock>,
     current: RwLock<Arc<Fetched>>,
+    /// Fingerprints rejected bodies (randomly keyed: a provider cannot aim at a
+    /// collision).
+    fingerprints: RandomState,
+    rejected: Mutex<Option<Rejected>>,
+    overrun: Mutex<Option<Overrun>>,
+    /// [`COMPILE_TIME_BUDGET`]; changeable only by tests.
+    compile_budget: Mutex<Duration>,
+    /// Compilations started (tests check that rejected bodies are not compiled again).
+    compilations: AtomicU64,
     /// Serializes refreshes: each builds on the previous snapshot (to reuse an unchanged
     /// list), so two at once could lose an update.
     refreshing: tokio::sync::Mutex<()>,
@@ -155,13 +218,31 @@ impl Provider {
             client,
             clock,
             current: RwLock::new(Arc::new(Fetched::default())),
+            fingerprints: RandomState::new(),
+            rejected: Mutex::new(None),
+            overrun: Mutex::new(None),
+            compile_budget: Mutex::new(COMPILE_TIME_BUDGET),
+            compilations: AtomicU64::new(0),
             refreshing: tokio::sync::Mutex::new(()),
             refreshes: watch::Sender::new(0),
         })
     }
 
+    /// The URL as it may be shown (redacted).
     pub fn url(&self) -> &str {
-        &self.config.url
+        self.config.url.shown()
+    }
+
+    /// Changes the compile budget, to test what happens past it.
+    #[cfg(test)]
+    pub fn set_compile_budget(&self, budget: Duration) {
+        *lock(&self.compile_budget) = budget;
+    }
+
+    /// How many compilations have started.
+    #[cfg(test)]
+    pub fn compilations(&self) -> u64 {
+        self.compilations.load(Ordering::Relaxed)
     }
 
     /// The current snapshot. The lock is held only to clone the `Arc`; a panic elsewhere
@@ -182,7 +263,7 @@ impl Provider {
     /// The list to answer with now, or why there is none.
     pub fn list(&self) -> Result<Arc<Matcher>, Unavailable> {
         let fetched = self.snapshot();
-        let url = || self.config.url.clone();
+        let url = || self.url().to_owned();
         let Some(good) = &fetched.good else {
             return Err(match &fetched.last_error {
                 None => Unavailable::Pending { url: url() },
@@ -217,7 +298,7 @@ impl Provider {
         let _one_at_a_time = self.refreshing.lock().await;
         let previous = self.snapshot();
         let outcome = match self.fetch().await {
-            Ok(body) => self.compile(previous.good.as_deref(), body),
+            Ok(body) => self.compile(previous.good.as_deref(), body).await,
             Err(e) => Err(e),
         };
         match outcome {
@@ -245,25 +326,58 @@ impl Provider {
         }
     }
 
+    /// GETs the list, reading at most `maxProviderBodyBytes` of the body.
     async fn fetch(&self) -> Result<Vec<u8>, FetchError> {
         let url = &self.config.url;
+        let limit_bytes = self.config.max_body_bytes;
         let transport = |e: reqwest::Error| FetchError::Transport {
-            url: url.clone(),
-            // The source chain holds the useful part (connection refused, timeout).
-            reason: error_chain(&e),
+            url: url.to_string(),
+            // The source chain holds the useful part (connection refused, timeout). The
+            // error's own URL is the raw one: dropped, and any other quote scrubbed.
+            reason: url.scrub(&error_chain(&e.without_url())),
         };
-        let response = self.client.get(url).send().await.map_err(transport)?;
+        let mut response = self
+            .client
+            .get(url.expose())
+            .send()
+            .await
+            .map_err(transport)?;
         let status = response.status();
         if !status.is_success() {
             return Err(FetchError::Status {
-                url: url.clone(),
+                url: url.to_string(),
                 status: status.as_u16(),
             });
         }
-        Ok(response.bytes().await.map_err(transport)?.to_vec())
+        let declared = response.content_length();
+        if let Some(declared) = declared.filter(|&n| n > limit_bytes) {
+            return Err(FetchError::DeclaredTooLarge {
+                url: url.to_string(),
+                declared,
+                limit_bytes,
+            });
+        }
+        let mut body = Vec::with_capacity(usize::try_from(declared.unwrap_or(0)).unwrap_or(0));
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if (body.len() + chunk.len()) as u64 > limit_bytes {
+                // Dropping the response closes the connection: the rest is never read.
+                return Err(FetchError::TooLarge {
+                    url: url.to_string(),
+                    limit_bytes,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
-    fn compile(&self, previous: Option<&Good>, body: Vec<u8>) -> Result<Arc<Good>, FetchError> {
+    /// The list of a fetched body: the previous one renewed when the body is unchanged,
+    /// the remembered error when the body was rejected before, else a new compilation.
+    async fn compile(
+        &self,
+        previous: Option<&Good>,
+        body: Vec<u8>,
+    ) -> Result<Arc<Good>, FetchError> {
         let now = self.clock.now();
         if let Some(prev) = previous.filter(|p| *p.body == *body) {
             return Ok(Arc::new(Good {
@@ -272,11 +386,26 @@ impl Provider {
                 fetched_at: now,
             }));
         }
-        let list =
-            Matcher::from_body(self.entry_type, &body).map_err(|source| FetchError::Invalid {
-                url: self.config.url.clone(),
-                source,
-            })?;
+        let fingerprint = self.fingerprints.hash_one(&body);
+        if let Some(error) = self.known_rejection(fingerprint, body.len()) {
+            return Err(error);
+        }
+        let body: Arc<[u8]> = body.into();
+        let list = match self.compile_off_workers(body.clone()).await {
+            Ok(list) => list,
+            Err(error) => {
+                // Only a verdict on the body itself is worth remembering; a timeout may
+                // have been the machine's load.
+                if matches!(error, FetchError::Invalid { .. }) {
+                    *lock(&self.rejected) = Some(Rejected {
+                        fingerprint,
+                        len: body.len(),
+                        error: error.clone(),
+                    });
+                }
+                return Err(error);
+            }
+        };
         tracing::info!(
             handler = %self.handler,
             url = %self.config.url,
@@ -285,9 +414,46 @@ impl Provider {
         );
         Ok(Arc::new(Good {
             list: Arc::new(list),
-            body: body.into(),
+            body,
             fetched_at: now,
         }))
+    }
+
+    fn known_rejection(&self, fingerprint: u64, len: usize) -> Option<FetchError> {
+        lock(&self.rejected)
+            .as_ref()
+            .filter(|r| r.fingerprint == fingerprint && r.len == len)
+            .map(|r| r.error.clone())
+    }
+
+    /// Compiles `body` on a blocking thread, waiting at most the compile budget.
+    async fn compile_off_workers(&self, body: Arc<[u8]>) -> Result<Matcher, FetchError> {
+        let url = || self.url().to_owned();
+        {
+            let mut overrun = lock(&self.overrun);
+            if overrun.as_ref().is_some_and(|job| !job.is_finished()) {
+                return Err(FetchError::CompileBusy { url: url() });
+            }
+            *overrun = None;
+        }
+        let entry_type = self.entry_type;
+        let budget = *lock(&self.compile_budget);
+        self.compilations.fetch_add(1, Ordering::Relaxed);
+        let mut job = tokio::task::spawn_blocking(move || Matcher::from_body(entry_type, &body));
+        match tokio::time::timeout(budget, &mut job).await {
+            Ok(Ok(compiled)) => {
+                compiled.map_err(|source| FetchError::Invalid { url: url(), source })
+            }
+            // A panic while compiling: this body is refused, the server goes on.
+            Ok(Err(join_error)) => Err(FetchError::CompileFailed {
+                url: url(),
+                reason: join_error.to_string(),
+            }),
+            Err(_elapsed) => {
+                *lock(&self.overrun) = Some(job);
+                Err(FetchError::CompileTooSlow { url: url(), budget })
+            }
+        }
     }
 
     /// Refreshes now, then every `refreshInterval`, until the task is aborted. A slow
@@ -301,6 +467,12 @@ impl Provider {
             let _ = self.refresh().await;
         }
     }
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked (each is replaced
+/// whole).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn last_error_suffix(e: &Option<FetchError>) -> String {

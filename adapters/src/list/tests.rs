@@ -399,6 +399,16 @@ impl ListServer {
         let answer = Arc::new(Mutex::new((StatusCode::OK, body.to_owned())));
         let requests = Arc::new(AtomicUsize::new(0));
         let app = Router::new()
+            // A body without end and without a declared length.
+            .route(
+                "/endless",
+                get(|| async {
+                    let line = axum::body::Bytes::from_static(b"endless-entry\n");
+                    axum::body::Body::from_stream(futures::stream::repeat_with(move || {
+                        Ok::<_, std::convert::Infallible>(line.clone())
+                    }))
+                }),
+            )
             .route(
                 "/list",
                 get(
@@ -766,4 +776,210 @@ async fn adapter_build_starts_fetching_on_the_env_runtime() {
     assert_eq!(answer(), ok());
     assert_eq!(fetches(&env, "fetched.default", "success"), 1);
     h.close();
+}
+
+// ----- an untrusted provider ----------------------------------------------------------
+
+#[tokio::test]
+async fn provider_body_is_cut_at_max_provider_body_bytes() {
+    let server = ListServer::start("alpha\nbeta\n").await;
+    let env = Env::standalone("unused");
+    let h = provider_handler(
+        "capped.default",
+        json!({"providerUrl": server.url, "maxProviderBodyBytes": 64}),
+        Arc::new(SystemClock),
+        &env,
+    );
+    provider(&h).refresh().await.unwrap();
+
+    // A declared length over the limit: refused before reading.
+    server.set(StatusCode::OK, &"x".repeat(65));
+    let err = provider(&h).refresh().await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{} declares a body of 65 bytes, more than maxProviderBodyBytes (64 bytes); it was \
+             not read",
+            server.url
+        )
+    );
+    assert_eq!(check(&h, s("alpha")), ok());
+
+    // Exactly the limit is accepted.
+    server.set(StatusCode::OK, &format!("{}\n", "y".repeat(63)));
+    provider(&h).refresh().await.unwrap();
+    assert_eq!(check(&h, s(&"y".repeat(63))), ok());
+
+    // No declared length and no end: reading stops at the limit.
+    let endless = provider_handler(
+        "endless.default",
+        json!({"providerUrl": server.url.replace("/list", "/endless"),
+               "maxProviderBodyBytes": 4096, "overrides": ["kept"]}),
+        Arc::new(SystemClock),
+        &env,
+    );
+    let err = tokio::time::timeout(Duration::from_secs(30), provider(&endless).refresh())
+        .await
+        .expect("the refresh ends")
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FetchError::TooLarge {
+                limit_bytes: 4096,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("exceeds maxProviderBodyBytes (4096 bytes)"),
+        "{err}"
+    );
+    assert_eq!(check(&endless, s("kept")), ok());
+}
+
+#[tokio::test]
+async fn provider_url_credentials_are_never_shown() {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let raw = format!("http://user:password@127.0.0.1:{port}/list?token=secret");
+    let shown = format!("http://user:xxxxx@127.0.0.1:{port}/list?xxxxx");
+    let env = Env::standalone("unused");
+    let h = provider_handler(
+        "secret.default",
+        json!({"providerUrl": raw}),
+        Arc::new(SystemClock),
+        &env,
+    );
+    assert_eq!(provider(&h).url(), shown);
+    let pending = check(&h, s("x")).status.message;
+    let err = provider(&h).refresh().await.unwrap_err();
+    let failed = check(&h, s("x")).status.message;
+    for text in [pending, err.to_string(), format!("{err:?}"), failed.clone()] {
+        assert!(text.contains(&shown), "{text}");
+        assert!(
+            !text.contains("password") && !text.contains("secret"),
+            "{text}"
+        );
+    }
+    assert!(failed.contains("Connection refused"), "{failed}");
+
+    // Served: the credentials are still sent.
+    let server = ListServer::start("alpha\n").await;
+    let with_credentials = server.url.replace("http://", "http://user:password@") + "?token=secret";
+    let h = provider_handler(
+        "secretserved.default",
+        json!({"providerUrl": with_credentials, "ttl": "60s"}),
+        Arc::new(SystemClock),
+        &env,
+    );
+    provider(&h).refresh().await.unwrap();
+    assert_eq!(check(&h, s("alpha")), ok());
+    server.set(StatusCode::FORBIDDEN, "");
+    let err = provider(&h).refresh().await.unwrap_err().to_string();
+    assert!(err.ends_with("/list?xxxxx answered HTTP 403"), "{err}");
+    assert!(
+        !err.contains("password") && !err.contains("secret"),
+        "{err}"
+    );
+}
+
+/// 50 × `\w{100}x`: about 1 MiB of compiled program each.
+fn hostile_regex_body() -> String {
+    "\\w{100}x\n".repeat(50)
+}
+
+#[tokio::test]
+async fn regex_list_over_the_compile_budget_is_rejected_once() {
+    let server = ListServer::start("^alpha$\n").await;
+    let env = Env::standalone("unused");
+    let h = provider_handler(
+        "regexbudget.default",
+        json!({"providerUrl": server.url, "entryType": "REGEX"}),
+        Arc::new(SystemClock),
+        &env,
+    );
+    provider(&h).refresh().await.unwrap();
+    assert_eq!(provider(&h).compilations(), 1);
+
+    server.set(StatusCode::OK, &hostile_regex_body());
+    let err = provider(&h).refresh().await.unwrap_err();
+    assert_eq!(
+        err,
+        FetchError::Invalid {
+            url: server.url.clone(),
+            source: matcher::ListError::RegexTooBig {
+                limit_bytes: matcher::REGEX_COMPILE_BUDGET_BYTES
+            }
+        }
+    );
+    assert!(
+        err.to_string().contains("exceed the compile budget"),
+        "{err}"
+    );
+    assert_eq!(provider(&h).compilations(), 2);
+    assert_eq!(check(&h, s("alpha")), ok());
+
+    // The same body again: the same verdict, without compiling it again.
+    assert_eq!(provider(&h).refresh().await.unwrap_err(), err);
+    assert_eq!(provider(&h).compilations(), 2);
+
+    // A changed body is compiled.
+    server.set(StatusCode::OK, "^beta$\n");
+    provider(&h).refresh().await.unwrap();
+    assert_eq!(provider(&h).compilations(), 3);
+    assert_eq!(check(&h, s("beta")), ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compilation_over_the_time_budget_is_rejected_and_not_doubled() {
+    let server = ListServer::start("alpha\n").await;
+    let env = Env::standalone("unused");
+    let h = provider_handler(
+        "slowcompile.default",
+        json!({"providerUrl": server.url, "entryType": "REGEX"}),
+        Arc::new(SystemClock),
+        &env,
+    );
+    provider(&h).refresh().await.unwrap();
+
+    // Thousands of patterns take far longer than a millisecond to compile.
+    let many: String = (0..10_000)
+        .map(|i| format!("^svc-{i}-[a-z0-9]+\\.(prod|staging)\\.example\\.com$\n"))
+        .collect();
+    server.set(StatusCode::OK, &many);
+    provider(&h).set_compile_budget(Duration::from_millis(1));
+    let err = provider(&h).refresh().await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "list from {} was rejected: compiling it took longer than the compile budget of \
+             0.001s",
+            server.url
+        )
+    );
+    assert_eq!(check(&h, s("alpha")), ok());
+
+    // While that compilation runs on, no other starts; then the next body is compiled.
+    provider(&h).set_compile_budget(provider::COMPILE_TIME_BUDGET);
+    server.set(StatusCode::OK, "omega\n");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match provider(&h).refresh().await {
+            Ok(()) => break,
+            Err(FetchError::CompileBusy { .. }) => {
+                assert_eq!(check(&h, s("alpha")), ok());
+                assert!(
+                    Instant::now() < deadline,
+                    "the slow compilation never ended"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(check(&h, s("omega")), ok());
 }

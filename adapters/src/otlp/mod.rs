@@ -196,8 +196,8 @@ impl Adapter for ZipkinAdapter {
         if let Some(url) = &z.url {
             tracing::info!(
                 handler = %env.handler,
-                %url,
-                %endpoint,
+                url = %crate::redact::redact_url(url),
+                endpoint = %crate::redact::redact_url(&endpoint),
                 "The zipkin handler exports over OTLP/gRPC to the configured endpoint, not to its Zipkin url."
             );
         }

@@ -8,20 +8,65 @@
 //! family is released. Building therefore changes nothing visible by itself, which
 //! matters because a configuration that is built and then rejected is dropped without
 //! ever serving. A family no handler uses any more is removed.
+//!
+//! What the exporter keeps and serves is bounded by [`ExpositionLimits`]: label values are
+//! cut to a maximum length before they are stored, and a scrape is rendered lazily, a few
+//! dozen kilobytes at a time ([`Exporter::render_chunks`]), and stops at a maximum size.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use ::prometheus::{IntCounterVec, Opts, Registry};
+use ::prometheus::core::Collector;
+use ::prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
 use super::config::{ExpirationPolicy, Metric};
-use super::family::{Definition, Family, State, nanos};
+use super::family::{Definition, Family, FamilyCounters, Series, State, nanos};
 use crate::BuildError;
 
 /// Name of the self-metric counting updates dropped by a metric's `maxSeries`.
 pub const SERIES_DROPPED_METRIC: &str = "mixer_adapter_prometheus_series_dropped_total";
+/// Name of the self-metric counting label values cut to the maximum length, by metric.
+pub const LABELS_TRUNCATED_METRIC: &str = "mixer_adapter_prometheus_label_values_truncated_total";
+/// Name of the self-metric counting scrapes cut at the maximum exposition size.
+pub const EXPOSITIONS_TRUNCATED_METRIC: &str =
+    "mixer_adapter_prometheus_expositions_truncated_total";
+
+/// Default of [`ExpositionLimits::max_label_value_bytes`]. The longest legitimate Istio
+/// label values (DNS names of at most 253 bytes, SPIFFE principals, workload and
+/// namespace names) fit with room to spare, while a value a client controls (a `Host`
+/// header, say) costs at most 1 KiB per label of each series it creates.
+pub const DEFAULT_MAX_LABEL_VALUE_BYTES: usize = 1024;
+/// Default of [`ExpositionLimits::max_exposition_bytes`]: far above what a healthy mesh
+/// exposes (the default 10000 series per metric of short labels), far below what would
+/// make a scrape take minutes.
+pub const DEFAULT_MAX_EXPOSITION_BYTES: usize = 64 * 1024 * 1024;
+
+/// A scrape is rendered in chunks of about this size.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// Bounds on what the exporter keeps and serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExpositionLimits {
+    /// Label values longer than this many bytes are cut to it (at a character boundary)
+    /// before a series stores them, and counted in [`LABELS_TRUNCATED_METRIC`]. Values
+    /// that differ only beyond the limit therefore share a series. 0: no limit.
+    pub max_label_value_bytes: usize,
+    /// A scrape stops before the series that would take it past this many bytes, ends
+    /// with a comment saying so, and is counted in [`EXPOSITIONS_TRUNCATED_METRIC`].
+    /// 0: no limit.
+    pub max_exposition_bytes: usize,
+}
+
+impl Default for ExpositionLimits {
+    fn default() -> Self {
+        ExpositionLimits {
+            max_label_value_bytes: DEFAULT_MAX_LABEL_VALUE_BYTES,
+            max_exposition_bytes: DEFAULT_MAX_EXPOSITION_BYTES,
+        }
+    }
+}
 
 /// The time source of series expiry: a monotonic time since an arbitrary origin.
 /// Injectable so that tests can move time on without sleeping.
@@ -84,8 +129,21 @@ pub struct Exporter {
     names: Mutex<BTreeMap<String, Vec<Slot>>>,
     /// Handler ids and family sequence numbers.
     next_seq: AtomicU64,
-    /// The series-dropped self-metric, registered once (on the first handler build).
-    dropped: OnceLock<Option<IntCounterVec>>,
+    /// [`ExpositionLimits::max_label_value_bytes`], taken by families as they are created.
+    max_label_value_bytes: AtomicUsize,
+    /// [`ExpositionLimits::max_exposition_bytes`].
+    max_exposition_bytes: AtomicUsize,
+    /// The adapter's self-metrics, registered once (on the first handler build).
+    self_metrics: OnceLock<SelfMetrics>,
+    /// Whether a cut scrape has been reported in the log (once per process).
+    cut_warned: Arc<AtomicBool>,
+}
+
+/// The adapter's self-metrics (each absent if it could not be created).
+struct SelfMetrics {
+    series_dropped: Option<IntCounterVec>,
+    labels_truncated: Option<IntCounterVec>,
+    expositions_truncated: Option<IntCounter>,
 }
 
 /// A family and the handlers using it.
@@ -130,7 +188,28 @@ impl Exporter {
             clock,
             names: Mutex::default(),
             next_seq: AtomicU64::new(1),
-            dropped: OnceLock::new(),
+            max_label_value_bytes: AtomicUsize::new(DEFAULT_MAX_LABEL_VALUE_BYTES),
+            max_exposition_bytes: AtomicUsize::new(DEFAULT_MAX_EXPOSITION_BYTES),
+            self_metrics: OnceLock::new(),
+            cut_warned: Arc::default(),
+        }
+    }
+
+    /// Sets the limits (the server does, at startup). The label-value limit applies to
+    /// families created afterwards: a family keeps the limit it was created with, so that
+    /// its stored series always agree with how updates are matched to them.
+    pub fn set_limits(&self, limits: ExpositionLimits) {
+        self.max_label_value_bytes
+            .store(limits.max_label_value_bytes, Ordering::Release);
+        self.max_exposition_bytes
+            .store(limits.max_exposition_bytes, Ordering::Release);
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> ExpositionLimits {
+        ExpositionLimits {
+            max_label_value_bytes: self.max_label_value_bytes.load(Ordering::Acquire),
+            max_exposition_bytes: self.max_exposition_bytes.load(Ordering::Acquire),
         }
     }
 
@@ -144,35 +223,41 @@ impl Exporter {
         self.names.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The series-dropped counter, created and registered in `registry` by the first
-    /// call. A registry that already has a collector of that name keeps it (and ours goes
+    /// The self-metrics, created and registered in `registry` by the first call. A
+    /// registry that already has a collector of a name keeps it (and ours goes
     /// unexported), which happens only if two exporters share one registry.
-    fn dropped_counter(&self, registry: &Registry) -> Option<&IntCounterVec> {
-        self.dropped
-            .get_or_init(|| {
-                let vec = IntCounterVec::new(
+    fn self_metrics(&self, registry: &Registry) -> &SelfMetrics {
+        self.self_metrics.get_or_init(|| SelfMetrics {
+            series_dropped: register(
+                registry,
+                IntCounterVec::new(
                     Opts::new(
                         SERIES_DROPPED_METRIC,
                         "Updates of prometheus adapter metrics dropped because they would \
                          have created more series than the metric's maxSeries.",
                     ),
                     &["metric"],
-                )
-                .map_err(|e| tracing::warn!(error = %e, "Cannot create {SERIES_DROPPED_METRIC}."))
-                .ok()?;
-                match registry.register(Box::new(vec.clone())) {
-                    Ok(()) => {}
-                    Err(::prometheus::Error::AlreadyReg) => tracing::debug!(
-                        "{SERIES_DROPPED_METRIC} is already registered; this exporter's drops \
-                         are not exported."
+                ),
+            ),
+            labels_truncated: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        LABELS_TRUNCATED_METRIC,
+                        "Label values of prometheus adapter metrics cut to the maximum \
+                         label value length.",
                     ),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "Cannot register {SERIES_DROPPED_METRIC}.")
-                    }
-                }
-                Some(vec)
-            })
-            .as_ref()
+                    &["metric"],
+                ),
+            ),
+            expositions_truncated: register(
+                registry,
+                IntCounter::new(
+                    EXPOSITIONS_TRUNCATED_METRIC,
+                    "Prometheus scrapes cut short at the maximum exposition size.",
+                ),
+            ),
+        })
     }
 
     /// Gives handler `handler` a family for each of `metrics`: an existing family with the
@@ -186,7 +271,8 @@ impl Exporter {
         expiration: Option<ExpirationPolicy>,
         registry: &Registry,
     ) -> Result<Attached, BuildError> {
-        let dropped = self.dropped_counter(registry);
+        let self_metrics = self.self_metrics(registry);
+        let max_label_bytes = self.max_label_value_bytes.load(Ordering::Acquire);
         let id = self.next_seq.fetch_add(1, Ordering::AcqRel);
         let now = self.now();
         let defs: Vec<Definition> = metrics.iter().map(Definition::of).collect();
@@ -250,8 +336,14 @@ impl Exporter {
                     } else {
                         State::Visible
                     };
-                    let counter = dropped.map(|v| v.with_label_values(&[def.name.as_str()]));
-                    let family = Family::new(def, id, state, counter);
+                    let metric = [def.name.as_str()];
+                    let counters = FamilyCounters {
+                        series_dropped: (self_metrics.series_dropped.as_ref())
+                            .map(|v| v.with_label_values(&metric)),
+                        labels_truncated: (self_metrics.labels_truncated.as_ref())
+                            .map(|v| v.with_label_values(&metric)),
+                    };
+                    let family = Family::new(def, id, state, counters, max_label_bytes);
                     slots.push(Slot {
                         family: Arc::new(family),
                         users: vec![user],
@@ -326,9 +418,20 @@ impl Exporter {
         }
     }
 
-    /// The Prometheus text exposition (format 0.0.4) of everything published: families
-    /// in name order, each with `# HELP` and `# TYPE`, series in label-value order.
+    /// The Prometheus text exposition (format 0.0.4) of everything published, whole (see
+    /// [`Exporter::render_chunks`]).
     pub fn render(&self) -> String {
+        self.render_chunks().collect()
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) of everything published, rendered
+    /// lazily in chunks of about 64 KiB: families in name order, each with `# HELP` and
+    /// `# TYPE`, series in label-value order. The chunks hold only `Arc`s of the families
+    /// and, for the family being rendered, of its series: no lock is held between
+    /// chunks, and no scrape is ever one string. Past
+    /// [`ExpositionLimits::max_exposition_bytes`] the rendering stops, between series,
+    /// with a comment line saying so.
+    pub fn render_chunks(&self) -> ExpositionChunks {
         let now = self.now();
         let visible: Vec<Arc<Family>> = self
             .names()
@@ -340,12 +443,132 @@ impl Exporter {
                     .map(|s| s.family.clone())
             })
             .collect();
-        let mut out = String::new();
-        for family in visible {
-            family.sweep_if_due(now);
-            family.render(&mut out);
+        let max_bytes = match self.max_exposition_bytes.load(Ordering::Acquire) {
+            0 => usize::MAX,
+            n => n,
+        };
+        ExpositionChunks {
+            families: visible.into_iter(),
+            current: None,
+            now,
+            written: 0,
+            max_bytes,
+            done: false,
+            truncated: (self.self_metrics.get()).and_then(|m| m.expositions_truncated.clone()),
+            warned: self.cut_warned.clone(),
+            labels: String::new(),
         }
-        out
+    }
+}
+
+/// Registers `collector` in `registry`; the collector, unless it could not be created.
+fn register<C: Collector + Clone + 'static>(
+    registry: &Registry,
+    collector: ::prometheus::Result<C>,
+) -> Option<C> {
+    let collector = collector
+        .map_err(|e| tracing::warn!(error = %e, "Cannot create a prometheus adapter self-metric."))
+        .ok()?;
+    match registry.register(Box::new(collector.clone())) {
+        Ok(()) => {}
+        Err(::prometheus::Error::AlreadyReg) => tracing::debug!(
+            "A prometheus adapter self-metric is already registered; this exporter's counts \
+             are not exported."
+        ),
+        Err(e) => tracing::warn!(error = %e, "Cannot register a prometheus adapter self-metric."),
+    }
+    Some(collector)
+}
+
+/// A scrape being rendered: see [`Exporter::render_chunks`].
+pub struct ExpositionChunks {
+    /// Families not yet started.
+    families: std::vec::IntoIter<Arc<Family>>,
+    /// The family being rendered, and its series not yet rendered.
+    current: Option<(Arc<Family>, std::vec::IntoIter<Arc<Series>>)>,
+    /// Clock time of the scrape (for expiry).
+    now: u64,
+    /// Bytes rendered so far.
+    written: usize,
+    max_bytes: usize,
+    done: bool,
+    truncated: Option<IntCounter>,
+    warned: Arc<AtomicBool>,
+    /// Scratch space for one series' label text.
+    labels: String,
+}
+
+impl ExpositionChunks {
+    /// Appends the next family's header, or the current family's next series, to
+    /// `chunk`. False when there is nothing left.
+    fn render_next(&mut self, chunk: &mut String) -> bool {
+        loop {
+            if let Some((family, series)) = &mut self.current {
+                if let Some(s) = series.next() {
+                    family.render_series(&s, &mut self.labels, chunk);
+                    return true;
+                }
+                self.current = None;
+            }
+            let Some(family) = self.families.next() else {
+                return false;
+            };
+            family.sweep_if_due(self.now);
+            let series = family.sorted_series();
+            // As the Go client, families without series are left out.
+            if series.is_empty() {
+                continue;
+            }
+            family.render_header(chunk);
+            self.current = Some((family, series.into_iter()));
+            return true;
+        }
+    }
+
+    /// Ends the scrape with a comment saying it was cut, and counts it.
+    fn cut(&mut self, chunk: &mut String) {
+        chunk.push_str(&format!(
+            "# Exposition truncated: the remaining series would take it past {} bytes \
+             (prometheus-max-exposition-bytes).\n",
+            self.max_bytes
+        ));
+        if let Some(c) = &self.truncated {
+            c.inc();
+        }
+        if !self.warned.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                max_bytes = self.max_bytes,
+                "A Prometheus scrape reached the maximum exposition size and was cut short \
+                 (counted in {EXPOSITIONS_TRUNCATED_METRIC}; logged once)."
+            );
+        }
+    }
+}
+
+impl Iterator for ExpositionChunks {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        if self.done {
+            return None;
+        }
+        let mut chunk = String::with_capacity(CHUNK_BYTES);
+        while chunk.len() < CHUNK_BYTES {
+            let mark = chunk.len();
+            if !self.render_next(&mut chunk) {
+                self.done = true;
+                break;
+            }
+            let piece = chunk.len() - mark;
+            if self.written.saturating_add(piece) > self.max_bytes {
+                chunk.truncate(mark);
+                self.cut(&mut chunk);
+                self.done = true;
+                break;
+            }
+            self.written += piece;
+        }
+        (!chunk.is_empty()).then_some(chunk)
     }
 }
 

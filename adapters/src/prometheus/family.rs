@@ -7,6 +7,10 @@
 //! series in place with atomics; only a label set never seen before takes a write lock
 //! and allocates its label strings. Concurrent reports therefore contend only on a
 //! shard's reader count, never on one global lock.
+//!
+//! Label values longer than the family's limit are cut (at a character boundary) before
+//! they are hashed, compared or stored, so a hostile value costs at most the limit, and
+//! values that differ only beyond it share one series.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -95,6 +99,16 @@ impl Hasher for PreHashed {
 /// Label-value hash → the series with that hash (more than one only on a collision).
 type Shard = HashMap<u64, Vec<Arc<Series>>, BuildHasherDefault<PreHashed>>;
 
+/// The self-metric children a family counts into (absent when they could not be
+/// registered).
+#[derive(Clone, Default)]
+pub struct FamilyCounters {
+    /// Updates dropped by the series cap.
+    pub series_dropped: Option<IntCounter>,
+    /// Label values cut to the maximum length.
+    pub labels_truncated: Option<IntCounter>,
+}
+
 /// One metric family, shared by every handler that defines it identically.
 pub struct Family {
     pub def: Definition,
@@ -113,10 +127,14 @@ pub struct Family {
     interval: AtomicU64,
     /// Clock time (ns) of the next scheduled expiry check; `u64::MAX`: none.
     next_sweep: AtomicU64,
-    /// The self-metric child counting updates dropped by the series cap.
-    dropped: Option<IntCounter>,
+    counters: FamilyCounters,
+    /// Label values are cut to this many bytes (fixed for the family's life, so that a
+    /// series' stored text always agrees with how updates are hashed and matched).
+    max_label_bytes: usize,
     /// Whether the cap has been reported in the log (once per family, not per update).
     warned: AtomicBool,
+    /// Whether a cut label value has been reported in the log (once per family).
+    truncation_warned: AtomicBool,
 }
 
 impl fmt::Debug for Family {
@@ -131,7 +149,14 @@ impl fmt::Debug for Family {
 }
 
 impl Family {
-    pub fn new(def: Definition, seq: u64, state: State, dropped: Option<IntCounter>) -> Family {
+    /// A family whose label values are cut to `max_label_bytes` (0: never cut).
+    pub fn new(
+        def: Definition,
+        seq: u64,
+        state: State,
+        counters: FamilyCounters,
+        max_label_bytes: usize,
+    ) -> Family {
         Family {
             def,
             seq,
@@ -142,8 +167,13 @@ impl Family {
             expiry: AtomicU64::new(0),
             interval: AtomicU64::new(0),
             next_sweep: AtomicU64::new(u64::MAX),
-            dropped,
+            counters,
+            max_label_bytes: match max_label_bytes {
+                0 => usize::MAX,
+                n => n,
+            },
             warned: AtomicBool::new(false),
+            truncation_warned: AtomicBool::new(false),
         }
     }
 
@@ -262,16 +292,19 @@ impl Family {
         now: u64,
         max_series: Option<u64>,
     ) -> Recorded {
-        let hash = self.hash(values, order);
+        let (hash, cut) = self.hash(values, order);
+        if cut > 0 {
+            self.count_truncated(cut);
+        }
         // The shard comes from middle bits: the map itself uses the low bits for the
         // bucket and the top bits for its control bytes.
         let shard = &self.shards[(hash >> 32) as usize & (SHARDS - 1)];
         {
             let map = read(shard);
-            if let Some(series) = map
-                .get(&hash)
-                .and_then(|list| list.iter().find(|s| s.matches(values, order)))
-            {
+            if let Some(series) = map.get(&hash).and_then(|list| {
+                list.iter()
+                    .find(|s| s.matches(values, order, self.max_label_bytes))
+            }) {
                 series.update(value, now, &self.def.kind);
                 return Recorded::Updated;
             }
@@ -280,7 +313,11 @@ impl Family {
         // A new label set: build its labels before taking the write lock.
         let labels: Box<[Box<str>]> = order
             .iter()
-            .map(|&j| text::label_text(&values[j]).into_boxed_str())
+            .map(|&j| {
+                text::label_text_capped(&values[j], self.max_label_bytes)
+                    .0
+                    .into_boxed_str()
+            })
             .collect();
         let mut map = write(shard);
         let list = map.entry(hash).or_default();
@@ -320,7 +357,7 @@ impl Family {
     }
 
     fn count_drop(&self, max_series: u64) {
-        if let Some(c) = &self.dropped {
+        if let Some(c) = &self.counters.series_dropped {
             c.inc();
         }
         if !self.warned.swap(true, Ordering::AcqRel) {
@@ -333,38 +370,61 @@ impl Family {
         }
     }
 
-    /// The hash of the label values' text, in label order. Each value is followed by a
-    /// byte that never occurs in UTF-8, so `("ab", "c")` and `("a", "bc")` differ.
-    fn hash(&self, values: &[Value<'_>], order: &[usize]) -> u64 {
+    fn count_truncated(&self, cut: u64) {
+        if let Some(c) = &self.counters.labels_truncated {
+            c.inc_by(cut);
+        }
+        if !self.truncation_warned.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                metric = %self.def.name,
+                max_label_bytes = self.max_label_bytes,
+                "Prometheus label values longer than the limit are cut to it (counted in \
+                 mixer_adapter_prometheus_label_values_truncated_total; logged once)."
+            );
+        }
+    }
+
+    /// The hash of the label values' text (each cut to the limit), in label order, and
+    /// how many values were cut. Each value is followed by a byte that never occurs in
+    /// UTF-8, so `("ab", "c")` and `("a", "bc")` differ.
+    fn hash(&self, values: &[Value<'_>], order: &[usize]) -> (u64, u64) {
         let mut h = self.hasher.build_hasher();
+        let mut cut = 0;
         for &j in order {
             let v = &values[j];
             match v.as_str() {
-                Some(s) => h.write(s.as_bytes()),
+                Some(s) => {
+                    let kept = text::cap_str(s, self.max_label_bytes);
+                    cut += u64::from(kept.len() < s.len());
+                    h.write(kept.as_bytes());
+                }
                 None => {
                     // The hasher is a stream: pieces written one by one hash like the
                     // whole text, so a string and a number with the same text agree.
-                    let _ = text::write_label(v, &mut HashWriter(&mut h));
+                    let capped =
+                        text::write_label_capped(v, self.max_label_bytes, &mut HashWriter(&mut h));
+                    cut += u64::from(capped == Ok(true));
                 }
             }
             h.write_u8(0xff);
         }
-        h.finish()
+        (h.finish(), cut)
     }
 
-    /// Appends the family in text format; nothing when it has no series (as the Go
-    /// client, which leaves out families without metrics).
-    pub fn render(&self, out: &mut String) {
+    /// The series as they are now, in exposition order: the Go client orders a family's
+    /// metrics by label values, labels in name order. Only the `Arc`s are copied, each
+    /// shard's lock held just long enough for that.
+    pub fn sorted_series(&self) -> Vec<Arc<Series>> {
         let mut series: Vec<Arc<Series>> = Vec::with_capacity(self.len());
         for shard in &self.shards[..] {
             series.extend(read(shard).values().flatten().cloned());
         }
-        if series.is_empty() {
-            return;
-        }
-        // The Go client orders a family's metrics by label values, labels in name order.
         series.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+        series
+    }
 
+    /// Appends the `# HELP` and `# TYPE` lines.
+    pub fn render_header(&self, out: &mut String) {
         let name = &self.def.name;
         out.push_str("# HELP ");
         out.push_str(name);
@@ -377,20 +437,21 @@ impl Family {
             MetricKind::Gauge => " gauge\n",
             MetricKind::Distribution { .. } => " histogram\n",
         });
-        let mut labels = String::new();
-        for s in &series {
-            labels.clear();
-            for (i, (n, v)) in self.def.labels.iter().zip(s.labels.iter()).enumerate() {
-                if i > 0 {
-                    labels.push(',');
-                }
-                labels.push_str(n);
-                labels.push_str("=\"");
-                text::push_label_value(&mut labels, v);
-                labels.push('"');
+    }
+
+    /// Appends the sample lines of `series`; `labels` is scratch space.
+    pub fn render_series(&self, series: &Series, labels: &mut String, out: &mut String) {
+        labels.clear();
+        for (i, (n, v)) in self.def.labels.iter().zip(series.labels.iter()).enumerate() {
+            if i > 0 {
+                labels.push(',');
             }
-            s.render(name, &labels, &self.def.kind, out);
+            labels.push_str(n);
+            labels.push_str("=\"");
+            text::push_label_value(labels, v);
+            labels.push('"');
         }
+        series.render(&self.def.name, labels, &self.def.kind, out);
     }
 }
 
@@ -436,11 +497,11 @@ impl Series {
         }
     }
 
-    fn matches(&self, values: &[Value<'_>], order: &[usize]) -> bool {
+    fn matches(&self, values: &[Value<'_>], order: &[usize], max_label_bytes: usize) -> bool {
         self.labels
             .iter()
             .zip(order)
-            .all(|(text, &j)| text::label_eq(&values[j], text))
+            .all(|(text, &j)| text::label_eq_capped(&values[j], text, max_label_bytes))
     }
 
     fn update(&self, value: f64, now: u64, kind: &MetricKind) {

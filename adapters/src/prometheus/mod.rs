@@ -16,7 +16,11 @@ use std::sync::Arc;
 
 use templates::{Handler, ParamError, TemplateKind};
 
-pub use exporter::{Clock, Exporter, ManualClock, SERIES_DROPPED_METRIC, SystemClock};
+pub use exporter::{
+    Clock, DEFAULT_MAX_EXPOSITION_BYTES, DEFAULT_MAX_LABEL_VALUE_BYTES,
+    EXPOSITIONS_TRUNCATED_METRIC, Exporter, ExpositionChunks, ExpositionLimits,
+    LABELS_TRUNCATED_METRIC, ManualClock, SERIES_DROPPED_METRIC, SystemClock,
+};
 pub use handler::{InstanceError, PrometheusHandler};
 
 use crate::{Adapter, BuildError, Env, ValidateInput, Validated};

@@ -349,19 +349,22 @@ pub(crate) use pb_enum;
 
 /// Parses an `http://` or `https://` URL with a host, the way Go's `url.Parse` reads it.
 pub fn check_http_url(s: &str) -> Result<(), String> {
-    let u = expr_lang::golib::url::parse(s).map_err(|e| format!("invalid URL: {e}"))?;
+    // Messages show the URL without its credentials, query or fragment.
+    let shown = crate::redact::redact_url(s);
+    let u = expr_lang::golib::url::parse(s)
+        .map_err(|e| format!("invalid URL: {}", e.to_string().replace(s, &shown)))?;
     if u.scheme != "http" && u.scheme != "https" {
         return Err(if u.scheme.is_empty() {
-            format!("invalid URL {s:?}: a scheme (http:// or https://) is required")
+            format!("invalid URL {shown:?}: a scheme (http:// or https://) is required")
         } else {
             format!(
-                "invalid URL {s:?}: scheme {:?} is not supported; use http or https",
+                "invalid URL {shown:?}: scheme {:?} is not supported; use http or https",
                 u.scheme
             )
         });
     }
     if u.hostname().is_empty() {
-        return Err(format!("invalid URL {s:?}: the host is empty"));
+        return Err(format!("invalid URL {shown:?}: the host is empty"));
     }
     Ok(())
 }

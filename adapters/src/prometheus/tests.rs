@@ -112,12 +112,20 @@ fn inst<'a>(
 }
 
 fn dropped_total(env: &Env, metric: &str) -> Option<String> {
+    self_metric(
+        env,
+        &format!("{SERIES_DROPPED_METRIC}{{metric=\"{metric}\"}}"),
+    )
+}
+
+/// The value of the self-metric sample `series` (name and labels as written).
+fn self_metric(env: &Env, series: &str) -> Option<String> {
     let mut buf = Vec::new();
     TextEncoder::new()
         .encode(&env.resources.metrics.gather(), &mut buf)
         .unwrap();
     let text = String::from_utf8(buf).unwrap();
-    let prefix = format!("{SERIES_DROPPED_METRIC}{{metric=\"{metric}\"}} ");
+    let prefix = format!("{series} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
 }
@@ -782,6 +790,181 @@ fn series_cap_drops_new_label_sets_and_counts_them() {
     let hu = build(&unlimited, &params, &[]);
     report(&hu, &batch).unwrap();
     assert_eq!(samples(&render(&env), "istio_free").len(), 50);
+}
+
+// ---------------------------------------------------------------------------------------
+// Exposition limits.
+
+#[test]
+fn long_label_values_are_cut_before_they_are_stored_and_counted() {
+    let (env, _) = env();
+    env.resources.prometheus.set_limits(ExpositionLimits {
+        max_label_value_bytes: 8,
+        ..ExpositionLimits::default()
+    });
+    let h = build(&env, &one_metric("COUNTER", &["a", "b"], json!({})), &[]);
+    let n = names(&["a", "b"]);
+    let one = |a: Value<'static>, b: &'static str| {
+        inst("m.instance.ns", Some(Value::Int64(1)), &n, vec![a, s(b)])
+    };
+    let huge = "x".repeat(1_000_000);
+    report(
+        &h,
+        &[
+            // Exactly at the limit: kept whole, not counted.
+            one(s("12345678"), "short"),
+            // Values that differ only past the limit share the cut series.
+            one(s("abcdefgh-1"), "short"),
+            one(s(&format!("abcdefgh{huge}")), "short"),
+            // Cut at a character boundary: "é" (2 bytes) would straddle byte 8.
+            one(s("abcdefgé"), "short"),
+            // Two long values in one update count twice.
+            one(s("abcdefgh-2"), "longer-than-8"),
+            // Text of other types is cut the same way.
+            one(string_map(&[("key", "value")]), "short"),
+        ],
+    )
+    .unwrap();
+    // The same long values again find their series (nothing new is created).
+    report(&h, &[one(s("abcdefgh-3"), "short")]).unwrap();
+    let text = render(&env);
+    assert_eq!(
+        samples(&text, "istio_m"),
+        [
+            "istio_m{a=\"12345678\",b=\"short\"} 1",
+            "istio_m{a=\"abcdefg\",b=\"short\"} 1",
+            "istio_m{a=\"abcdefgh\",b=\"longer-t\"} 1",
+            "istio_m{a=\"abcdefgh\",b=\"short\"} 3",
+            "istio_m{a=\"stringma\",b=\"short\"} 1",
+        ]
+    );
+    let truncated = format!("{LABELS_TRUNCATED_METRIC}{{metric=\"istio_m\"}}");
+    assert_eq!(self_metric(&env, &truncated).as_deref(), Some("7"));
+}
+
+#[test]
+fn label_values_are_cut_to_1_kib_by_default() {
+    let (env, _) = env();
+    assert_eq!(
+        env.resources.prometheus.limits(),
+        ExpositionLimits {
+            max_label_value_bytes: 1024,
+            max_exposition_bytes: 64 * 1024 * 1024,
+        }
+    );
+    let h = build(&env, &one_metric("COUNTER", &["a"], json!({})), &[]);
+    let n = names(&["a"]);
+    let long = "h".repeat(900 * 1024);
+    report(
+        &h,
+        &[inst(
+            "m.instance.ns",
+            Some(Value::Int64(1)),
+            &n,
+            vec![s(&long)],
+        )],
+    )
+    .unwrap();
+    let text = render(&env);
+    assert!(text.len() < 2048, "{} bytes", text.len());
+    assert!(text.contains(&format!("istio_m{{a=\"{}\"}} 1\n", &long[..1024])));
+
+    // 0 lifts the limit (for families created afterwards).
+    env.resources.prometheus.set_limits(ExpositionLimits {
+        max_label_value_bytes: 0,
+        max_exposition_bytes: 0,
+    });
+    let free = renamed(&env, "free.ns");
+    let params = json!({"metrics": [
+        {"name": "free", "instance_name": "m.instance.ns", "kind": "COUNTER", "label_names": ["a"]}
+    ]});
+    let hf = build(&free, &params, &[]);
+    report(
+        &hf,
+        &[inst(
+            "m.instance.ns",
+            Some(Value::Int64(1)),
+            &n,
+            vec![s(&long)],
+        )],
+    )
+    .unwrap();
+    assert!(render(&env).contains(&format!("istio_free{{a=\"{long}\"}} 1\n")));
+}
+
+/// A distribution `m` with label `a` and `series` series.
+fn many_series(env: &Env, series: usize) -> Arc<dyn Handler> {
+    let params = one_metric(
+        "DISTRIBUTION",
+        &["a"],
+        json!({"buckets": {"explicitBuckets": {"bounds": [0.5, 1, 2]}}}),
+    );
+    let h = build(env, &params, &[]);
+    let n = names(&["a"]);
+    let values: Vec<String> = (0..series).map(|i| format!("value-{i:06}")).collect();
+    let batch: Vec<metric::Instance<'_>> = values
+        .iter()
+        .map(|v| inst("m.instance.ns", Some(Value::Int64(1)), &n, vec![s(v)]))
+        .collect();
+    report(&h, &batch).unwrap();
+    h
+}
+
+#[test]
+fn the_exposition_is_rendered_in_bounded_chunks() {
+    let (env, _) = env();
+    let _h = many_series(&env, 5000);
+    let chunks: Vec<String> = env.resources.prometheus.render_chunks().collect();
+    assert!(chunks.len() > 10, "{} chunks", chunks.len());
+    // A chunk ends where a series ends, and is never much more than 64 KiB.
+    for c in &chunks {
+        assert!(c.len() <= 64 * 1024 + 1024, "{}", c.len());
+        assert!(c.ends_with('\n'));
+    }
+    let whole = chunks.concat();
+    assert_eq!(whole, render(&env));
+    assert_eq!(samples(&whole, "istio_m").len(), 5000 * 6);
+    assert!(!whole.contains("truncated"));
+    assert_eq!(
+        self_metric(&env, EXPOSITIONS_TRUNCATED_METRIC).as_deref(),
+        Some("0")
+    );
+}
+
+#[test]
+fn the_exposition_stops_at_its_size_limit_and_says_so() {
+    let (env, _) = env();
+    let _h = many_series(&env, 5000);
+    let full = render(&env).len();
+    let limit = 100_000;
+    env.resources.prometheus.set_limits(ExpositionLimits {
+        max_exposition_bytes: limit,
+        ..ExpositionLimits::default()
+    });
+    let text = render(&env);
+    let (body, comment) = text.trim_end().rsplit_once('\n').unwrap();
+    assert!(
+        comment.starts_with("# Exposition truncated") && comment.contains("100000 bytes"),
+        "{comment}"
+    );
+    assert!(
+        body.len() < limit && body.len() > limit - 1024,
+        "{}",
+        body.len()
+    );
+    assert!(full > 10 * limit);
+    // It stops between series: each one it has is whole.
+    let kept = samples(body, "istio_m");
+    assert_eq!(kept.len() % 6, 0, "{:?}", &kept[kept.len() - 6..]);
+    assert_eq!(
+        self_metric(&env, EXPOSITIONS_TRUNCATED_METRIC).as_deref(),
+        Some("1")
+    );
+    render(&env);
+    assert_eq!(
+        self_metric(&env, EXPOSITIONS_TRUNCATED_METRIC).as_deref(),
+        Some("2")
+    );
 }
 
 #[test]

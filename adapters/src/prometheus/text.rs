@@ -75,24 +75,78 @@ pub fn write_label<W: Write + ?Sized>(value: &Value<'_>, w: &mut W) -> fmt::Resu
     }
 }
 
-/// The label text of a dimension value (see [`write_label`]).
-pub fn label_text(value: &Value<'_>) -> String {
+/// `s` cut to at most `limit` bytes, at a character boundary.
+pub fn cap_str(s: &str, limit: usize) -> &str {
+    &s[..s.floor_char_boundary(limit)]
+}
+
+/// Writes the label text of `value` (see [`write_label`]) cut to at most `limit` bytes at
+/// a character boundary, stopping as soon as the limit is reached (a huge string map is
+/// never formatted whole). Returns whether the text was cut.
+pub fn write_label_capped<W: Write + ?Sized>(
+    value: &Value<'_>,
+    limit: usize,
+    w: &mut W,
+) -> Result<bool, fmt::Error> {
+    let mut capped = Capped {
+        inner: w,
+        left: limit,
+        cut: false,
+    };
+    match write_label(value, &mut capped) {
+        Ok(()) => Ok(false),
+        // The writer stops the formatting with an error once the limit is reached.
+        Err(_) if capped.cut => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+/// The label text of a dimension value (see [`write_label`]) cut to at most `limit`
+/// bytes, and whether it was cut.
+pub fn label_text_capped(value: &Value<'_>, limit: usize) -> (String, bool) {
     if let Some(s) = value.as_str() {
-        return s.to_owned();
+        let kept = cap_str(s, limit);
+        return (kept.to_owned(), kept.len() < s.len());
     }
     let mut out = String::new();
     // Writing into a String cannot fail.
-    let _ = write_label(value, &mut out);
-    out
+    let cut = write_label_capped(value, limit, &mut out).unwrap_or(false);
+    (out, cut)
 }
 
-/// Whether `text` is the label text of `value`, decided without building that text.
-pub fn label_eq(value: &Value<'_>, text: &str) -> bool {
+/// Whether `text` is the label text of `value` cut to `limit` bytes, decided without
+/// building that text.
+pub fn label_eq_capped(value: &Value<'_>, text: &str, limit: usize) -> bool {
     if let Some(s) = value.as_str() {
-        return s == text;
+        return cap_str(s, limit) == text;
     }
     let mut cmp = Compare { rest: text };
-    write_label(value, &mut cmp).is_ok() && cmp.rest.is_empty()
+    write_label_capped(value, limit, &mut cmp).is_ok() && cmp.rest.is_empty()
+}
+
+/// Passes at most `left` bytes on to `inner`, cut at a character boundary; once it has
+/// cut, it fails every write so that formatting stops.
+struct Capped<'a, W: ?Sized> {
+    inner: &'a mut W,
+    left: usize,
+    cut: bool,
+}
+
+impl<W: Write + ?Sized> Write for Capped<'_, W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if self.cut {
+            return Err(fmt::Error);
+        }
+        if s.len() <= self.left {
+            self.inner.write_str(s)?;
+            self.left -= s.len();
+            return Ok(());
+        }
+        self.inner.write_str(cap_str(s, self.left))?;
+        self.left = 0;
+        self.cut = true;
+        Err(fmt::Error)
+    }
 }
 
 /// A writer that checks what is written against an expected text, stopping at the first
@@ -343,11 +397,52 @@ mod tests {
             ),
         ];
         for (v, want) in cases {
-            assert_eq!(label_text(&v), want, "{v:?}");
-            assert!(label_eq(&v, want), "{v:?}");
-            assert!(!label_eq(&v, &format!("{want}x")), "{v:?}");
-            assert!(!label_eq(&v, &want[..want.len() - 1]), "{v:?}");
+            assert_eq!(
+                label_text_capped(&v, usize::MAX),
+                (want.into(), false),
+                "{v:?}"
+            );
+            assert!(label_eq_capped(&v, want, usize::MAX), "{v:?}");
+            assert!(
+                !label_eq_capped(&v, &format!("{want}x"), usize::MAX),
+                "{v:?}"
+            );
+            assert!(
+                !label_eq_capped(&v, &want[..want.len() - 1], usize::MAX),
+                "{v:?}"
+            );
+            // Cut one byte short, every kind of value agrees with its own cut text.
+            let limit = want.len() - 1;
+            let (cut, was_cut) = label_text_capped(&v, limit);
+            assert!(was_cut && want.starts_with(&cut), "{v:?}: {cut}");
+            assert!(label_eq_capped(&v, &cut, limit), "{v:?}");
+            assert!(!label_eq_capped(&v, want, limit), "{v:?}");
         }
+    }
+
+    #[test]
+    fn capped_label_text_cuts_at_a_character_boundary() {
+        // "é" is two bytes: a limit inside it keeps the character out.
+        let v = Value::str("abé€z");
+        assert_eq!(label_text_capped(&v, 3), ("ab".to_owned(), true));
+        assert_eq!(label_text_capped(&v, 4), ("abé".to_owned(), true));
+        assert_eq!(label_text_capped(&v, 9), ("abé€z".to_owned(), false));
+        assert!(label_eq_capped(&v, "ab", 3));
+        assert_eq!(label_text_capped(&v, 0), (String::new(), true));
+
+        // A large map stops being formatted at the limit.
+        let big: BTreeMap<String, String> = (0..10_000)
+            .map(|i| (format!("k{i:05}"), "é".repeat(100)))
+            .collect();
+        let m = Value::StringMap(StringMapRef::Owned(Arc::new(big)));
+        let (text, cut) = label_text_capped(&m, 1001);
+        assert!(cut);
+        assert!(text.len() <= 1001 && text.len() >= 1000, "{}", text.len());
+        assert!(text.starts_with("stringmap[k00000:éé"));
+        assert!(label_eq_capped(&m, &text, 1001));
+        let mut hashed = String::new();
+        assert_eq!(write_label_capped(&m, 1001, &mut hashed), Ok(true));
+        assert_eq!(hashed, text);
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! request and formatting is the cheapest way to detach them (one `String` per line,
 //! no copy of every value), and then handed to a bounded queue drained by one writer
 //! thread (see [`writer`]). Report never waits for output: when the queue is full the
-//! line is dropped and counted in `mixer_adapter_stdio_dropped_lines_total`.
+//! line is dropped and counted in `mixer_adapter_stdio_dropped_lines_total`, as are lines
+//! lost because the stream or file refused them (a full disk, a closed pipe).
 
 pub mod config;
 pub mod format;
@@ -18,7 +19,7 @@ pub mod writer;
 #[cfg(test)]
 mod tests;
 
-use std::io::{self, BufWriter};
+use std::io;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -34,11 +35,12 @@ use crate::{Adapter, BuildError, Env, ValidateInput, Validated};
 use config::{Config, Level, Stream};
 use format::{IpStyle, Line, ZERO_TIME};
 use rotate::{Limits, RotatingFile};
-use writer::{BUFFER_BYTES, LineSink, Writer};
+use writer::{BUFFER_BYTES, LineBuffer, LineSink, Writer};
 
 /// Lines a handler's queue holds before it drops new ones. At the ~1 KB of an Istio
 /// access log line this bounds a stalled handler's memory to about 8 MB, and it absorbs
-/// bursts of several thousand requests while the writer catches up.
+/// bursts of several thousand requests while the writer catches up. Unusually long lines
+/// are bounded by [`writer::QUEUE_BYTES`] as well.
 pub const QUEUE_LINES: usize = 8192;
 
 /// Name of the self-metric counting dropped lines, labelled by handler.
@@ -99,8 +101,8 @@ fn dropped(env: &Env) -> IntCounter {
         IntCounterVec::new(
             Opts::new(
                 DROPPED_METRIC,
-                "Lines the stdio adapter dropped because its output queue was full or its \
-                 writer had stopped.",
+                "Lines the stdio adapter dropped because its output queue was full, its \
+                 writer had stopped, or the stream or file refused them.",
             ),
             &["handler"],
         )
@@ -126,9 +128,9 @@ fn open_sink(config: &Config) -> io::Result<Box<dyn LineSink>> {
         })
     };
     Ok(match config.log_stream {
-        Stream::Stdout => Box::new(BufWriter::with_capacity(BUFFER_BYTES, io::stdout())),
-        Stream::Stderr => Box::new(BufWriter::with_capacity(BUFFER_BYTES, io::stderr())),
-        Stream::File => Box::new(BufWriter::with_capacity(
+        Stream::Stdout => Box::new(LineBuffer::with_capacity(BUFFER_BYTES, io::stdout())),
+        Stream::Stderr => Box::new(LineBuffer::with_capacity(BUFFER_BYTES, io::stderr())),
+        Stream::File => Box::new(LineBuffer::with_capacity(
             BUFFER_BYTES,
             rotate::open_append(path()?)?,
         )),

@@ -7,12 +7,12 @@
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::config::Rotation;
-use super::writer::{BUFFER_BYTES, LineSink};
+use super::writer::{BUFFER_BYTES, LineBuffer, LineSink, Lost, combine};
 
 const MIB: u64 = 1024 * 1024;
 /// What a size limit of 0 means: Mixer's rotation library (lumberjack) used 100 MB.
@@ -54,7 +54,7 @@ impl Limits {
 /// The live file and what decides its next rotation.
 pub struct RotatingFile {
     path: PathBuf,
-    file: BufWriter<File>,
+    file: LineBuffer<File>,
     /// Bytes in the live file, including what is still buffered.
     size: u64,
     /// When the live file was started: its age is measured from here.
@@ -74,7 +74,7 @@ impl RotatingFile {
         let meta = file.metadata()?;
         Ok(RotatingFile {
             path: path.to_owned(),
-            file: BufWriter::with_capacity(BUFFER_BYTES, file),
+            file: LineBuffer::with_capacity(BUFFER_BYTES, file),
             size: meta.len(),
             started: meta.created().unwrap_or_else(|_| SystemTime::now()),
             limits,
@@ -96,9 +96,8 @@ impl RotatingFile {
     }
 
     /// Moves the live file to `<path>.1` (shifting older ones up and deleting what
-    /// exceeds the limit) and starts a new one.
+    /// exceeds the limit) and starts a new one. The buffer must have been flushed.
     fn rotate(&mut self) -> io::Result<()> {
-        self.file.flush()?;
         shift_rotated(&self.path, self.limits.max_files)?;
         match fs::rename(&self.path, numbered(&self.path, 1)) {
             Ok(()) => {}
@@ -106,7 +105,7 @@ impl RotatingFile {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        self.file = BufWriter::with_capacity(BUFFER_BYTES, open_append(&self.path)?);
+        self.file = LineBuffer::with_capacity(BUFFER_BYTES, open_append(&self.path)?);
         self.size = 0;
         self.started = SystemTime::now();
         Ok(())
@@ -114,27 +113,36 @@ impl RotatingFile {
 }
 
 impl LineSink for RotatingFile {
-    fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+    fn write_line(&mut self, line: &[u8]) -> Result<(), Lost> {
         let now = SystemTime::now();
-        if self.due(line.len(), now)
-            && let Err(e) = self.rotate()
-        {
-            tracing::warn!(
-                path = %self.path.display(),
-                error = %e,
-                "cannot rotate the stdio output file; writing on to the current file",
-            );
-            // Retry after another full size or age period rather than on every line.
-            self.size = 0;
-            self.started = now;
+        let mut lost = None;
+        if self.due(line.len(), now) {
+            // The old file's lines go out before it is renamed; if they cannot, rotating
+            // waits for the next line (the lost ones are counted all the same).
+            match self.file.flush_lines() {
+                Ok(()) => {
+                    if let Err(e) = self.rotate() {
+                        tracing::warn!(
+                            path = %self.path.display(),
+                            error = %e,
+                            "cannot rotate the stdio output file; writing on to the current file",
+                        );
+                        // Retry after another full size or age period rather than on
+                        // every line.
+                        self.size = 0;
+                        self.started = now;
+                    }
+                }
+                Err(e) => lost = Some(e),
+            }
         }
-        self.file.write_all(line)?;
+        let written = self.file.write_line(line).err();
         self.size += line.len() as u64;
-        Ok(())
+        combine(lost, written)
     }
 
-    fn flush_lines(&mut self) -> io::Result<()> {
-        self.file.flush()
+    fn flush_lines(&mut self) -> Result<(), Lost> {
+        self.file.flush_lines()
     }
 }
 

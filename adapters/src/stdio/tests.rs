@@ -768,6 +768,30 @@ fn full_queue_drops_counts_and_never_blocks() {
 }
 
 #[test]
+fn a_file_on_a_full_disk_counts_every_lost_line() {
+    let env = Env::standalone("stdio-full-disk.istio-system");
+    let h = build(
+        json!({"logStream": "FILE", "outputPath": "/dev/full", "outputAsJson": true}),
+        &[],
+        &env,
+    );
+    let many: Vec<InstanceBuilder> = (0..500)
+        .flat_map(|_| severity_instances(&["info"]))
+        .collect();
+    log_all(&*h, &many);
+    // Counted without closing: the periodic flush fails too (bounded wait).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dropped_in(&env) != Some(500) {
+        assert!(Instant::now() < deadline, "{:?} counted", dropped_in(&env));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The writer is still there: later lines are taken and counted as they fail.
+    log_all(&*h, &many[..10]);
+    h.close();
+    assert_eq!(dropped_in(&env), Some(510));
+}
+
+#[test]
 fn drop_counter_survives_rebuilds() {
     let env = Env::standalone("stdio-reload.istio-system");
     let dir = tempfile::tempdir().unwrap();

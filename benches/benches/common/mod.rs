@@ -467,7 +467,7 @@ pub fn service(
         status.diagnostics
     );
     let shedder = LoadShedder::new(SheddingOptions::default(), rt.metrics.shed.clone());
-    MixerService::new(Arc::new(rt), shedder)
+    MixerService::new(Arc::new(rt), shedder, mixer::attrs::DecodeLimits::default())
 }
 
 /// `n` Check requests, as Envoy encodes them.

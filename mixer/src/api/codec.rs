@@ -1,10 +1,85 @@
-//! The gRPC codec: prost, except that a request that is not valid protobuf is answered with
-//! INVALID_ARGUMENT (the caller sent bad input) rather than tonic's INTERNAL (which reads as
-//! a server fault and, for Envoy's client, as a reason to retry).
+//! The gRPC codec: prost, except that
+//!
+//! * a request that is not valid protobuf is answered with INVALID_ARGUMENT (the caller sent
+//!   bad input) rather than tonic's INTERNAL (which reads as a server fault and, for Envoy's
+//!   client, as a reason to retry);
+//! * a message is decoded from one contiguous buffer, after a [`Prescan`] of its bytes has
+//!   checked the counts that would make decoding cost far more memory than the message
+//!   (a Report of half a million empty attribute sets is 1 MiB on the wire, but hundreds of
+//!   MiB as decoded messages).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::{Buf, Bytes};
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic::{Code, Status};
-use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
+use tonic_prost::{ProstCodec, ProstEncoder};
+
+use super::pb::istio::mixer::v1::{CheckRequest, CheckResponse, ReportRequest, ReportResponse};
+
+/// `--max-report-attribute-sets`, for the prescan (the codec is built by generated code,
+/// which passes it no state). Set once at server start.
+static MAX_REPORT_SETS: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Sets the largest number of attribute sets a Report may carry.
+pub fn set_max_report_sets(max: usize) {
+    MAX_REPORT_SETS.store(max, Ordering::Relaxed);
+}
+
+/// A cheap look at a message's bytes before prost decodes it.
+pub trait Prescan {
+    /// An error when decoding `bytes` would exceed a limit.
+    fn prescan(_bytes: &[u8]) -> Result<(), Status> {
+        Ok(())
+    }
+}
+
+impl Prescan for CheckRequest {}
+impl Prescan for CheckResponse {}
+impl Prescan for ReportResponse {}
+
+impl Prescan for ReportRequest {
+    fn prescan(bytes: &[u8]) -> Result<(), Status> {
+        let max = MAX_REPORT_SETS.load(Ordering::Relaxed);
+        // Field 1 (`attributes`), length-delimited.
+        let sets = count_field(bytes, 1, max.saturating_add(1));
+        if sets > max {
+            return Err(Status::resource_exhausted(format!(
+                "Report carries more than {max} attribute sets (the limit set by --max-report-attribute-sets)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Counts the top-level occurrences of length-delimited field `field` in a protobuf message,
+/// stopping at `stop`. Malformed input ends the count early: prost reports it precisely.
+fn count_field(mut bytes: &[u8], field: u64, stop: usize) -> usize {
+    let mut count = 0;
+    while !bytes.is_empty() && count < stop {
+        let Ok(key) = prost::encoding::decode_varint(&mut bytes) else {
+            break;
+        };
+        let skipped = match key & 7 {
+            0 => prost::encoding::decode_varint(&mut bytes).map(|_| 0),
+            1 => Ok(8),
+            2 => {
+                if key >> 3 == field {
+                    count += 1;
+                }
+                prost::encoding::decode_varint(&mut bytes)
+                    .map(|len| usize::try_from(len).unwrap_or(usize::MAX))
+            }
+            5 => Ok(4),
+            _ => break,
+        };
+        match skipped {
+            Ok(n) if n <= bytes.len() => bytes.advance(n),
+            _ => break,
+        }
+    }
+    count
+}
 
 /// prost encoding with precise decode errors.
 #[derive(Debug, Clone)]
@@ -19,7 +94,7 @@ impl<T, U> Default for StrictCodec<T, U> {
 impl<T, U> Codec for StrictCodec<T, U>
 where
     T: prost::Message + Send + 'static,
-    U: prost::Message + Default + Send + 'static,
+    U: prost::Message + Prescan + Default + Send + 'static,
 {
     type Encode = T;
     type Decode = U;
@@ -31,29 +106,53 @@ where
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        StrictDecoder(self.0.decoder())
+        StrictDecoder(std::marker::PhantomData)
     }
 }
 
-/// Decodes with prost; a malformed message is INVALID_ARGUMENT.
+/// Decodes with prost from contiguous bytes; a malformed message is INVALID_ARGUMENT.
 #[derive(Debug, Clone)]
-pub struct StrictDecoder<U>(ProstDecoder<U>);
+pub struct StrictDecoder<U>(std::marker::PhantomData<U>);
 
-impl<U: prost::Message + Default> Decoder for StrictDecoder<U> {
+impl<U: prost::Message + Prescan + Default> Decoder for StrictDecoder<U> {
     type Item = U;
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        self.0.decode(buf).map_err(|s| {
-            if s.code() == Code::Internal {
-                Status::invalid_argument(format!("malformed protobuf message: {}", s.message()))
-            } else {
-                s
-            }
+        // Splits the message off tonic's buffer without copying when it is in one piece.
+        let bytes: Bytes = buf.copy_to_bytes(buf.remaining());
+        U::prescan(&bytes)?;
+        U::decode(bytes).map(Some).map_err(|e| {
+            Status::new(
+                Code::InvalidArgument,
+                format!("malformed protobuf message: failed to decode Protobuf message: {e}"),
+            )
         })
     }
 
     fn buffer_settings(&self) -> BufferSettings {
-        self.0.buffer_settings()
+        BufferSettings::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn counts_report_sets_without_decoding() {
+        let req = ReportRequest {
+            attributes: vec![Default::default(); 5],
+            default_words: vec![b"w".to_vec()],
+            global_word_count: 222,
+            ..Default::default()
+        };
+        let bytes = req.encode_to_vec();
+        assert_eq!(count_field(&bytes, 1, usize::MAX), 5);
+        assert_eq!(count_field(&bytes, 1, 3), 3);
+        assert_eq!(count_field(&bytes, 2, usize::MAX), 1);
+        // Truncated input stops the count; prost reports the error.
+        assert!(count_field(&bytes[..bytes.len() - 1], 1, usize::MAX) <= 5);
     }
 }

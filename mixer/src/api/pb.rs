@@ -102,7 +102,7 @@ mod tests {
     fn check_request_wire_form() {
         let req = CheckRequest {
             attributes: Some(CompressedAttributes {
-                words: vec!["w".to_owned()],
+                words: vec![b"w".to_vec()],
                 // name index 1 (global), value index -1 (words[0]).
                 strings: BTreeMap::from([(1, -1)]),
                 ..Default::default()

@@ -12,11 +12,14 @@ use super::pb::google::rpc::Status as RpcStatus;
 use super::pb::istio::mixer::v1::{
     CheckRequest, CheckResponse, CompressedAttributes, HeaderOperation, ReferencedAttributes,
     ReportRequest, ReportResponse, RouteDirective, check_response, header_operation,
-    mixer_server::Mixer, report_request,
+    mixer_server::Mixer,
 };
 use super::pb::istio::policy::v1beta1::DirectHttpResponse;
 use super::shed::LoadShedder;
-use crate::attrs::{Condition, DecodeError, GLOBAL_WORD_COUNT, ProtoBag, encode_referenced};
+use crate::attrs::{
+    Condition, DecodeError, DecodeLimits, GLOBAL_WORD_COUNT, ProtoBag, ReportSets, SetError,
+    encode_referenced,
+};
 use crate::runtime::Runtime;
 use crate::runtime::check_cache::Reference;
 use crate::runtime::dispatch::{self, CheckOutcome, HeaderEdit, QuotaOutcome};
@@ -25,15 +28,36 @@ use crate::runtime::snapshot::HeaderOperationKind;
 /// The prefix that makes Envoy's client fall back to the base dictionary (spec §4.4).
 pub const INVALID_REQUEST_PREFIX: &str = "Request could not be processed due to invalid";
 
+/// Reports with at least this many attribute sets are decoded and dispatched on the
+/// blocking pool, so a heavy Report never holds an async worker that Checks and health
+/// probes need.
+const BLOCKING_REPORT_SETS: usize = 64;
+/// Sets decoded and dispatched together: each handler is called once per chunk (an
+/// Envoy batch is one chunk), and memory stays bounded by the chunk, not by the Report.
+const REPORT_CHUNK: usize = 256;
+/// At most this many per-set errors are spelled out in a Report's error message.
+const REPORT_ERRORS_SHOWN: usize = 8;
+
 /// The gRPC service, serving from the runtime's current snapshot.
 pub struct MixerService {
     runtime: Arc<Runtime>,
     shedder: LoadShedder,
+    limits: DecodeLimits,
+    /// Heavy Reports in progress on the blocking pool: one per core but one.
+    heavy_reports: Arc<tokio::sync::Semaphore>,
 }
 
 impl MixerService {
-    pub fn new(runtime: Arc<Runtime>, shedder: LoadShedder) -> MixerService {
-        MixerService { runtime, shedder }
+    pub fn new(runtime: Arc<Runtime>, shedder: LoadShedder, limits: DecodeLimits) -> MixerService {
+        // One core is left to Checks and health probes.
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let heavy = cores.saturating_sub(1).max(1);
+        MixerService {
+            runtime,
+            shedder,
+            limits,
+            heavy_reports: Arc::new(tokio::sync::Semaphore::new(heavy)),
+        }
     }
 }
 
@@ -197,13 +221,28 @@ fn quota_result(
     }
 }
 
-fn decode_error(runtime: &Runtime, api: &str, what: &str, e: &DecodeError) -> Status {
+fn decode_error(runtime: &Runtime, api: &str, e: &DecodeError) -> Status {
     runtime
         .metrics
         .decode_errors
         .with_label_values(&[api])
         .inc();
-    Status::invalid_argument(format!("invalid attributes{what}: {e}"))
+    if e.is_over_limit() {
+        Status::resource_exhausted(format!("attributes: {e}"))
+    } else {
+        Status::invalid_argument(format!("invalid attributes: {e}"))
+    }
+}
+
+/// A quota amount the API cannot honour: it has no release, so a negative amount must not
+/// hand units back.
+fn check_quota_amount(name: &str, amount: i64) -> Result<(), Status> {
+    if amount < 0 {
+        return Err(Status::invalid_argument(format!(
+            "quota {name:?}: amount {amount} is negative; quotas are allocated with amounts of 0 or more"
+        )));
+    }
+    Ok(())
 }
 
 #[tonic::async_trait]
@@ -246,7 +285,11 @@ impl Mixer for MixerService {
         let request = request.into_inner();
         let cost = u32::try_from(request.attributes.len()).unwrap_or(u32::MAX);
         self.shedder.admit("report", cost)?;
-        let result = self.report_inner(request);
+        let result = if request.attributes.len() >= BLOCKING_REPORT_SETS {
+            self.report_off_workers(request).await
+        } else {
+            report_sets(&self.runtime, self.limits, &request)
+        };
         self.shedder.observe(started.elapsed());
         let label = if result.is_ok() { "ok" } else { "error" };
         metrics.report_requests.with_label_values(&[label]).inc();
@@ -264,8 +307,11 @@ impl MixerService {
         let snap = self.runtime.snapshot();
         let empty = CompressedAttributes::default();
         let attrs = req.attributes.as_ref().unwrap_or(&empty);
-        let bag = ProtoBag::decode(attrs, &attrs.words, &snap.attributes)
-            .map_err(|e| decode_error(&self.runtime, "check", "", &e))?;
+        for (name, params) in &req.quotas {
+            check_quota_amount(name, params.amount)?;
+        }
+        let bag = ProtoBag::decode_limited(attrs, &attrs.words, &snap.attributes, self.limits)
+            .map_err(|e| decode_error(&self.runtime, "check", &e))?;
         let mode = self.runtime.options.policy_errors;
         let metrics = &self.runtime.metrics;
         let cache = self.runtime.check_cache.as_ref();
@@ -310,70 +356,120 @@ impl MixerService {
         Ok(response)
     }
 
-    fn report_inner(&self, req: ReportRequest) -> Result<ReportResponse, Status> {
-        check_word_count(req.global_word_count)?;
-        let metrics = &self.runtime.metrics;
-        metrics.report_bags.inc_by(req.attributes.len() as u64);
-        if req.attributes.is_empty() {
-            return Ok(ReportResponse {});
+    /// Runs a heavy Report on the blocking pool, a bounded number at a time.
+    async fn report_off_workers(&self, request: ReportRequest) -> Result<ReportResponse, Status> {
+        let permit = self
+            .heavy_reports
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Status::unavailable("the server is shutting down"))?;
+        let runtime = self.runtime.clone();
+        let limits = self.limits;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            report_sets(&runtime, limits, &request)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("Report processing failed: {e}")))?
+    }
+}
+
+/// The Report variety: decodes the sets in chunks and dispatches each chunk, so a Report
+/// costs memory for one chunk whatever its size. Sets that fail to decode are skipped and
+/// named in the error; the others are dispatched (no lost data).
+fn report_sets(
+    runtime: &Runtime,
+    limits: DecodeLimits,
+    req: &ReportRequest,
+) -> Result<ReportResponse, Status> {
+    check_word_count(req.global_word_count)?;
+    let metrics = &runtime.metrics;
+    metrics.report_bags.inc_by(req.attributes.len() as u64);
+    if req.attributes.is_empty() {
+        return Ok(ReportResponse {});
+    }
+    let snap = runtime.snapshot();
+    let sets = ReportSets::new(req, &snap.attributes, limits)
+        .map_err(|e| decode_error(runtime, "report", &e))?;
+    let mut failures = SetFailures::default();
+    let mut dispatch_errors = SetFailures::default();
+    let mut chunk: Vec<ProtoBag<'_>> = Vec::with_capacity(REPORT_CHUNK.min(sets.len()));
+    for decoded in sets {
+        match decoded {
+            Ok(bag) => chunk.push(bag),
+            Err(e) => failures.add_set(e),
         }
-        let snap = self.runtime.snapshot();
-        let mut bags: Vec<ProtoBag<'_>> = Vec::with_capacity(req.attributes.len());
-        let mut decode_errors = Vec::new();
-        let semantics = req.repeated_attributes_semantics;
-        if semantics == report_request::RepeatedAttributesSemantics::IndependentEncoding as i32 {
-            for (i, a) in req.attributes.iter().enumerate() {
-                let message_words = if a.words.is_empty() {
-                    &req.default_words
-                } else {
-                    &a.words
-                };
-                match ProtoBag::decode(a, message_words, &snap.attributes) {
-                    Ok(b) => bags.push(b),
-                    Err(e) => decode_errors.push(format!("attributes[{i}]: {e}")),
-                }
-            }
-        } else if semantics == report_request::RepeatedAttributesSemantics::DeltaEncoding as i32 {
-            let mut acc: Option<ProtoBag<'_>> = None;
-            for (i, a) in req.attributes.iter().enumerate() {
-                let message_words = if a.words.is_empty() {
-                    &req.default_words
-                } else {
-                    &a.words
-                };
-                let step = match &mut acc {
-                    None => ProtoBag::decode(a, message_words, &snap.attributes).map(|b| {
-                        acc = Some(b);
-                    }),
-                    Some(bag) => bag.apply_delta(a, message_words, &snap.attributes),
-                };
-                match step {
-                    Ok(()) => bags.extend(acc.clone()),
-                    Err(e) => decode_errors.push(format!("attributes[{i}]: {e}")),
-                }
-            }
+        if chunk.len() == REPORT_CHUNK {
+            dispatch_errors.extend(dispatch::report(&snap, &chunk, metrics));
+            chunk.clear();
+        }
+    }
+    if !chunk.is_empty() {
+        dispatch_errors.extend(dispatch::report(&snap, &chunk, metrics));
+    }
+    drop(chunk);
+    if failures.count > 0 {
+        metrics
+            .decode_errors
+            .with_label_values(&["report"])
+            .inc_by(failures.count as u64);
+        let over_limit = failures.over_limit;
+        let message = failures.then(dispatch_errors).message("invalid attributes");
+        return Err(if over_limit {
+            Status::resource_exhausted(message)
         } else {
-            return Err(Status::invalid_argument(format!(
-                "unknown repeated_attributes_semantics {semantics}: expected 0 (DELTA_ENCODING) or 1 (INDEPENDENT_ENCODING)"
-            )));
+            Status::invalid_argument(message)
+        });
+    }
+    if dispatch_errors.count > 0 {
+        return Err(Status::unknown(dispatch_errors.message("report failed")));
+    }
+    Ok(ReportResponse {})
+}
+
+/// The errors of a Report: the first few spelled out, all counted.
+#[derive(Default)]
+struct SetFailures {
+    shown: Vec<String>,
+    count: usize,
+    over_limit: bool,
+}
+
+impl SetFailures {
+    fn add(&mut self, message: String) {
+        self.count += 1;
+        if self.shown.len() < REPORT_ERRORS_SHOWN {
+            self.shown.push(message);
         }
-        // Elements that decoded are dispatched even when others did not: no lost data.
-        let errors = dispatch::report(&snap, &bags, metrics);
-        if !decode_errors.is_empty() {
-            metrics
-                .decode_errors
-                .with_label_values(&["report"])
-                .inc_by(decode_errors.len() as u64);
-            let mut all = decode_errors;
-            all.extend(errors);
-            return Err(Status::invalid_argument(format!(
-                "invalid attributes: {}",
-                all.join("; ")
-            )));
+    }
+
+    fn add_set(&mut self, e: SetError) {
+        self.over_limit |= e.error.is_over_limit();
+        self.add(e.to_string());
+    }
+
+    fn extend(&mut self, messages: Vec<String>) {
+        for m in messages {
+            self.add(m);
         }
-        if !errors.is_empty() {
-            return Err(Status::unknown(errors.join("; ")));
+    }
+
+    fn then(mut self, other: SetFailures) -> SetFailures {
+        self.over_limit |= other.over_limit;
+        let count = self.count + other.count;
+        for m in other.shown {
+            self.add(m);
         }
-        Ok(ReportResponse {})
+        self.count = count;
+        self
+    }
+
+    fn message(&self, what: &str) -> String {
+        let mut out = format!("{what}: {}", self.shown.join("; "));
+        if self.count > self.shown.len() {
+            out.push_str(&format!(" (and {} more)", self.count - self.shown.len()));
+        }
+        out
     }
 }

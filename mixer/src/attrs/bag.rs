@@ -3,12 +3,14 @@
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt;
+use std::sync::Arc;
 
 use expr_lang::golib::time::Timestamp;
 use expr_lang::{AttrKey, Bag, StringMap, StringMapRef, Value};
 
 use super::dictionary::GLOBAL_WORDS;
-use super::error::{DecodeError, DecodeErrorKind, IndexSite, MapKind, Unresolved};
+use super::error::{DecodeError, DecodeErrorKind, IndexSite, Limit, MapKind, Unresolved};
+use super::limits::DecodeLimits;
 use super::table::AttrTable;
 use crate::api::pb::istio::mixer::v1::CompressedAttributes;
 
@@ -19,6 +21,8 @@ const MAX_TIMESTAMP_SECS: i64 = 253_402_300_799;
 const NANOS_PER_SEC: i32 = 1_000_000_000;
 /// String maps up to this size are searched linearly.
 const LINEAR_SCAN_MAX: usize = 16;
+/// What one attribute costs in [`ProtoBag::decoded_bytes`] besides its string bytes.
+const ATTRIBUTE_OVERHEAD: usize = 16;
 
 /// One decoded attribute value. Strings and bytes borrow from the request (or are global
 /// words); a string map is an index into the bag's map storage.
@@ -54,6 +58,8 @@ impl Slot<'_> {
 #[derive(Clone, Debug, Default)]
 pub struct ProtoStringMap<'r> {
     entries: Vec<(&'r str, &'r str)>,
+    /// Key and value bytes of all entries, for [`ProtoBag::decoded_bytes`].
+    bytes: usize,
 }
 
 impl<'r> ProtoStringMap<'r> {
@@ -120,8 +126,14 @@ pub struct ProtoBag<'r> {
     /// Undeclared attributes, sorted by name, names unique.
     extras: Vec<(&'r str, Slot<'r>)>,
     /// String map storage; `maps[..maps_used]` are live, the rest are kept for reuse.
-    maps: Vec<ProtoStringMap<'r>>,
+    /// Shared, so that the bags of DELTA_ENCODING sets share the maps they inherit instead
+    /// of copying them.
+    maps: Vec<Arc<ProtoStringMap<'r>>>,
     maps_used: usize,
+    /// The size of the attributes present, see [`ProtoBag::decoded_bytes`].
+    bytes: usize,
+    /// The limits decoding enforces.
+    limits: DecodeLimits,
 }
 
 impl<'r> ProtoBag<'r> {
@@ -133,24 +145,42 @@ impl<'r> ProtoBag<'r> {
         }
     }
 
+    /// An empty bag that enforces `limits` when decoding.
+    pub fn with_limits(table: &AttrTable, limits: DecodeLimits) -> ProtoBag<'r> {
+        ProtoBag {
+            limits,
+            ..ProtoBag::new(table)
+        }
+    }
+
     /// Decodes `attrs`, resolving negative indexes against `message_words` (the element's
     /// own `words`, or for a Report element with empty `words`, `ReportRequest.default_words`).
-    pub fn decode(
+    pub fn decode<W: AsRef<[u8]>>(
         attrs: &'r CompressedAttributes,
-        message_words: &'r [String],
+        message_words: &'r [W],
         table: &AttrTable,
     ) -> Result<ProtoBag<'r>, DecodeError> {
-        let mut bag = ProtoBag::new(table);
+        ProtoBag::decode_limited(attrs, message_words, table, DecodeLimits::default())
+    }
+
+    /// As [`ProtoBag::decode`], with explicit limits.
+    pub fn decode_limited<W: AsRef<[u8]>>(
+        attrs: &'r CompressedAttributes,
+        message_words: &'r [W],
+        table: &AttrTable,
+        limits: DecodeLimits,
+    ) -> Result<ProtoBag<'r>, DecodeError> {
+        let mut bag = ProtoBag::with_limits(table, limits);
         bag.fill(attrs, message_words, table)?;
         Ok(bag)
     }
 
     /// As [`ProtoBag::decode`], reusing this bag's allocations: the previous contents are
     /// cleared (only the slots that were set are touched). On error the bag is left empty.
-    pub fn decode_into(
+    pub fn decode_into<W: AsRef<[u8]>>(
         &mut self,
         attrs: &'r CompressedAttributes,
-        message_words: &'r [String],
+        message_words: &'r [W],
         table: &AttrTable,
     ) -> Result<(), DecodeError> {
         self.clear();
@@ -166,15 +196,24 @@ impl<'r> ProtoBag<'r> {
 
     /// DELTA_ENCODING: the attributes of `attrs` are added to the bag, replacing values of
     /// attributes already present; nothing is removed. `attrs` is decoded completely before
-    /// the bag is touched, so on error the bag is unchanged.
-    pub fn apply_delta(
+    /// the bag is touched, so on a decoding error the bag is unchanged. When the result has
+    /// more attributes than the limit allows it is kept (it only grows, so every later set
+    /// of the Report is over the limit too) and the error says so.
+    pub fn apply_delta<W: AsRef<[u8]>>(
         &mut self,
         attrs: &'r CompressedAttributes,
-        message_words: &'r [String],
+        message_words: &'r [W],
         table: &AttrTable,
     ) -> Result<(), DecodeError> {
-        let delta = ProtoBag::decode(attrs, message_words, table)?;
+        let delta = ProtoBag::decode_limited(attrs, message_words, table, self.limits)?;
         self.merge(delta);
+        let max = self.limits.max_attributes_per_set;
+        if self.len() > max {
+            return Err(DecodeError::new(DecodeErrorKind::OverLimit {
+                limit: Limit::AttributesPerSet,
+                max,
+            }));
+        }
         Ok(())
     }
 
@@ -188,6 +227,14 @@ impl<'r> ProtoBag<'r> {
         self.present.clear();
         self.extras.clear();
         self.maps_used = 0;
+        self.bytes = 0;
+    }
+
+    /// The size of the attributes present: string, byte and map entry bytes plus a fixed
+    /// cost per attribute. The Report path sums it over a request's sets to bound the work
+    /// one request can ask for.
+    pub fn decoded_bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Number of attributes present.
@@ -237,14 +284,26 @@ impl<'r> ProtoBag<'r> {
             Slot::Bytes(b) => Value::IpAddress(Cow::Borrowed(b)),
             Slot::Map(i) => {
                 let map = self.maps.get(..self.maps_used)?.get(i as usize)?;
-                Value::StringMap(StringMapRef::Borrowed(map))
+                Value::StringMap(StringMapRef::Borrowed(&**map))
             }
         })
     }
 
     /// Stores an attribute found while decoding one message.
+    /// What `slot` adds to [`ProtoBag::decoded_bytes`].
+    fn slot_bytes(&self, slot: &Slot<'r>) -> usize {
+        ATTRIBUTE_OVERHEAD
+            + match slot {
+                Slot::Str(s) => s.len(),
+                Slot::Bytes(b) => b.len(),
+                Slot::Map(i) => self.maps.get(*i as usize).map_or(0, |m| m.bytes),
+                _ => 0,
+            }
+    }
+
     #[inline]
     fn put(&mut self, name: &'r str, id: u32, slot: Slot<'r>) -> Result<(), DecodeError> {
+        self.bytes += self.slot_bytes(&slot);
         if id != AttrKey::NO_ID
             && let Some(cell) = self.slots.get_mut(id as usize)
         {
@@ -263,30 +322,36 @@ impl<'r> ProtoBag<'r> {
     fn alloc_map(&mut self) -> (u32, &mut ProtoStringMap<'r>) {
         let i = self.maps_used;
         if i == self.maps.len() {
-            self.maps.push(ProtoStringMap::default());
+            self.maps.push(Arc::default());
         }
         self.maps_used += 1;
-        let map = &mut self.maps[i];
+        let cell = &mut self.maps[i];
+        // A map still shared with another bag is left to it; this bag takes a fresh one.
+        if Arc::get_mut(cell).is_none() {
+            *cell = Arc::default();
+        }
+        let map = Arc::get_mut(cell).expect("a fresh or unshared map");
         map.entries.clear();
+        map.bytes = 0;
         (i as u32, map)
     }
 
-    fn fill(
+    fn fill<W: AsRef<[u8]>>(
         &mut self,
         attrs: &'r CompressedAttributes,
-        words: &'r [String],
+        words: &'r [W],
         table: &AttrTable,
     ) -> Result<(), DecodeError> {
-        self.present.reserve(
-            attrs.strings.len()
-                + attrs.int64s.len()
-                + attrs.doubles.len()
-                + attrs.bools.len()
-                + attrs.timestamps.len()
-                + attrs.durations.len()
-                + attrs.bytes.len()
-                + attrs.string_maps.len(),
-        );
+        let count = attrs.strings.len()
+            + attrs.int64s.len()
+            + attrs.doubles.len()
+            + attrs.bools.len()
+            + attrs.timestamps.len()
+            + attrs.durations.len()
+            + attrs.bytes.len()
+            + attrs.string_maps.len();
+        self.limits.check(Limit::AttributesPerSet, count)?;
+        self.present.reserve(count);
         // The Go server's eager decoder walks the maps in this order.
         for (&k, &v) in &attrs.strings {
             let (name, id) = resolve_name(k, words, table)?;
@@ -345,6 +410,8 @@ impl<'r> ProtoBag<'r> {
         }
         for (&k, m) in &attrs.string_maps {
             let (name, id) = resolve_name(k, words, table)?;
+            self.limits
+                .check(Limit::StringMapEntries, m.entries.len())?;
             let (index, map) = self.alloc_map();
             map.entries.reserve(m.entries.len());
             for (&mk, &mv) in &m.entries {
@@ -367,6 +434,7 @@ impl<'r> ProtoBag<'r> {
                         reason,
                     )
                 })?;
+                map.bytes += key.len() + value.len();
                 map.entries.push((key, value));
             }
             map.normalize();
@@ -398,7 +466,9 @@ impl<'r> ProtoBag<'r> {
                 continue;
             };
             let prev = self.slots.get(id as usize).copied().flatten();
+            self.forget_bytes(prev.as_ref());
             let slot = self.adopt(slot, prev, &mut delta.maps);
+            self.bytes += self.slot_bytes(&slot);
             if let Some(cell) = self.slots.get_mut(id as usize) {
                 if cell.is_none() {
                     self.present.push((id, name));
@@ -425,12 +495,15 @@ impl<'r> ProtoBag<'r> {
                 Ordering::Greater => {
                     if let Some((name, slot)) = b.next() {
                         let slot = self.adopt(slot, None, &mut delta.maps);
+                        self.bytes += self.slot_bytes(&slot);
                         merged.push((name, slot));
                     }
                 }
                 Ordering::Equal => {
                     if let (Some((_, prev)), Some((name, slot))) = (a.next(), b.next()) {
+                        self.forget_bytes(Some(&prev));
                         let slot = self.adopt(slot, Some(prev), &mut delta.maps);
+                        self.bytes += self.slot_bytes(&slot);
                         merged.push((name, slot));
                     }
                 }
@@ -439,13 +512,20 @@ impl<'r> ProtoBag<'r> {
         self.extras = merged;
     }
 
+    /// Takes a replaced value out of [`ProtoBag::decoded_bytes`].
+    fn forget_bytes(&mut self, prev: Option<&Slot<'r>>) {
+        if let Some(prev) = prev {
+            self.bytes = self.bytes.saturating_sub(self.slot_bytes(prev));
+        }
+    }
+
     /// Rehomes a slot of another bag: a string map moves into this bag's storage (into the
     /// replaced map's place when the previous value was a map too).
     fn adopt(
         &mut self,
         slot: Slot<'r>,
         prev: Option<Slot<'r>>,
-        their_maps: &mut [ProtoStringMap<'r>],
+        their_maps: &mut [Arc<ProtoStringMap<'r>>],
     ) -> Slot<'r> {
         let Slot::Map(i) = slot else {
             return slot;
@@ -463,9 +543,13 @@ impl<'r> ProtoBag<'r> {
             *target = map;
             return Slot::Map(j);
         }
-        let (j, target) = self.alloc_map();
-        *target = map;
-        Slot::Map(j)
+        let j = self.maps_used;
+        match self.maps.get_mut(j) {
+            Some(cell) => *cell = map,
+            None => self.maps.push(map),
+        }
+        self.maps_used += 1;
+        Slot::Map(j as u32)
     }
 }
 
@@ -489,7 +573,7 @@ impl fmt::Debug for ProtoBag<'_> {
 
 /// Resolves a dictionary index: `i >= 0` is global word `i`, `i < 0` is `words[-i - 1]`.
 #[inline]
-pub(crate) fn resolve_word(index: i32, words: &[String]) -> Result<&str, Unresolved> {
+pub(crate) fn resolve_word<W: AsRef<[u8]>>(index: i32, words: &[W]) -> Result<&str, Unresolved> {
     if index >= 0 {
         GLOBAL_WORDS
             .get(index as usize)
@@ -497,18 +581,27 @@ pub(crate) fn resolve_word(index: i32, words: &[String]) -> Result<&str, Unresol
             .ok_or(Unresolved::Global)
     } else {
         // `!index` is `-index - 1`, non-negative here and free of overflow.
-        words
+        let word = words
             .get((!index) as usize)
-            .map(String::as_str)
-            .ok_or(Unresolved::Message { words: words.len() })
+            .ok_or(Unresolved::Message { words: words.len() })?;
+        message_word(word.as_ref())
     }
+}
+
+/// A message word as text. Words arrive as bytes so that one bad word fails only the
+/// attribute set that uses it; each use is checked here.
+#[inline]
+fn message_word(word: &[u8]) -> Result<&str, Unresolved> {
+    std::str::from_utf8(word).map_err(|e| Unresolved::NotUtf8 {
+        valid_up_to: e.valid_up_to(),
+    })
 }
 
 /// Resolves an attribute name index to the name and its manifest id (or `NO_ID`).
 #[inline]
-fn resolve_name<'r>(
+fn resolve_name<'r, W: AsRef<[u8]>>(
     index: i32,
-    words: &'r [String],
+    words: &'r [W],
     table: &AttrTable,
 ) -> Result<(&'r str, u32), DecodeError> {
     if index >= 0 {
@@ -523,7 +616,11 @@ fn resolve_name<'r>(
         }
     } else {
         match words.get((!index) as usize) {
-            Some(word) => Ok((word, table.id_of(word).unwrap_or(AttrKey::NO_ID))),
+            Some(word) => {
+                let word = message_word(word.as_ref())
+                    .map_err(|reason| index_error(IndexSite::AttributeName, index, reason))?;
+                Ok((word, table.id_of(word).unwrap_or(AttrKey::NO_ID)))
+            }
             None => Err(index_error(
                 IndexSite::AttributeName,
                 index,

@@ -97,9 +97,13 @@ impl AttributeEncoder {
         self.dict.words()
     }
 
-    /// The message words, in order of first use.
-    pub fn into_words(self) -> Vec<String> {
-        self.dict.into_words()
+    /// The message words, in order of first use, in their wire form.
+    pub fn into_words(self) -> Vec<Vec<u8>> {
+        self.dict
+            .into_words()
+            .into_iter()
+            .map(String::into_bytes)
+            .collect()
     }
 
     /// Encodes a standalone attribute set (a Check's `attributes`), words included.

@@ -87,6 +87,9 @@ pub enum Unresolved {
     Global,
     /// A negative index past the end of the message dictionary, which has `words` words.
     Message { words: usize },
+    /// A negative index naming a message word that is not UTF-8; `valid_up_to` is the
+    /// offset of its first bad byte.
+    NotUtf8 { valid_up_to: usize },
 }
 
 /// The details of a [`DecodeError`].
@@ -122,6 +125,52 @@ pub enum DecodeErrorKind {
     },
     /// An `AttributeMatch.condition` other than ABSENCE or EXACT.
     UnsupportedCondition { attribute: String, condition: i32 },
+    /// The input is over one of the server's decoding limits.
+    OverLimit { limit: Limit, max: usize },
+    /// `ReportRequest.repeated_attributes_semantics` is neither DELTA nor INDEPENDENT.
+    UnknownSemantics { value: i32 },
+}
+
+/// The decoding limits (see [`super::DecodeLimits`]), each with the flag that sets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// Attributes in one attribute set (for DELTA_ENCODING, after the set's changes apply).
+    AttributesPerSet,
+    /// Entries of one STRING_MAP value.
+    StringMapEntries,
+    /// Attribute sets in one Report.
+    ReportSets,
+    /// Decoded attribute bytes of one Report, summed over its sets.
+    ReportDecodedBytes,
+}
+
+impl Limit {
+    /// The `mixer server` flag that sets this limit.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Limit::AttributesPerSet => "--max-attributes-per-set",
+            Limit::StringMapEntries => "--max-string-map-entries",
+            Limit::ReportSets => "--max-report-attribute-sets",
+            Limit::ReportDecodedBytes => "--max-report-decoded-bytes",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Limit::AttributesPerSet => "attributes in one attribute set",
+            Limit::StringMapEntries => "entries in one string map",
+            Limit::ReportSets => "attribute sets in one Report",
+            Limit::ReportDecodedBytes => "decoded attribute bytes in one Report",
+        }
+    }
+}
+
+impl DecodeError {
+    /// True when the input was well-formed but over a server limit (RESOURCE_EXHAUSTED
+    /// rather than INVALID_ARGUMENT).
+    pub fn is_over_limit(&self) -> bool {
+        matches!(*self.0, DecodeErrorKind::OverLimit { .. })
+    }
 }
 
 impl fmt::Display for IndexSite {
@@ -169,6 +218,11 @@ impl fmt::Display for DecodeErrorKind {
                         " is not defined: the message has {words} word{}",
                         if *words == 1 { "" } else { "s" }
                     ),
+                    Unresolved::NotUtf8 { valid_up_to } => write!(
+                        f,
+                        " names message word {}, which is not valid UTF-8 (bad byte at offset {valid_up_to})",
+                        -i64::from(*index) - 1
+                    ),
                 }
             }
             DecodeErrorKind::DuplicateAttribute {
@@ -193,6 +247,16 @@ impl fmt::Display for DecodeErrorKind {
             } => write!(
                 f,
                 "invalid duration for attribute '{attribute}' (seconds {seconds}, nanos {nanos}): {reason}"
+            ),
+            DecodeErrorKind::OverLimit { limit, max } => write!(
+                f,
+                "more than {max} {} (the limit set by {})",
+                limit.what(),
+                limit.flag()
+            ),
+            DecodeErrorKind::UnknownSemantics { value } => write!(
+                f,
+                "unknown repeated_attributes_semantics {value}: expected 0 (DELTA_ENCODING) or 1 (INDEPENDENT_ENCODING)"
             ),
             DecodeErrorKind::UnsupportedCondition {
                 attribute,

@@ -37,7 +37,9 @@ mod bag;
 mod dictionary;
 mod encode;
 mod error;
+mod limits;
 mod referenced;
+mod report;
 mod table;
 
 #[cfg(test)]
@@ -46,6 +48,8 @@ mod tests;
 pub use bag::{ProtoBag, ProtoStringMap};
 pub use dictionary::{GLOBAL_WORD_COUNT, GLOBAL_WORDS, global_word_index, global_words};
 pub use encode::{AttributeEncoder, encode_report};
-pub use error::{DecodeError, DecodeErrorKind, IndexSite, MapKind, Unresolved};
+pub use error::{DecodeError, DecodeErrorKind, IndexSite, Limit, MapKind, Unresolved};
+pub use limits::DecodeLimits;
 pub use referenced::{Condition, decode_referenced, encode_referenced};
+pub use report::{ReportSets, SetError};
 pub use table::AttrTable;

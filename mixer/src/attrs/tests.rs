@@ -204,7 +204,7 @@ fn report_elements_use_default_words() {
     assert!(req.attributes.iter().all(|a| a.words.is_empty()));
     assert_eq!(
         req.default_words,
-        ["/a", "custom.host", "h1", "/b", "undeclared.x"]
+        [&b"/a"[..], b"custom.host", b"h1", b"/b", b"undeclared.x"]
     );
     let mut bag = ProtoBag::new(&table);
     for (element, attrs) in req.attributes.iter().zip(&elements) {
@@ -220,7 +220,7 @@ fn report_elements_use_default_words() {
     assert!(bag.get(key(&m, "custom.host")).is_none());
     // An element decoded without the default words fails, naming the index.
     let err = bag
-        .decode_into(&req.attributes[1], &[], &table)
+        .decode_into(&req.attributes[1], &[] as &[Vec<u8>], &table)
         .unwrap_err();
     assert!(
         err.to_string()
@@ -465,7 +465,7 @@ fn invalid_timestamps_and_durations() {
     let table = AttrTable::new(&manifest());
     for (s, n) in [(253_402_300_799, 999_999_999), (-62_135_596_800, 0)] {
         let ca = ts(s, n);
-        let bag = ProtoBag::decode(&ca, &[], &table).unwrap();
+        let bag = ProtoBag::decode(&ca, &[] as &[Vec<u8>], &table).unwrap();
         assert_eq!(
             bag.get_by_name("request.time"),
             Some(Value::Timestamp(Timestamp::from_unix(s, n as u32)))
@@ -501,7 +501,7 @@ fn invalid_timestamps_and_durations() {
         (2, 5, 2_000_000_005),
     ] {
         let ca = dur(s, n);
-        let bag = ProtoBag::decode(&ca, &[], &table).unwrap();
+        let bag = ProtoBag::decode(&ca, &[] as &[Vec<u8>], &table).unwrap();
         assert_eq!(
             bag.get_by_name("response.duration"),
             Some(Value::Duration(want))
@@ -629,7 +629,7 @@ fn encoder_last_duplicate_wins_and_shares_words() {
     assert_eq!(a.int64s.get(&-1), Some(&2));
     assert_eq!(b.strings.get(&-1), Some(&-2));
     assert_eq!(enc.words(), ["x.y", "one"]);
-    assert_eq!(enc.into_words(), ["x.y", "one"]);
+    assert_eq!(enc.into_words(), [&b"x.y"[..], b"one"]);
 }
 
 /// A tiny deterministic generator for the robustness tests.

@@ -7,8 +7,18 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use mixer::attrs::DecodeLimits;
+use mixer::net::ConnectionLimits;
 use mixer::runtime::PolicyErrorMode;
 use mixer::server::{ServerOptions, start};
+
+fn decode_defaults() -> DecodeLimits {
+    DecodeLimits::default()
+}
+
+fn connection_defaults() -> ConnectionLimits {
+    ConnectionLimits::default()
+}
 
 #[derive(Args)]
 pub struct ServerArgs {
@@ -45,7 +55,8 @@ pub struct ServerArgs {
     /// How often config directories are checked for changes, e.g. 500ms.
     #[arg(long = "reload-poll-interval", default_value = "500ms", value_parser = parse_duration)]
     reload_poll: Duration,
-    /// How long changes must settle before a reload, e.g. 1s.
+    /// How long config files must rest unchanged before they are applied (twice as long
+    /// for a change that removes every rule), e.g. 1s.
     #[arg(long = "reload-debounce", default_value = "1s", value_parser = parse_duration)]
     reload_debounce: Duration,
     /// Decisions the server-side Check cache may hold (0 disables it).
@@ -75,6 +86,54 @@ pub struct ServerArgs {
     /// Load shedding: half-life of the latency average.
     #[arg(long = "latency-sample-halflife", alias = "latencySampleHalflife", default_value = "1s", value_parser = parse_duration)]
     latency_halflife: Duration,
+    /// Limit: attributes in one attribute set (for Report DELTA_ENCODING, after the set's
+    /// changes apply). Over it: RESOURCE_EXHAUSTED for a Check, the set for a Report.
+    #[arg(long = "max-attributes-per-set", default_value_t = decode_defaults().max_attributes_per_set)]
+    max_attributes_per_set: usize,
+    /// Limit: entries in one string map attribute (request headers, labels).
+    #[arg(long = "max-string-map-entries", default_value_t = decode_defaults().max_string_map_entries)]
+    max_string_map_entries: usize,
+    /// Limit: attribute sets in one Report (checked before it is decoded).
+    #[arg(long = "max-report-attribute-sets", default_value_t = decode_defaults().max_report_sets)]
+    max_report_sets: usize,
+    /// Limit: decoded attribute bytes of one Report, summed over its sets (a DELTA_ENCODING
+    /// set counts everything it inherits).
+    #[arg(long = "max-report-decoded-bytes", default_value_t = decode_defaults().max_report_decoded_bytes)]
+    max_report_decoded_bytes: usize,
+    /// Limit: connections open at once, per listener (gRPC, monitoring, Prometheus); more
+    /// wait in the kernel's backlog.
+    #[arg(long = "max-connections", default_value_t = connection_defaults().max_connections)]
+    max_connections: usize,
+    /// Limit: a connection whose peer sent nothing for this long is closed, e.g. 5m.
+    #[arg(long = "connection-idle-timeout", default_value = "5m", value_parser = parse_duration)]
+    connection_idle_timeout: Duration,
+    /// Limit: HTTP request headers, and a gRPC request's message, must arrive within this.
+    #[arg(long = "request-read-timeout", default_value = "10s", value_parser = parse_duration)]
+    request_read_timeout: Duration,
+    /// Limit: bytes of unfinished gRPC requests one connection may have buffered.
+    #[arg(long = "max-connection-buffered-bytes", default_value_t = connection_defaults().max_buffered_bytes)]
+    max_connection_buffered_bytes: usize,
+    /// Limit: gRPC calls in progress at once on one connection (HTTP/2 streams).
+    #[arg(long = "max-concurrent-streams", default_value_t = connection_defaults().max_concurrent_streams)]
+    max_concurrent_streams: u32,
+    /// HTTP/2 keepalive: ping a connection this often ...
+    #[arg(long = "http2-keepalive-interval", default_value = "30s", value_parser = parse_duration)]
+    http2_keepalive_interval: Duration,
+    /// ... and close it when the ping is not answered within this.
+    #[arg(long = "http2-keepalive-timeout", default_value = "20s", value_parser = parse_duration)]
+    http2_keepalive_timeout: Duration,
+    /// Limit: label values of metrics published by prometheus handlers longer than this
+    /// are cut (at a character boundary) and counted; 0 = no limit.
+    #[arg(long = "prometheus-max-label-value-length", default_value_t = adapters::prometheus::DEFAULT_MAX_LABEL_VALUE_BYTES)]
+    prometheus_max_label_value_length: usize,
+    /// Limit: a Prometheus scrape stops (between series, with a comment saying so) before
+    /// it exceeds this many bytes; 0 = no limit.
+    #[arg(long = "prometheus-max-exposition-bytes", default_value_t = adapters::prometheus::DEFAULT_MAX_EXPOSITION_BYTES)]
+    prometheus_max_exposition_bytes: usize,
+    /// On SIGTERM: how long to finish in-flight calls and flush adapters before exiting
+    /// with status 1 and a log line saying what did not finish.
+    #[arg(long = "shutdown-timeout", default_value = "10s", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
     /// Log filter (`info`, `debug`, `mixer=debug,warn`, ...); RUST_LOG also works.
     #[arg(long = "log-level", default_value = "info")]
     log_level: String,
@@ -142,6 +201,26 @@ pub fn run(args: ServerArgs) -> Result<ExitCode> {
     options.reload_poll = args.reload_poll;
     options.reload_debounce = args.reload_debounce;
     options.check_cache_size = args.check_cache_size;
+    options.decode_limits = DecodeLimits {
+        max_attributes_per_set: args.max_attributes_per_set,
+        max_string_map_entries: args.max_string_map_entries,
+        max_report_sets: args.max_report_sets,
+        max_report_decoded_bytes: args.max_report_decoded_bytes,
+    };
+    options.connections = ConnectionLimits {
+        max_connections: args.max_connections,
+        idle_timeout: args.connection_idle_timeout,
+        request_read_timeout: args.request_read_timeout,
+        max_buffered_bytes: args.max_connection_buffered_bytes,
+        keepalive_interval: args.http2_keepalive_interval,
+        keepalive_timeout: args.http2_keepalive_timeout,
+        max_concurrent_streams: args.max_concurrent_streams,
+    };
+    options.exposition = adapters::prometheus::ExpositionLimits {
+        max_label_value_bytes: args.prometheus_max_label_value_length,
+        max_exposition_bytes: args.prometheus_max_exposition_bytes,
+    };
+    let shutdown_timeout = args.shutdown_timeout;
     options.shedding = mixer::api::shed::SheddingOptions {
         mode: args.load_shedding_mode,
         max_requests_per_second: args.max_requests_per_second,
@@ -164,9 +243,24 @@ pub fn run(args: ServerArgs) -> Result<ExitCode> {
         let server = start(options).await?;
         wait_for_signal().await;
         tracing::info!("Shutting down: finishing in-flight calls and flushing adapters.");
-        server.shutdown().await?;
-        tracing::info!("Stopped.");
-        Ok(ExitCode::SUCCESS)
+        let phase = server.shutdown_phase();
+        match tokio::time::timeout(shutdown_timeout, server.shutdown()).await {
+            Ok(done) => {
+                done?;
+                tracing::info!("Stopped.");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(_) => {
+                let unfinished = phase.lock().map(|p| p.clone()).unwrap_or_default();
+                tracing::error!(
+                    timeout = ?shutdown_timeout,
+                    unfinished = %unfinished,
+                    "Shutdown did not finish within --shutdown-timeout; exiting with status 1."
+                );
+                // Not through the runtime's drop: it would wait for the stuck work.
+                std::process::exit(1)
+            }
+        }
     })
 }
 

@@ -4,7 +4,9 @@
 //!
 //! This module only reads and splits; it does not decide what a kind means or what a
 //! missing namespace implies. Every problem is reported as a [`StoreError`] carrying the
-//! file (and, when known, the 1-based line); nothing here panics on bad input.
+//! file (and, when known, the 1-based line); nothing here panics on bad input. Flow
+//! collections nested deeper than [`MAX_FLOW_NESTING`] are refused before parsing.
+//! [`read_dirs_settled`] reads only a tree that has rested (for hot reloads).
 //!
 //! Walk rules (shared with [`crate::config::watch::fingerprint`] through [`walk`]):
 //! * directories are walked depth-first, entries sorted byte-wise by name;
@@ -20,7 +22,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value as Json;
 use serde_yaml_ng::Value as Yaml;
@@ -85,6 +89,11 @@ pub struct ReadResult {
     pub errors: Vec<StoreError>,
     /// Number of files found by the walk (each one yields documents and/or errors).
     pub files: usize,
+    /// Files that hold no document and no error (empty, or only blanks and comments).
+    pub empty_files: Vec<PathBuf>,
+    /// How long the tree had rested when read (the age of its newest change), for a
+    /// settled read of a tree with at least one entry.
+    pub rested: Option<Duration>,
 }
 
 /// The files selected by a walk, plus the problems met on the way.
@@ -92,23 +101,156 @@ pub struct ReadResult {
 pub struct Walk {
     /// Files to read, in deterministic walk order, as found (not canonicalised).
     pub files: Vec<PathBuf>,
+    /// Directories entered, in walk order, as found.
+    pub dirs: Vec<PathBuf>,
     pub errors: Vec<StoreError>,
 }
 
 /// Reads every YAML document under `dirs` (see the module docs for the walk rules).
 pub fn read_dirs(dirs: &[PathBuf]) -> ReadResult {
-    let Walk { files, errors } = walk(dirs);
+    read_walk(walk(dirs))
+}
+
+fn read_walk(walk: Walk) -> ReadResult {
     let mut result = ReadResult {
-        documents: Vec::new(),
-        errors,
-        files: files.len(),
+        errors: walk.errors,
+        files: walk.files.len(),
+        ..ReadResult::default()
     };
-    for file in &files {
-        let (documents, errors) = read_file(file);
+    for file in walk.files {
+        let (documents, errors) = read_file(&file);
+        if documents.is_empty() && errors.is_empty() {
+            result.empty_files.push(file);
+        }
         result.documents.extend(documents);
         result.errors.extend(errors);
     }
     result
+}
+
+/// Why a read of the config tree is not one settled state of it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unsettled {
+    /// A file or directory changed less than the settle time before the read: it may be
+    /// in the middle of being written.
+    #[error(
+        "{}: modified {} ms ago, less than the {} ms a change must rest",
+        path.display(),
+        age.as_millis(),
+        settle.as_millis()
+    )]
+    RecentlyModified {
+        path: PathBuf,
+        age: Duration,
+        settle: Duration,
+    },
+    /// A file or directory changed (or appeared, or went away) while the tree was read.
+    #[error("{}: changed while the configuration was being read", path.display())]
+    ChangedDuringRead { path: PathBuf },
+}
+
+/// As [`read_dirs`], but only for a tree that held still: every walked file and directory
+/// was last changed at least `settle` before the read, and none changed during it. A file
+/// written in place (truncate, then write) goes through states that are valid YAML but
+/// not what its writer meant, empty ones first; this refuses to return any of them.
+pub fn read_dirs_settled(dirs: &[PathBuf], settle: Duration) -> Result<ReadResult, Unsettled> {
+    let before = walk(dirs);
+    let stamps = stamp_walk(&before);
+    let rested = check_rested(&stamps, settle, SystemTime::now())?;
+    let result = read_walk(before);
+    match first_difference(&stamps, &stamp_walk(&walk(dirs))) {
+        Some(path) => Err(Unsettled::ChangedDuringRead { path }),
+        None => Ok(ReadResult { rested, ..result }),
+    }
+}
+
+/// What a file or directory is and when it last changed: enough to notice that it was
+/// written, truncated, replaced or renamed between two looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    device: u64,
+    inode: u64,
+    len: u64,
+    /// The later of the modification time and the status-change time (which a rename or
+    /// a `touch -r` back-dating the modification time still moves forward).
+    changed: SystemTime,
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Stamp> {
+        let meta = fs::metadata(path).ok()?;
+        let at = |secs: i64, nanos: i64| {
+            let secs = u64::try_from(secs).unwrap_or(0);
+            let nanos = u32::try_from(nanos).unwrap_or(0);
+            SystemTime::UNIX_EPOCH + Duration::new(secs, nanos.min(999_999_999))
+        };
+        Some(Stamp {
+            device: meta.dev(),
+            inode: meta.ino(),
+            len: meta.len(),
+            changed: at(meta.mtime(), meta.mtime_nsec()).max(at(meta.ctime(), meta.ctime_nsec())),
+        })
+    }
+}
+
+/// Stamps of every file then every directory of `walk` (`None` for one that cannot be
+/// looked at). Files first: an error then names the file written rather than its folder.
+fn stamp_walk(walk: &Walk) -> Vec<(PathBuf, Option<Stamp>)> {
+    walk.files
+        .iter()
+        .chain(&walk.dirs)
+        .map(|path| (path.clone(), Stamp::of(path)))
+        .collect()
+}
+
+/// How long the entries have rested (the age of the newest change; `None` without any),
+/// or the first one changed less than `settle` before `now`. A change dated more than
+/// `settle` in the future is a skewed clock (say, a network file system), not a write in
+/// progress: waiting would never end, so it counts as long rested.
+fn check_rested(
+    stamps: &[(PathBuf, Option<Stamp>)],
+    settle: Duration,
+    now: SystemTime,
+) -> Result<Option<Duration>, Unsettled> {
+    let mut rested: Option<Duration> = None;
+    for (path, stamp) in stamps {
+        let Some(stamp) = stamp else { continue };
+        let age = match now.duration_since(stamp.changed) {
+            Ok(age) => age,
+            Err(ahead) if ahead.duration() > settle => Duration::MAX,
+            Err(_) => Duration::ZERO,
+        };
+        if age < settle {
+            return Err(Unsettled::RecentlyModified {
+                path: path.clone(),
+                age,
+                settle,
+            });
+        }
+        rested = Some(rested.map_or(age, |r| r.min(age)));
+    }
+    Ok(rested)
+}
+
+/// The first entry that differs between two looks at the tree (as named in the second),
+/// or the first that only one of them has.
+fn first_difference(
+    before: &[(PathBuf, Option<Stamp>)],
+    after: &[(PathBuf, Option<Stamp>)],
+) -> Option<PathBuf> {
+    let changed = before.iter().zip(after).find(|(b, a)| b != a);
+    match changed {
+        Some((_, a)) => Some(a.0.clone()),
+        None if before.len() != after.len() => {
+            let longer = if before.len() > after.len() {
+                before
+            } else {
+                after
+            };
+            Some(longer[before.len().min(after.len())].0.clone())
+        }
+        None => None,
+    }
 }
 
 /// Reads and parses one file (any name).
@@ -195,9 +337,157 @@ fn is_blank(chunk: &str) -> bool {
     })
 }
 
+/// Deepest nesting of flow collections (`[...]`, `{...}`) accepted in one document.
+///
+/// The YAML parser spends time quadratic in the length of a run of open flow collections
+/// before its own recursion limit (128 levels) stops it: 200 KB of `{a: ` cost it
+/// minutes of CPU. Configurations nest a handful of levels; 100 leaves ample room.
+/// Block nesting (indentation, `- - -`) is left to the parser's limit, which it reaches
+/// in linear time.
+pub const MAX_FLOW_NESTING: usize = 100;
+
+/// Where a document first opens more than [`MAX_FLOW_NESTING`] flow collections: 0-based
+/// line within the document, 1-based byte column.
+#[derive(Debug, PartialEq, Eq)]
+struct NestingTooDeep {
+    line: usize,
+    column: usize,
+}
+
+/// A linear pre-scan for [`MAX_FLOW_NESTING`], run before the parser.
+///
+/// It knows enough YAML to skip what cannot open a collection (quoted scalars, comments,
+/// block scalars, `[` / `{` inside a plain scalar of block context); what it does not
+/// model errs towards counting fewer levels, leaving the parser's limit as the backstop.
+fn check_flow_nesting(document: &str) -> Result<(), NestingTooDeep> {
+    let mut scan = NestingScan::default();
+    for (line, text) in document.split('\n').enumerate() {
+        scan.line(text.as_bytes())
+            .map_err(|column| NestingTooDeep { line, column })?;
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct NestingScan {
+    /// Flow collections open.
+    depth: usize,
+    /// The quote of a quoted scalar still open at the end of the previous line.
+    quote: Option<u8>,
+    /// Inside a block scalar (`|`, `>`): the column its content lines are indented past.
+    block_scalar_parent: Option<usize>,
+}
+
+fn is_space_or_end(b: Option<&u8>) -> bool {
+    b.is_none_or(|b| matches!(b, b' ' | b'\t' | b'\r'))
+}
+
+impl NestingScan {
+    /// Scans one line; `Err(column)` where the nesting passes the limit.
+    fn line(&mut self, line: &[u8]) -> Result<(), usize> {
+        let indent = line.iter().take_while(|&&b| b == b' ').count();
+        if let Some(parent) = self.block_scalar_parent {
+            let blank = line.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r'));
+            if blank || indent > parent {
+                return Ok(());
+            }
+            self.block_scalar_parent = None;
+        }
+        // Block context: whether a node may start here, and the column of the key or `-`
+        // owning it (a block scalar's content is indented past that column).
+        let mut node_start = self.depth == 0 && self.quote.is_none();
+        let mut owner = indent;
+        // Whether the previous byte is a space or the line start (comments), or also flow
+        // punctuation (quoted scalars in flow context).
+        let (mut after_space, mut token_start) = (true, true);
+        let mut i = indent;
+        while i < line.len() {
+            let b = line[i];
+            if let Some(quote) = self.quote {
+                if quote == b'"' && b == b'\\'
+                    || quote == b'\'' && b == b'\'' && line.get(i + 1) == Some(&b'\'')
+                {
+                    i += 1; // an escaped character
+                } else if b == quote {
+                    self.quote = None;
+                }
+                (after_space, token_start) = (false, false);
+                i += 1;
+                continue;
+            }
+            if matches!(b, b' ' | b'\t' | b'\r') {
+                (after_space, token_start) = (true, true);
+                i += 1;
+                continue;
+            }
+            if b == b'#' && after_space {
+                return Ok(());
+            }
+            if self.depth > 0 {
+                match b {
+                    b'[' | b'{' => self.open(i)?,
+                    b']' | b'}' => self.depth -= 1,
+                    b'"' | b'\'' if token_start => self.quote = Some(b),
+                    _ => {}
+                }
+                token_start = matches!(b, b'[' | b'{' | b',' | b':');
+            } else if node_start {
+                match b {
+                    b'-' | b'?' | b':' if is_space_or_end(line.get(i + 1)) => owner = i,
+                    b'!' | b'&' => {
+                        // A tag or anchor: the node comes after it.
+                        while !is_space_or_end(line.get(i + 1)) {
+                            i += 1;
+                        }
+                    }
+                    b'|' | b'>' => {
+                        self.block_scalar_parent = Some(owner);
+                        return Ok(());
+                    }
+                    _ => {
+                        match b {
+                            b'[' | b'{' => self.open(i)?,
+                            b'"' | b'\'' => self.quote = Some(b),
+                            _ => {}
+                        }
+                        owner = i;
+                        node_start = false;
+                    }
+                }
+                token_start = matches!(b, b'[' | b'{');
+            } else if b == b':' && is_space_or_end(line.get(i + 1)) {
+                // After a key: its value may be a collection, a quoted or block scalar.
+                node_start = true;
+            }
+            after_space = false;
+            i += 1;
+        }
+        Ok(())
+    }
+
+    fn open(&mut self, index: usize) -> Result<(), usize> {
+        self.depth += 1;
+        if self.depth > MAX_FLOW_NESTING {
+            return Err(index + 1);
+        }
+        Ok(())
+    }
+}
+
 fn parse_document(path: &Path, start_line: usize, chunk: &str) -> Result<Document, StoreError> {
     let error = |message: String| StoreError::new(path, Some(start_line), message);
 
+    check_flow_nesting(chunk).map_err(|deep| {
+        StoreError::new(
+            path,
+            Some(start_line + deep.line),
+            format!(
+                "YAML nested more than {MAX_FLOW_NESTING} levels deep (flow collections `[` / \
+                 `{{`, the limit passed at column {}); not parsed",
+                deep.column
+            ),
+        )
+    })?;
     let mut yaml: Yaml = serde_yaml_ng::from_str(chunk).map_err(|e| {
         let line = e
             .location()
@@ -389,6 +679,7 @@ pub fn walk(roots: &[PathBuf]) -> Walk {
     }
     Walk {
         files: walker.files,
+        dirs: walker.dirs,
         errors: walker.errors,
     }
 }
@@ -396,6 +687,7 @@ pub fn walk(roots: &[PathBuf]) -> Walk {
 #[derive(Default)]
 struct Walker {
     files: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
     errors: Vec<StoreError>,
     seen_files: HashSet<PathBuf>,
     seen_dirs: HashSet<PathBuf>,
@@ -446,6 +738,7 @@ impl Walker {
                     if !self.seen_dirs.insert(canonical(&dir)) {
                         continue;
                     }
+                    self.dirs.push(dir.clone());
                     let entries = match fs::read_dir(&dir) {
                         Ok(entries) => entries,
                         Err(e) => {
@@ -911,6 +1204,220 @@ spec:
         assert!(errors.is_empty());
         assert_eq!(docs.len(), 5000);
         assert_eq!(docs[4999].line, 4999 * 6 + 2);
+    }
+
+    fn nesting_error(text: &str) -> Option<NestingTooDeep> {
+        check_flow_nesting(text).err()
+    }
+
+    #[test]
+    fn flow_nesting_is_limited_with_line_and_column() {
+        let at_limit = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        assert_eq!(nesting_error(&at_limit), None);
+        assert_eq!(
+            nesting_error(&"[".repeat(101)),
+            Some(NestingTooDeep {
+                line: 0,
+                column: 101
+            })
+        );
+        assert_eq!(
+            nesting_error(&"{a: ".repeat(200)).map(|e| e.column),
+            Some(401)
+        );
+        // Closed collections do not add up; multi-line collections do.
+        let siblings = "a: [[[x]]]\n".repeat(1000);
+        assert_eq!(nesting_error(&siblings), None);
+        let tall = format!("a:\n{}", "  [\n".repeat(150));
+        assert_eq!(
+            nesting_error(&tall),
+            Some(NestingTooDeep {
+                line: 101,
+                column: 3
+            })
+        );
+
+        let (docs, errors) = parse(&format!(
+            "kind: a\nmetadata: {{name: one}}\n---\nkind: b\nmetadata: {{name: two}}\nspec:\n  x: {}\n",
+            "[".repeat(200_000)
+        ));
+        assert_eq!(docs.len(), 1);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].line, Some(7), "{}", errors[0]);
+        assert!(
+            errors[0]
+                .message
+                .contains("nested more than 100 levels deep")
+                && errors[0].message.contains("column 106"),
+            "{}",
+            errors[0]
+        );
+    }
+
+    #[test]
+    fn brackets_that_open_nothing_are_not_counted() {
+        let deep = "[".repeat(300);
+        let texts = [
+            // Plain scalars of block context, keys included.
+            format!("match: a{deep} == b\n"),
+            format!("match: x\n  y{deep}\n"),
+            format!("a{deep}: 1\n"),
+            // Quoted scalars, with escapes, over several lines, in both contexts.
+            format!("a: '{deep}'\nb: \"{deep}\"\n"),
+            format!("a: 'it''s {deep}'\nb: \"\\\" {deep}\"\n"),
+            format!("a: \"one\n  {deep}\n  two\"\n"),
+            format!("a: [\"{deep}\", '{deep}', {{k: \"{deep}\"}}]\n"),
+            format!("a: !!str \"{deep}\"\nb: &x '{deep}'\n"),
+            // Comments.
+            format!("# {deep}\na: 1 # {deep}\nb: [1, 2] # {deep}\n"),
+            // Block scalars, literal and folded, under keys and sequence entries.
+            format!("a: |\n  {deep}\n\n  {deep}\nb: 1\n"),
+            format!("- key: >-\n    {deep}\n- |\n  {deep}\n"),
+            format!("a:\n  b: |2\n     {deep}\n  c: 1\n"),
+        ];
+        for text in texts {
+            assert_eq!(nesting_error(&text), None, "{text}");
+        }
+        // After a block scalar ends, counting resumes.
+        let text = format!("a: |\n  text\nb: {deep}\n");
+        assert_eq!(nesting_error(&text).map(|e| e.line), Some(2));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_in_linear_time() {
+        let started = std::time::Instant::now();
+        for unit in ["[", "{", "{a: ", "[a, ", "a: !t ["] {
+            let text = unit.repeat(1_000_000 / unit.len());
+            let (docs, errors) = parse(&text);
+            assert!(docs.is_empty());
+            assert!(errors[0].message.contains("100 levels"), "{}", errors[0]);
+        }
+        // Each took seconds to minutes in the parser.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn empty_files_are_listed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        write(&root.join("a.yaml"), &doc("rule", "a"));
+        write(&root.join("b.yaml"), "");
+        write(&root.join("c.yaml"), "# nothing yet\n---\n");
+        write(&root.join("d.yaml"), "kind: [\n");
+        let result = read_dirs(&[root.to_path_buf()]);
+        assert_eq!(
+            result.empty_files,
+            [root.join("b.yaml"), root.join("c.yaml")]
+        );
+    }
+
+    #[test]
+    fn settled_read_refuses_recent_changes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        write(&root.join("sub/a.yaml"), &doc("rule", "a"));
+        let dirs = [root.clone()];
+
+        let err = read_dirs_settled(&dirs, Duration::from_secs(3600)).unwrap_err();
+        let Unsettled::RecentlyModified { path, age, settle } = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(path, &root.join("sub/a.yaml"));
+        assert!(*age < Duration::from_secs(60) && *settle == Duration::from_secs(3600));
+        assert!(err.to_string().contains("a.yaml: modified "), "{err}");
+
+        let read = read_dirs_settled(&dirs, Duration::ZERO).unwrap();
+        assert!(read.rested.is_some());
+        assert_eq!(
+            ReadResult {
+                rested: None,
+                ..read.clone()
+            },
+            read_dirs(&dirs)
+        );
+        std::thread::sleep(Duration::from_millis(60));
+        let rested = read_dirs_settled(&dirs, Duration::from_millis(50)).unwrap();
+        assert!(rested.rested >= Some(Duration::from_millis(50)));
+        assert_eq!(rested.documents, read.documents);
+    }
+
+    #[test]
+    fn stamps_see_in_place_writes_and_tree_changes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        write(&root.join("a.yaml"), "kind: one\n");
+        let stamps = || stamp_walk(&walk(std::slice::from_ref(&root)));
+        let before = stamps();
+        assert_eq!(first_difference(&before, &stamps()), None);
+
+        // Same length, rewritten in place, a little later (timestamps have a coarse tick).
+        std::thread::sleep(Duration::from_millis(20));
+        fs::write(root.join("a.yaml"), "kind: two\n").unwrap();
+        let rewritten = stamps();
+        assert_eq!(
+            first_difference(&before, &rewritten),
+            Some(root.join("a.yaml"))
+        );
+
+        std::thread::sleep(Duration::from_millis(20));
+        write(&root.join("b.yaml"), "");
+        assert_eq!(
+            first_difference(&rewritten, &stamps()),
+            Some(root.join("b.yaml"))
+        );
+        let grown = stamps();
+        fs::remove_file(root.join("b.yaml")).unwrap();
+        assert!(first_difference(&grown, &stamps()).is_some());
+    }
+
+    #[test]
+    fn rest_is_measured_against_the_clock_and_skew_is_tolerated() {
+        let stamp = |changed| {
+            Some(Stamp {
+                device: 1,
+                inode: 2,
+                len: 3,
+                changed,
+            })
+        };
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let settle = Duration::from_secs(1);
+        let at = |offset: i64| {
+            let d = Duration::from_millis(offset.unsigned_abs());
+            if offset < 0 { now - d } else { now + d }
+        };
+        let check = |changed| check_rested(&[(PathBuf::from("f"), stamp(changed))], settle, now);
+        assert_eq!(check(at(-1500)), Ok(Some(Duration::from_millis(1500))));
+        assert_eq!(
+            check_rested(
+                &[
+                    (PathBuf::from("old"), stamp(at(-9000))),
+                    (PathBuf::from("new"), stamp(at(-2000))),
+                    (PathBuf::from("gone"), None),
+                ],
+                settle,
+                now
+            ),
+            Ok(Some(Duration::from_secs(2)))
+        );
+        assert!(
+            check(at(5000)).is_ok(),
+            "a clock far ahead does not block forever"
+        );
+        for young in [-999, 0, 500] {
+            assert!(
+                matches!(check(at(young)), Err(Unsettled::RecentlyModified { .. })),
+                "{young}"
+            );
+        }
+        assert_eq!(
+            check_rested(&[(PathBuf::from("gone"), None)], settle, now),
+            Ok(None)
+        );
     }
 
     fn istio_dir() -> PathBuf {

@@ -5,6 +5,10 @@
 //! A [`Fingerprint`] summarises the whole tree (same walk as
 //! [`store::read_dirs`](crate::config::store::read_dirs)); [`spawn_watcher`] compares
 //! fingerprints and calls back once per settled change.
+//!
+//! The callback says whether it acted on the change ([`Reaction`]): a reload that finds
+//! files still being written (see `store::read_dirs_settled`) answers
+//! [`Reaction::Retry`], and the watcher calls again after its next debounce.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;
@@ -51,6 +55,16 @@ pub fn fingerprint(dirs: &[PathBuf]) -> Fingerprint {
 /// Smallest poll period used (a zero `poll` would spin).
 const MIN_POLL: Duration = Duration::from_millis(1);
 
+/// What became of a change reported to a watcher's `on_change`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reaction {
+    /// Acted on (applied, or rejected for its errors): report the next change.
+    Done,
+    /// The files were not ready (still changing, or not rested long enough): call again
+    /// once the tree has held still for another debounce.
+    Retry,
+}
+
 /// Starts a background task that polls `dirs` every `poll` and calls `on_change` once
 /// the tree has changed and then stayed unchanged for `debounce`.
 ///
@@ -63,12 +77,14 @@ const MIN_POLL: Duration = Duration::from_millis(1);
 /// * `on_change` runs on the blocking pool (so it may do blocking work such as
 ///   re-reading the store); the watcher waits for it to return before polling again,
 ///   so calls never overlap. A panicking `on_change` is logged and the watcher goes on.
+/// * When `on_change` answers [`Reaction::Retry`], the change counts as not acted on:
+///   `on_change` is called again once the tree has held still for another `debounce`.
 /// * Runs until the returned task is aborted. Must be called inside a tokio runtime.
 pub fn spawn_watcher(
     dirs: Vec<PathBuf>,
     poll: Duration,
     debounce: Duration,
-    on_change: impl Fn() + Send + Sync + 'static,
+    on_change: impl Fn() -> Reaction + Send + Sync + 'static,
 ) -> JoinHandle<()> {
     let poll = poll.max(MIN_POLL);
     let baseline = fingerprint(&dirs);
@@ -107,11 +123,15 @@ pub fn spawn_watcher(
                 tracing::debug!(dirs = ?dirs, "config change reverted; nothing to do");
                 continue;
             }
-            acted = pending;
             tracing::info!(dirs = ?dirs, "config changed; reloading");
             let callback = Arc::clone(&on_change);
-            if let Err(e) = tokio::task::spawn_blocking(move || callback()).await {
-                tracing::error!(error = %e, "config watcher: on_change callback failed");
+            match tokio::task::spawn_blocking(move || callback()).await {
+                Ok(Reaction::Retry) => tracing::debug!(dirs = ?dirs, "config reload deferred"),
+                Ok(Reaction::Done) => acted = pending,
+                Err(e) => {
+                    acted = pending;
+                    tracing::error!(error = %e, "config watcher: on_change callback failed");
+                }
             }
         }
     })
@@ -228,6 +248,7 @@ mod tests {
             Duration::from_millis(debounce_ms),
             move || {
                 let _ = tx.send(());
+                Reaction::Done
             },
         );
         (handle, rx)
@@ -263,6 +284,51 @@ mod tests {
         handle.abort();
         let joined = handle.await;
         assert!(joined.unwrap_err().is_cancelled());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deferred_reload_is_tried_again_once_the_files_rest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let file = dir.join("a.yaml");
+        fs::write(&file, DOC).unwrap();
+        let (tx, mut rx) = unbounded_channel();
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let handle = spawn_watcher(
+            vec![dir.clone()],
+            Duration::from_millis(20),
+            Duration::from_millis(100),
+            move || {
+                // The first call finds the file just rewritten in place, with the bytes the
+                // watcher already saw: the content fingerprint alone would never call again.
+                if calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+                    fs::write(dir.join("a.yaml"), DOC2).unwrap();
+                }
+                let settled = store::read_dirs_settled(
+                    std::slice::from_ref(&dir),
+                    Duration::from_millis(100),
+                );
+                let _ = tx.send(settled.is_ok());
+                if settled.is_ok() {
+                    Reaction::Done
+                } else {
+                    Reaction::Retry
+                }
+            },
+        );
+        fs::write(&file, DOC2).unwrap();
+        let next = async |rx: &mut UnboundedReceiver<bool>| {
+            tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("on_change called within 10 s")
+                .expect("watcher running")
+        };
+        assert!(!next(&mut rx).await, "the first read is deferred");
+        assert!(next(&mut rx).await, "the second one reads the rested file");
+        if let Ok(got) = tokio::time::timeout(Duration::from_millis(400), rx.recv()).await {
+            panic!("unexpected extra on_change ({got:?})");
+        }
+        handle.abort();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -151,11 +151,51 @@ fn count_dispatch(metrics: &Metrics, template: TemplateKind, handler: &HandlerEn
         .inc();
 }
 
-fn policy_error(metrics: &Metrics, rule: &str, stage: &str, api: &str) {
+/// Rule-failure log lines allowed at once, then one per [`POLICY_ERROR_LOG_PERIOD`]: a rule
+/// that fails usually fails on every request, and a line per request would cost more than
+/// the answers. Each line says how many failures went unlogged before it.
+const POLICY_ERROR_LOG_BURST: u32 = 5;
+const POLICY_ERROR_LOG_PERIOD: Duration = Duration::from_secs(1);
+
+/// Process-wide, so that the log's cost is bounded however many rules fail; checking it is
+/// one atomic compare-and-swap.
+static POLICY_ERROR_LOG: std::sync::LazyLock<(
+    governor::DefaultDirectRateLimiter,
+    std::sync::atomic::AtomicU64,
+)> = std::sync::LazyLock::new(|| {
+    let quota = governor::Quota::with_period(POLICY_ERROR_LOG_PERIOD)
+        .expect("non-zero period")
+        .allow_burst(std::num::NonZeroU32::new(POLICY_ERROR_LOG_BURST).expect("non-zero burst"));
+    (governor::RateLimiter::direct(quota), Default::default())
+});
+
+/// Counts a rule that failed at `stage` (`match`, `instance`, `handler`) and logs it, rate
+/// limited, whatever `--policy-errors` then does with the request.
+fn policy_error(
+    metrics: &Metrics,
+    rule: &str,
+    stage: &str,
+    api: &str,
+    error: &dyn std::fmt::Display,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
     metrics
         .policy_errors
         .with_label_values(&[rule, stage, api])
         .inc();
+    let (limiter, unlogged) = &*POLICY_ERROR_LOG;
+    if limiter.check().is_err() {
+        unlogged.fetch_add(1, Relaxed);
+        return;
+    }
+    tracing::warn!(
+        rule = %rule,
+        stage = %stage,
+        api = %api,
+        error = %error,
+        unlogged_before = unlogged.swap(0, Relaxed),
+        "Rule failed; counted in mixer_policy_errors_total, handled per --policy-errors."
+    );
 }
 
 /// Combines check results in completion order (spec §6.2).
@@ -280,7 +320,7 @@ pub async fn check<B: Bag + ?Sized + Sync, R: Recorder + Send>(
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {
-                    policy_error(metrics, &rule.name, "match", "check");
+                    policy_error(metrics, &rule.name, "match", "check", &e);
                     match mode {
                         PolicyErrorMode::Mixer => {
                             tracing::debug!(rule = %rule.name, error = %e, "Rule match could not be evaluated; the rule does not apply.");
@@ -310,7 +350,7 @@ pub async fn check<B: Bag + ?Sized + Sync, R: Recorder + Send>(
                         )));
                     }
                     Err(e) => {
-                        policy_error(metrics, &rule.name, "instance", "check");
+                        policy_error(metrics, &rule.name, "instance", "check", &e);
                         return match mode {
                             PolicyErrorMode::Mixer => Err(DispatchError(e.to_string())),
                             PolicyErrorMode::Closed => Ok(deny(format!(
@@ -432,7 +472,7 @@ fn handler_failure(
     handler: &HandlerEntry,
     e: HandlerError,
 ) -> Result<CheckOutcome, DispatchError> {
-    policy_error(metrics, rule, "handler", "check");
+    policy_error(metrics, rule, "handler", "check", &e);
     match mode {
         PolicyErrorMode::Mixer => Err(DispatchError(format!("handler '{}': {e}", handler.name))),
         PolicyErrorMode::Closed => Ok(deny(format!(
@@ -536,7 +576,7 @@ pub async fn quota<B: Bag + ?Sized + Sync, R: Recorder + Send>(
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {
-                    policy_error(metrics, &rule.name, "match", "quota");
+                    policy_error(metrics, &rule.name, "match", "quota", &e);
                     tracing::debug!(rule = %rule.name, error = %e, "Quota rule match could not be evaluated; the rule does not apply.");
                     continue;
                 }
@@ -546,7 +586,7 @@ pub async fn quota<B: Bag + ?Sized + Sync, R: Recorder + Send>(
             let inst = match builder.quota(bag, rec) {
                 Ok(i) => i,
                 Err(e) => {
-                    policy_error(metrics, &rule.name, "instance", "quota");
+                    policy_error(metrics, &rule.name, "instance", "quota", &e);
                     tracing::warn!(rule = %rule.name, error = %e, "Quota instance could not be built.");
                     return QuotaOutcome::zero();
                 }
@@ -630,8 +670,8 @@ pub fn report<'a, B: Bag + Sync>(
                 match pred.evaluate_bool(bag) {
                     Ok(true) => {}
                     Ok(false) => continue,
-                    Err(_) => {
-                        policy_error(metrics, &rule.name, "match", "report");
+                    Err(e) => {
+                        policy_error(metrics, &rule.name, "match", "report", &e);
                         continue;
                     }
                 }
@@ -672,7 +712,7 @@ pub fn report<'a, B: Bag + Sync>(
                         Batch::Edge(v) => builder.edge(bag, &mut rec).map(|i| v.push(i)),
                     };
                     if let Err(e) = built {
-                        policy_error(metrics, &rule.name, "instance", "report");
+                        policy_error(metrics, &rule.name, "instance", "report", &e);
                         errors.push(e.to_string());
                     }
                 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 
 use crate::config::compile::{CompileOptions, Diagnostic, Severity, compile};
-use crate::config::store::read_dirs;
+use crate::config::store::{ReadResult, read_dirs, read_dirs_settled};
 use crate::telemetry::metrics::Metrics;
 pub use dispatch::PolicyErrorMode;
 pub use snapshot::Snapshot;
@@ -95,9 +95,30 @@ impl Runtime {
     /// applies whatever is valid even when some of it is not (there is nothing better to
     /// serve); later loads with errors keep the last good snapshot.
     pub fn reload(&self) -> LoadStatus {
+        let read = read_dirs(&self.options.config_dirs);
+        self.load(read, None).unwrap_or_else(|| self.last_load())
+    }
+
+    /// As [`Runtime::reload`], for a change the config watcher saw: only files that have
+    /// rested `settle` (the debounce) and did not change while read are applied, and a
+    /// configuration that removes every rule only once it has rested twice as long. `None`
+    /// when the files were not ready: nothing changed, and the watcher tries again.
+    pub fn reload_settled(&self, settle: Duration) -> Option<LoadStatus> {
+        match read_dirs_settled(&self.options.config_dirs, settle) {
+            Ok(read) => self.load(read, Some(settle)),
+            Err(unsettled) => {
+                tracing::info!(
+                    reason = %unsettled,
+                    "Configuration not reloaded yet: a file is still changing; trying again after the debounce."
+                );
+                None
+            }
+        }
+    }
+
+    fn load(&self, read: ReadResult, settle: Option<Duration>) -> Option<LoadStatus> {
         let mut generation = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
         let started = Instant::now();
-        let read = read_dirs(&self.options.config_dirs);
         let mut diagnostics: Vec<Diagnostic> = read
             .errors
             .iter()
@@ -123,6 +144,17 @@ impl Runtime {
             Some(&previous),
         );
         diagnostics.extend(compiled.diagnostics);
+        let removes_every_rule = previous.summary.rules > 0 && compiled.snapshot.summary.rules == 0;
+        if removes_every_rule
+            && let Some(settle) = settle
+            && !rested_to_remove_every_rule(read.rested, settle)
+        {
+            tracing::info!(
+                empty_files = ?read.empty_files,
+                "Configuration not reloaded yet: it removes every rule; applying it once its files have rested twice the debounce."
+            );
+            return None;
+        }
         let errors = diagnostics
             .iter()
             .filter(|d| d.severity == Severity::Error)
@@ -141,6 +173,13 @@ impl Runtime {
         if applied {
             *generation += 1;
             let snap = Arc::new(compiled.snapshot);
+            if removes_every_rule {
+                tracing::warn!(
+                    rules_before = previous.summary.rules,
+                    empty_files = ?read.empty_files,
+                    "The new configuration removes every rule of the one serving; applying it."
+                );
+            }
             m.config_loads.with_label_values(&["applied"]).inc();
             m.config_generation.set(*generation as i64);
             m.config_rules.set(snap.summary.rules as i64);
@@ -187,15 +226,30 @@ impl Runtime {
         if let Ok(mut last) = self.last_load.lock() {
             *last = status.clone();
         }
-        status
+        Some(status)
     }
 
     /// Closes every handler of the serving snapshot (at shutdown).
     pub fn close_all(&self) {
+        self.close_all_with(|_| {});
+    }
+
+    /// As [`Runtime::close_all`], telling `closing` the name of each handler before it is
+    /// closed (a flush can block: shutdown reports which one did).
+    pub fn close_all_with(&self, mut closing: impl FnMut(&str)) {
         for h in self.snapshot().handlers.values() {
+            closing(&h.name);
             h.handler.close();
         }
     }
+}
+
+/// Whether files that rested `rested` may take every rule away. A file rewritten in place
+/// by a writer that stalls is empty or cut short for a while, which looks exactly like a
+/// policy emptied on purpose; removing every rule opens everything, so it waits twice the
+/// debounce. `None` (nothing was walked) does not hold it back.
+fn rested_to_remove_every_rule(rested: Option<Duration>, settle: Duration) -> bool {
+    rested.is_none_or(|r| r >= settle.saturating_mul(2))
 }
 
 /// Closes the handlers of `old` that `new` does not reuse, once requests still running on
@@ -221,4 +275,18 @@ fn close_replaced(old: Arc<Snapshot>, new: &Snapshot) {
             h.handler.close();
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removing_every_rule_waits_for_twice_the_debounce() {
+        let debounce = Duration::from_millis(100);
+        let rested = |ms| Some(Duration::from_millis(ms));
+        assert!(!rested_to_remove_every_rule(rested(150), debounce));
+        assert!(rested_to_remove_every_rule(rested(200), debounce));
+        assert!(rested_to_remove_every_rule(None, debounce));
+    }
 }

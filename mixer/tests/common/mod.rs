@@ -13,6 +13,8 @@ use mixer::runtime::PolicyErrorMode;
 use mixer::server::{RunningServer, ServerOptions, start};
 use tonic::transport::Channel;
 
+pub mod process;
+
 pub const ATTRIBUTES_YAML: &str = include_str!("../../../samples/default/attributes.yaml");
 
 /// Starts a server on loopback (free ports) over `dir`, with quick reloads.

@@ -1,0 +1,262 @@
+//! Bounded telemetry state (issue table rows 4 and 16): hostile label values cannot grow
+//! the Prometheus exporter's memory or its scrape without bound, and access-log lines
+//! lost to a failing output file are counted.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use expr_lang::Value;
+use expr_lang::golib::time::Timestamp;
+use mixer::api::pb::istio::mixer::v1::mixer_client::MixerClient;
+use mixer::attrs::{GLOBAL_WORD_COUNT, encode_report};
+
+use crate::common::process::ServerProcess;
+use crate::common::{config_dir, map, metric_value, s};
+
+const MIB: u64 = 1024 * 1024;
+
+/// Name of the self-metric counting label values cut to the maximum length.
+const LABELS_TRUNCATED: &str = "mixer_adapter_prometheus_label_values_truncated_total";
+/// Name of the stdio adapter's lost-lines self-metric.
+const STDIO_DROPPED: &str = "mixer_adapter_stdio_dropped_lines_total";
+
+/// An inbound HTTP request as Envoy reports it, to `host`.
+fn http_request(host: &str) -> Vec<(String, Value<'static>)> {
+    [
+        ("context.reporter.kind", s("inbound")),
+        ("context.protocol", s("http")),
+        ("response.code", Value::Int64(200)),
+        ("response.duration", Value::Duration(12_000_000)),
+        ("request.size", Value::Int64(10)),
+        ("response.size", Value::Int64(295)),
+        ("request.path", s("/reviews/0")),
+        ("request.method", s("GET")),
+        ("request.useragent", s("curl/7.64")),
+        ("source.workload.name", s("productpage-v1")),
+        ("source.workload.namespace", s("default")),
+        ("destination.workload.name", s("reviews-v1")),
+        ("destination.workload.namespace", s("default")),
+        ("destination.labels", map(&[("app", "reviews")])),
+        ("destination.service.host", s(host)),
+        ("destination.service.name", s("reviews")),
+        ("destination.service.namespace", s("default")),
+        (
+            "request.time",
+            Value::Timestamp(Timestamp::from_unix(1_600_000_000, 0)),
+        ),
+        (
+            "response.time",
+            Value::Timestamp(Timestamp::from_unix(1_600_000_000, 12_000_000)),
+        ),
+    ]
+    .into_iter()
+    .map(|(n, v)| (n.to_owned(), v))
+    .collect()
+}
+
+/// A GET over HTTP/1.1 that reads at most `cap` body bytes, decoding a chunked body:
+/// (status, body). `None` when the server did not answer in `timeout`.
+fn http_get_capped(
+    addr: &str,
+    path: &str,
+    cap: usize,
+    timeout: Duration,
+) -> Option<(u16, Vec<u8>)> {
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = Instant::now() + timeout;
+    // Headers plus chunk framing are small next to the cap.
+    while raw.len() < cap + 64 * 1024 && Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(_) => return None,
+        }
+    }
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let body = &raw[split + 4..];
+    if !head.contains("transfer-encoding: chunked") {
+        return Some((status, body.to_vec()));
+    }
+    let (mut out, mut rest) = (Vec::new(), body);
+    loop {
+        let eol = rest.windows(2).position(|w| w == b"\r\n")?;
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&rest[..eol]).ok()?.trim(), 16).ok()?;
+        if size == 0 {
+            break;
+        }
+        let data = rest.get(eol + 2..eol + 2 + size)?;
+        out.extend_from_slice(data);
+        rest = rest.get(eol + 4 + size..)?;
+    }
+    Some((status, out))
+}
+
+/// The server's self-metrics (monitoring `/metrics`).
+fn self_metrics(server: &ServerProcess) -> String {
+    let (status, body, _) = server
+        .monitoring_get("/metrics", Duration::from_secs(10))
+        .expect("monitoring /metrics answers");
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Polls the self-metric `name{labels}` until it reaches `at_least` (bounded): its last value.
+fn wait_for_metric(server: &ServerProcess, name: &str, labels: &[&str], at_least: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = metric_value(&self_metrics(server), name, labels).unwrap_or(0.0);
+        if v >= at_least || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Row 4: 200 Reports on `samples/default`, each with its own ~900 KB
+/// `destination.service.host`. Before: every value was kept whole in several metric
+/// families (RSS 720 MB) and the next scrape built one 7.4 GB string and aborted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row4_huge_label_values_stay_bounded_and_the_scrape_streams() {
+    let samples = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/default"));
+    let server = ServerProcess::start(samples, &[]);
+    let mut client = MixerClient::connect(server.api_url()).await.unwrap();
+    let filler = "h".repeat(900 * 1024);
+    for i in 0..200 {
+        let host = format!("{i:03}.{filler}");
+        client
+            .report(encode_report(
+                GLOBAL_WORD_COUNT as u32,
+                &[http_request(&host)],
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("report {i}: {e}"));
+    }
+    let truncated = wait_for_metric(&server, LABELS_TRUNCATED, &[], 200.0);
+    let rss = server.rss_bytes();
+    eprintln!("row4: RSS after 200 reports {} MiB", rss / MIB);
+    assert!(rss < 150 * MIB, "RSS {} MiB after 200 reports", rss / MIB);
+    assert!(truncated >= 200.0, "label values truncated: {truncated}");
+
+    let started = Instant::now();
+    let (status, body) = http_get_capped(
+        &server.prometheus,
+        "/metrics",
+        256 * MIB as usize,
+        Duration::from_secs(30),
+    )
+    .expect("the scrape answers");
+    let took = started.elapsed();
+    let peak = server.peak_rss_bytes();
+    eprintln!(
+        "row4: scrape {} KiB in {took:?}; peak RSS {} MiB",
+        body.len() / 1024,
+        peak / MIB
+    );
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body).expect("the exposition is UTF-8");
+    // Five families of 200 series (four of them histograms), each label at most 1 KiB.
+    assert!(
+        text.len() < 32 * MIB as usize,
+        "scrape of {} bytes",
+        text.len()
+    );
+    assert!(
+        metric_value(&text, "istio_requests_total", &[]).unwrap_or(0.0) >= 200.0,
+        "{}",
+        &text[..text.len().min(4096)]
+    );
+    assert!(peak < 300 * MIB, "peak RSS {} MiB", peak / MIB);
+    assert!(server.rss_bytes() < 150 * MIB);
+}
+
+const FULL_DISK_CONFIG: &str = r#"
+apiVersion: "config.istio.io/v1alpha2"
+kind: handler
+metadata:
+  name: fulldisk
+  namespace: istio-system
+spec:
+  compiledAdapter: stdio
+  params:
+    outputAsJson: true
+    logStream: FILE
+    outputPath: /dev/full
+---
+apiVersion: "config.istio.io/v1alpha2"
+kind: instance
+metadata:
+  name: accesslog
+  namespace: istio-system
+spec:
+  compiledTemplate: logentry
+  params:
+    severity: '"Info"'
+    timestamp: request.time | timestamp("2020-01-01T00:00:00Z")
+    variables:
+      host: destination.service.host | ""
+      method: request.method | ""
+    monitored_resource_type: '"global"'
+---
+apiVersion: "config.istio.io/v1alpha2"
+kind: rule
+metadata:
+  name: fulldisk
+  namespace: istio-system
+spec:
+  actions:
+  - handler: fulldisk
+    instances:
+    - accesslog
+"#;
+
+/// Row 16: a `FILE` access log on a full disk (`/dev/full`: every write fails with
+/// ENOSPC). Before: every line was lost and `..._dropped_lines_total` stayed 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row16_lines_lost_to_a_full_disk_are_counted() {
+    let dir = config_dir(&[("fulldisk.yaml", FULL_DISK_CONFIG)]);
+    let server = ServerProcess::start(dir.path(), &[]);
+    let mut client = MixerClient::connect(server.api_url()).await.unwrap();
+    const REPORTS: usize = 50;
+    const PER_REPORT: usize = 10;
+    for i in 0..REPORTS {
+        let batch: Vec<_> = (0..PER_REPORT)
+            .map(|j| http_request(&format!("svc-{i}-{j}.default.svc.cluster.local")))
+            .collect();
+        client
+            .report(encode_report(GLOBAL_WORD_COUNT as u32, &batch))
+            .await
+            .unwrap_or_else(|e| panic!("report {i}: {e}"));
+    }
+    let lines = (REPORTS * PER_REPORT) as f64;
+    let handler = r#"handler="fulldisk.istio-system""#;
+    let dropped = wait_for_metric(&server, STDIO_DROPPED, &[handler], lines);
+    assert_eq!(dropped, lines, "{}", server.log());
+
+    // Still serving, and the failure is in the log once, not once per line.
+    let (status, _, _) = server
+        .monitoring_get("/healthz", Duration::from_secs(10))
+        .expect("healthz answers");
+    assert_eq!(status, 200);
+    client
+        .report(encode_report(
+            GLOBAL_WORD_COUNT as u32,
+            &[http_request("late")],
+        ))
+        .await
+        .expect("reports are still accepted");
+    let dropped = wait_for_metric(&server, STDIO_DROPPED, &[handler], lines + 1.0);
+    assert_eq!(dropped, lines + 1.0);
+    let log = server.log();
+    let warnings = log.lines().filter(|l| l.contains("No space left")).count();
+    eprintln!("row16: {dropped} lines counted as dropped, {warnings} warning(s) logged");
+    assert!((1..=5).contains(&warnings), "{warnings} warnings:\n{log}");
+}
