@@ -895,94 +895,19 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A `mixer server` process on free loopback ports, killed on drop.
-struct MixerProcess {
-    child: Child,
-    api: String,
-    monitoring: String,
+/// A tonic client of a server process.
+async fn process_client(server: &process::ServerProcess) -> MixerClient<Channel> {
+    MixerClient::connect(server.api_url())
+        .await
+        .expect("connects to the mixer process")
 }
 
-impl MixerProcess {
-    /// Starts the binary on `config` and reads its bound addresses from its log.
-    fn start(config: &Path) -> MixerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mixer"))
-            .args(["server", "--address", "127.0.0.1:0"])
-            .args(["--monitoring-address", "127.0.0.1:0"])
-            .args(["--prometheus-address", "127.0.0.1:0"])
-            .arg("--config-dir")
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("mixer server starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                // Keep draining after the receiver is gone.
-                let _ = tx.send(line);
-            }
-        });
-        let mut api = None;
-        let mut monitoring = None;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while api.is_none() || monitoring.is_none() {
-            let line = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) => line,
-                Err(e) => {
-                    let _ = child.kill();
-                    panic!("mixer server did not log its addresses ({e})");
-                }
-            };
-            let addr = line
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("address="))
-                .map(str::to_owned);
-            if line.contains("gRPC API listening") {
-                api = addr;
-            } else if line.contains("Monitoring endpoints listening") {
-                monitoring = addr;
-            }
-        }
-        MixerProcess {
-            child,
-            api: api.unwrap(),
-            monitoring: monitoring.unwrap(),
-        }
-    }
-
-    async fn client(&self) -> MixerClient<Channel> {
-        MixerClient::connect(format!("http://{}", self.api))
-            .await
-            .expect("connects to the mixer process")
-    }
-
-    /// The monitoring `/metrics` scrape.
-    async fn metrics(&self) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(&self.monitoring)
-            .await
-            .unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut buf = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf))
-            .await
-            .expect("the scrape finishes")
-            .unwrap();
-        String::from_utf8_lossy(&buf).into_owned()
-    }
-}
-
-impl Drop for MixerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The monitoring `/metrics` scrape of a server process.
+fn process_metrics(server: &process::ServerProcess) -> String {
+    server
+        .monitoring_get("/metrics", Duration::from_secs(10))
+        .expect("the scrape finishes")
+        .1
 }
 
 /// Two handlers on one Redis: `redisclosed` (failure mode CLOSED) limits every user to
@@ -1240,11 +1165,11 @@ async fn redisquota_shared_by_two_server_processes_and_redis_outage() {
     let dir = config_dir(&[("redis.yaml", &redis_config(&redis.address()))]);
     let (a, b) = tokio::task::block_in_place(|| {
         (
-            MixerProcess::start(dir.path()),
-            MixerProcess::start(dir.path()),
+            process::ServerProcess::start(dir.path(), &[]),
+            process::ServerProcess::start(dir.path(), &[]),
         )
     });
-    let clients = [a.client().await, b.client().await];
+    let clients = [process_client(&a).await, process_client(&b).await];
     // The handlers connect in the background: wait until both servers reach Redis.
     for (c, name) in clients.iter().zip(["server a", "server b"]) {
         until_redis_answers(c, name, Duration::from_secs(30)).await;
@@ -1280,7 +1205,7 @@ async fn redisquota_shared_by_two_server_processes_and_redis_outage() {
         assert_eq!(status_of(&r), (OK, String::new()));
     }
     // Counted per handler and failure mode.
-    let scrape = a.metrics().await;
+    let scrape = process_metrics(&a);
     for (handler, mode) in [("redisclosed", "closed"), ("redisopen", "open")] {
         let handler = format!("handler=\"{handler}.istio-system\"");
         let mode = format!("failure_mode=\"{mode}\"");

@@ -1,70 +1,13 @@
 //! The `mixer` binary as a user runs it: `mixer server` on the sample config, `mixer check`
 //! and `mixer report` against it, and a clean exit on SIGTERM.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn mixer() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mixer"))
-}
-
-struct Server {
-    child: Child,
-    api: String,
-    monitoring: String,
-}
-
-/// Starts `mixer server` on free loopback ports and reads the bound addresses from its log.
-fn start(config: &Path) -> Server {
-    let mut child = mixer()
-        .args([
-            "server",
-            "--address",
-            "127.0.0.1:0",
-            "--monitoring-address",
-            "127.0.0.1:0",
-        ])
-        .arg("--config-dir")
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("mixer server starts");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut api = None;
-    let mut monitoring = None;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while api.is_none() || monitoring.is_none() {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("server logs its addresses");
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("address="))
-            .map(str::to_owned);
-        if line.contains("gRPC API listening") {
-            api = addr;
-        } else if line.contains("Monitoring endpoints listening") {
-            monitoring = addr;
-        }
-    }
-    Server {
-        child,
-        api: api.unwrap(),
-        monitoring: monitoring.unwrap(),
-    }
-}
+use common::process::{ServerProcess, mixer_command};
 
 fn samples_default() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/default"))
@@ -72,9 +15,9 @@ fn samples_default() -> &'static Path {
 
 #[test]
 fn server_on_samples_check_report_and_sigterm() {
-    let mut server = start(samples_default());
+    let mut server = ServerProcess::start(samples_default(), &[]);
 
-    let out = mixer()
+    let out = mixer_command()
         .args([
             "check",
             "--address",
@@ -91,7 +34,7 @@ fn server_on_samples_check_report_and_sigterm() {
     assert!(text.contains("precondition: PERMISSION_DENIED (7): deny-untrusted.istio-system:requests from untrusted workloads are not allowed"), "{text}");
     assert!(text.contains("source.labels[app] (Exact)"), "{text}");
 
-    let out = mixer()
+    let out = mixer_command()
         .args([
             "check",
             "--address",
@@ -112,7 +55,7 @@ fn server_on_samples_check_report_and_sigterm() {
     // No quota instance has this name: granted, as Mixer does.
     assert!(text.contains("quota requestcount: granted 3"), "{text}");
 
-    let out = mixer()
+    let out = mixer_command()
         .args([
             "report",
             "--address",
@@ -132,7 +75,7 @@ fn server_on_samples_check_report_and_sigterm() {
         String::from_utf8_lossy(&out.stdout)
     );
 
-    let out = mixer()
+    let out = mixer_command()
         .args(["check", "--address", &server.api, "-a", "nope=1"])
         .output()
         .unwrap();
@@ -168,13 +111,13 @@ fn server_on_samples_check_report_and_sigterm() {
 
 #[test]
 fn server_refuses_bad_flags_clearly() {
-    let out = mixer()
+    let out = mixer_command()
         .args(["server", "--configStoreURL", "k8s://"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("only fs:// stores are supported"));
-    let out = mixer().args(["server"]).output().unwrap();
+    let out = mixer_command().args(["server"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--config-dir"));
 }

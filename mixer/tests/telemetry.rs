@@ -4,97 +4,39 @@
 //!
 //! Set `MIXER_SCRAPE_OUT=<file>` to keep the scrape (CI checks it with `promtool`).
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::process::ServerProcess;
+use common::{map, s};
 use expr_lang::Value;
 use mixer::api::pb::istio::mixer::v1::mixer_client::MixerClient;
 use mixer::attrs::{GLOBAL_WORD_COUNT, encode_report};
 
+/// The server process and the lines of its stdout (the access log).
 struct Server {
-    child: Child,
-    api: String,
-    prometheus: String,
+    process: ServerProcess,
     stdout: mpsc::Receiver<String>,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(config: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mixer"))
-        .args([
-            "server",
-            "--address",
-            "127.0.0.1:0",
-            "--monitoring-address",
-            "127.0.0.1:0",
-            "--prometheus-address",
-            "127.0.0.1:0",
-        ])
-        .arg("--config-dir")
-        .arg(config)
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("mixer server starts");
+    let mut process = ServerProcess::start_with(config, &[], Stdio::piped());
+    let stdout = process.child.stdout.take().expect("stdout is piped");
     let (tx, rx) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let _ = tx.send(line);
         }
     });
-    let (out_tx, out_rx) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = out_tx.send(line);
-        }
-    });
-    let (mut api, mut prometheus) = (None, None);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while api.is_none() || prometheus.is_none() {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("server logs its addresses");
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("address="))
-            .map(str::to_owned);
-        if line.contains("gRPC API listening") {
-            api = addr;
-        } else if line.contains("Prometheus exposition listening") {
-            prometheus = addr;
-        }
-    }
-    std::thread::spawn(move || for _ in rx {});
     Server {
-        child,
-        api: api.unwrap(),
-        prometheus: prometheus.unwrap(),
-        stdout: out_rx,
+        process,
+        stdout: rx,
     }
-}
-
-fn s(v: &str) -> Value<'static> {
-    Value::String(v.to_owned().into())
-}
-
-fn map(entries: &[(&str, &str)]) -> Value<'static> {
-    let m: std::collections::BTreeMap<String, String> = entries
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    Value::StringMap(expr_lang::StringMapRef::Owned(std::sync::Arc::new(m)))
 }
 
 /// productpage-v1 → reviews-v1 over HTTP, reported by the server side (the example of
@@ -210,7 +152,7 @@ const HTTP_LABELS: &str = r#"connection_security_policy="mutual_tls",destination
 async fn default_samples_produce_istio_metrics_and_access_log() {
     let samples = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/default"));
     let server = start(samples);
-    let mut client = MixerClient::connect(format!("http://{}", server.api))
+    let mut client = MixerClient::connect(server.process.api_url())
         .await
         .unwrap();
 
@@ -228,7 +170,7 @@ async fn default_samples_produce_istio_metrics_and_access_log() {
         .await
         .expect("report accepted");
 
-    let text = scrape(&server.prometheus);
+    let text = scrape(&server.process.prometheus);
     if let Ok(path) = std::env::var("MIXER_SCRAPE_OUT") {
         std::fs::write(path, &text).unwrap();
     }
