@@ -44,7 +44,8 @@ pub struct ServerArgs {
         default_value = "istio-system"
     )]
     default_namespace: String,
-    /// Largest gRPC message accepted, in bytes.
+    /// Largest gRPC message accepted, in bytes (over it: RESOURCE_EXHAUSTED as soon as the
+    /// message's length prefix arrives).
     #[arg(long = "max-message-size", alias = "maxMessageSize", default_value_t = 1024 * 1024)]
     max_message_size: usize,
     /// What a rule whose match fails to evaluate, or a Check instance that fails to build,
