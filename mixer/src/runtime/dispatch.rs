@@ -151,23 +151,52 @@ fn count_dispatch(metrics: &Metrics, template: TemplateKind, handler: &HandlerEn
         .inc();
 }
 
-/// Rule-failure log lines allowed at once, then one per [`POLICY_ERROR_LOG_PERIOD`]: a rule
+/// Failure log lines allowed at once, then one per [`FAILURE_LOG_PERIOD`]: a rule or handler
 /// that fails usually fails on every request, and a line per request would cost more than
-/// the answers. Each line says how many failures went unlogged before it.
-const POLICY_ERROR_LOG_BURST: u32 = 5;
-const POLICY_ERROR_LOG_PERIOD: Duration = Duration::from_secs(1);
+/// the answers (and fill the disk). Each line says how many failures went unlogged before it.
+const FAILURE_LOG_BURST: u32 = 5;
+const FAILURE_LOG_PERIOD: Duration = Duration::from_secs(1);
 
-/// Process-wide, so that the log's cost is bounded however many rules fail; checking it is
-/// one atomic compare-and-swap.
-static POLICY_ERROR_LOG: std::sync::LazyLock<(
-    governor::DefaultDirectRateLimiter,
-    std::sync::atomic::AtomicU64,
-)> = std::sync::LazyLock::new(|| {
-    let quota = governor::Quota::with_period(POLICY_ERROR_LOG_PERIOD)
-        .expect("non-zero period")
-        .allow_burst(std::num::NonZeroU32::new(POLICY_ERROR_LOG_BURST).expect("non-zero burst"));
-    (governor::RateLimiter::direct(quota), Default::default())
-});
+/// A rate limit on one kind of failure log line. Process-wide, so the log's cost is bounded
+/// however many rules or handlers fail; checking it is one atomic compare-and-swap.
+struct FailureLog {
+    limiter: governor::DefaultDirectRateLimiter,
+    unlogged: std::sync::atomic::AtomicU64,
+}
+
+impl FailureLog {
+    fn new() -> FailureLog {
+        let quota = governor::Quota::with_period(FAILURE_LOG_PERIOD)
+            .expect("non-zero period")
+            .allow_burst(std::num::NonZeroU32::new(FAILURE_LOG_BURST).expect("non-zero burst"));
+        FailureLog {
+            limiter: governor::RateLimiter::direct(quota),
+            unlogged: Default::default(),
+        }
+    }
+
+    /// `Some(failures not logged since the last line)` when a line may be written now.
+    fn admit(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.limiter.check().is_err() {
+            self.unlogged.fetch_add(1, Relaxed);
+            return None;
+        }
+        Some(self.unlogged.swap(0, Relaxed))
+    }
+}
+
+static POLICY_ERROR_LOG: std::sync::LazyLock<FailureLog> =
+    std::sync::LazyLock::new(FailureLog::new);
+static QUOTA_HANDLER_ERROR_LOG: std::sync::LazyLock<FailureLog> =
+    std::sync::LazyLock::new(FailureLog::new);
+
+/// Logs a failed quota handler call, rate limited (an unreachable Redis fails every call).
+fn quota_handler_failed(handler: &str, error: &dyn std::fmt::Display) {
+    if let Some(unlogged) = QUOTA_HANDLER_ERROR_LOG.admit() {
+        tracing::warn!(handler = %handler, error = %error, unlogged_before = unlogged, "Quota handler failed.");
+    }
+}
 
 /// Counts a rule that failed at `stage` (`match`, `instance`, `handler`) and logs it, rate
 /// limited, whatever `--policy-errors` then does with the request.
@@ -178,22 +207,19 @@ fn policy_error(
     api: &str,
     error: &dyn std::fmt::Display,
 ) {
-    use std::sync::atomic::Ordering::Relaxed;
     metrics
         .policy_errors
         .with_label_values(&[rule, stage, api])
         .inc();
-    let (limiter, unlogged) = &*POLICY_ERROR_LOG;
-    if limiter.check().is_err() {
-        unlogged.fetch_add(1, Relaxed);
+    let Some(unlogged) = POLICY_ERROR_LOG.admit() else {
         return;
-    }
+    };
     tracing::warn!(
         rule = %rule,
         stage = %stage,
         api = %api,
         error = %error,
-        unlogged_before = unlogged.swap(0, Relaxed),
+        unlogged_before = unlogged,
         "Rule failed; counted in mixer_policy_errors_total, handled per --policy-errors."
     );
 }
@@ -587,7 +613,6 @@ pub async fn quota<B: Bag + ?Sized + Sync, R: Recorder + Send>(
                 Ok(i) => i,
                 Err(e) => {
                     policy_error(metrics, &rule.name, "instance", "quota", &e);
-                    tracing::warn!(rule = %rule.name, error = %e, "Quota instance could not be built.");
                     return QuotaOutcome::zero();
                 }
             };
@@ -602,7 +627,7 @@ pub async fn quota<B: Bag + ?Sized + Sync, R: Recorder + Send>(
                 }
                 Reply::Ready(Err(e)) => {
                     count_dispatch(metrics, TemplateKind::Quota, entry, true);
-                    tracing::warn!(handler = %entry.name, error = %e, "Quota handler failed.");
+                    quota_handler_failed(&entry.name, &e);
                     return QuotaOutcome::zero();
                 }
                 Reply::Later(fut) => pending.push(Box::pin(async move { (entry, fut.await) })),
@@ -617,7 +642,7 @@ pub async fn quota<B: Bag + ?Sized + Sync, R: Recorder + Send>(
             }
             Err(e) => {
                 count_dispatch(metrics, TemplateKind::Quota, entry, true);
-                tracing::warn!(handler = %entry.name, error = %e, "Quota handler failed.");
+                quota_handler_failed(&entry.name, &e);
                 return QuotaOutcome::zero();
             }
         }
