@@ -269,7 +269,7 @@ pub fn case_bag(attrs: Option<&Json>, manifest: &Manifest) -> Result<MapBag, Cas
     Ok(bag)
 }
 
-/// Decodes the case-file value encoding (spec §12). `declared` picks the string flavour.
+/// Decodes the case-file value encoding. `declared` picks the string flavour.
 pub fn decode_value(v: &Json, declared: Option<ValueType>) -> Result<Value<'static>, String> {
     Ok(match v {
         Json::String(s) => {
@@ -391,7 +391,7 @@ pub fn expected_outcome(case: &Json) -> Option<Outcome> {
     })
 }
 
-/// Whether the case is marked as exercising a Mixer quirk (spec §7.3).
+/// Whether the case is marked as exercising a Mixer quirk.
 pub fn is_quirk(case: &Json) -> bool {
     case.get("quirk").and_then(Json::as_bool).unwrap_or(false)
 }

@@ -1,7 +1,7 @@
 //! Checked tree → [`Program`]: a tree of typed nodes whose operator and type decisions were
 //! all made at compile time, evaluated many times against a [`Bag`].
 //!
-//! Evaluation has two modes per node, following Mixer's `|` semantics (spec §7.2):
+//! Evaluation has two modes per node, following Mixer's `|` semantics:
 //! `eval` is strict (an absent attribute is `lookup failed`), and `resolve` answers
 //! "does this operand resolve?" for the left side of `|`, where absent attributes, absent
 //! maps and missing map keys fall through to the right side instead of failing.

@@ -39,8 +39,8 @@ fn start(config: &Path) -> Server {
     }
 }
 
-/// productpage-v1 → reviews-v1 over HTTP, reported by the server side (the example of
-/// prometheus-expected.md).
+/// productpage-v1 → reviews-v1 over HTTP, reported by the server side (Istio's documented
+/// example scrape).
 fn http_request(reporter: &str) -> Vec<(String, Value<'static>)> {
     let mut v = vec![
         ("context.reporter.kind", s(reporter)),
@@ -192,7 +192,7 @@ async fn default_samples_produce_istio_metrics_and_access_log() {
         assert!(h.is_some() && t.is_some() && h < t, "{family}:\n{text}");
     }
 
-    // The exact series of the example in prometheus-expected.md.
+    // The exact series of Istio's documented example scrape.
     assert!(
         text.contains(&format!("istio_requests_total{{{HTTP_LABELS}}} 2\n")),
         "{text}"

@@ -14,7 +14,7 @@
 //! rejected body served again is rejected without compiling it again. Whatever fails, the last good list keeps answering until
 //! its `ttl`. Credentials in `providerUrl` (`user:password@`, the query) are sent to the
 //! provider but shown nowhere: messages, logs and `Debug` output carry the URL as
-//! [`redact::redact_url`] renders it (`http://user:xxxxx@host/list?xxxxx`).
+//! [`crate::redact::redact_url`] renders it (`http://user:xxxxx@host/list?xxxxx`).
 //!
 //! Results (adapter message; the runtime prefixes `<handler>:`):
 //!

@@ -13,7 +13,7 @@
 //!   keeping their `sampleProbability`; the `url` is not used. Without that variable the
 //!   adapter is reported unavailable, with the reason, and its handlers are skipped.
 //!
-//! # Span mapping (spec §4.7, Mixer's OpenCensus span builder)
+//! # Span mapping (Mixer's OpenCensus span builder)
 //!
 //! | tracespan field | OTLP span |
 //! |---|---|
@@ -31,7 +31,7 @@
 //!
 //! Sampling is OpenCensus' probability sampler on the trace id (`sampleProbability`,
 //! default 0: nothing is exported). Export is batched off the request path; see
-//! [`export`].
+//! the `export` module.
 
 pub mod config;
 mod export;

@@ -1,5 +1,5 @@
 //! Turning a `tracespan` instance into an OpenTelemetry span, following the span builder
-//! Mixer's trace adapters shared (OpenCensus-based; spec §4.7), with OTLP in place of
+//! Mixer's trace adapters shared (OpenCensus-based), with OTLP in place of
 //! the OpenCensus data model where the two differ.
 
 use std::borrow::Cow;

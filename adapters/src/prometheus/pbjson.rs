@@ -4,7 +4,7 @@
 //! names) with what protobuf-JSON also allows and what collecting *every* error needs:
 //!
 //! * `null` for any field means "not set" ([`nullable`], [`int`], [`float`], enums made
-//!   with [`pb_enum!`]);
+//!   with `pb_enum!`);
 //! * 64/32-bit integers and doubles may be written as JSON strings (`"5000"`,
 //!   `"Infinity"`), as protobuf-JSON permits;
 //! * repeated fields and maps are decoded element by element ([`Items`], [`Entries`]),

@@ -1,4 +1,4 @@
-//! Real Istio configs (from `/work/shared/istio-config`, Istio 1.1.17, 1.4.10, 1.6.14):
+//! Real Istio configs (Istio 1.1.17, 1.4.10, 1.6.14, as in `mixer/tests/data/istio-configs`):
 //! every prometheus handler's params, and the dimension names of the metric instances of
 //! the default Helm configs, copied verbatim.
 

@@ -244,7 +244,7 @@ fn s(v: &str) -> Value<'static> {
     Value::String(Cow::Owned(v.to_owned()))
 }
 
-/// prometheus-expected.md's example: one inbound HTTP request, productpage-v1 →
+/// Istio's documented example scrape: one inbound HTTP request, productpage-v1 →
 /// reviews-v1.
 fn bookinfo_bag() -> MapBag {
     MapBag::new()

@@ -1,7 +1,7 @@
 //! `stdio`: writes log entries and metrics to standard output, standard error or files.
 //!
 //! Each instance becomes one line, formatted as Mixer's stdio adapter wrote it (see
-//! [`format`]): `level`, `time`, `instance`, then the variables (or `value` and the
+//! [`mod@format`]): `level`, `time`, `instance`, then the variables (or `value` and the
 //! dimensions) sorted by name, as a JSON object or in zap's console form.
 //!
 //! Lines are formatted on the caller's thread, because instances borrow from the

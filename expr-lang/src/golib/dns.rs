@@ -83,7 +83,7 @@ pub fn lookup_normalize(s: &str) -> Result<String, String> {
     process(s, Profile::Lookup)
 }
 
-/// DNS_NAME equality (spec §6.1): both sides go through
+/// DNS_NAME equality: both sides go through
 /// [`lookup_normalize`]; if exactly one side ends with a dot, that dot is
 /// dropped; then the strings are compared. A normalisation failure on either
 /// side is an error (`"b" == "b-"` fails with `idna: invalid label "b-"`).

@@ -80,7 +80,7 @@ pub fn validate_email(s: &str) -> Result<(), String> {
         .map_err(|e| format!("error converting '{domain}' to dns name: '{e}'"))
 }
 
-/// EMAIL_ADDRESS equality (spec §6.1): both sides must parse (display names
+/// EMAIL_ADDRESS equality: both sides must parse (display names
 /// are allowed and ignored); domains compare with the DNS rule
 /// ([`dns::dns_equal`]) and local parts exactly, case included.
 pub fn email_equal(a: &str, b: &str) -> Result<bool, String> {

@@ -105,7 +105,7 @@ pub fn validate_uri(s: &str) -> Result<(), String> {
     parse(s).map(|_| ())
 }
 
-/// URI equality (spec §6.1): both sides must parse; schemes compare
+/// URI equality: both sides must parse; schemes compare
 /// case-insensitively; for `http`/`https` the ports must be textually equal
 /// (an empty port equals a missing one) and the host names equal under the
 /// DNS rule ([`dns::dns_equal`], whose errors are returned); finally the

@@ -25,7 +25,7 @@ use crate::runtime::check_cache::Reference;
 use crate::runtime::dispatch::{self, CheckOutcome, HeaderEdit, QuotaOutcome};
 use crate::runtime::snapshot::HeaderOperationKind;
 
-/// The prefix that makes Envoy's client fall back to the base dictionary (spec §4.4).
+/// The prefix that makes Envoy's client fall back to the base dictionary.
 pub const INVALID_REQUEST_PREFIX: &str = "Request could not be processed due to invalid";
 
 /// Reports with at least this many attribute sets are decoded and dispatched on the

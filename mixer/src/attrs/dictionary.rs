@@ -2,7 +2,7 @@
 //!
 //! The list is vendored as plain lines in `global_words.txt` and split at compile time. The
 //! words are used verbatim: `'200'`, `'0'`, `'1'` and `"-"` contain their quote characters,
-//! exactly as the Go server and the Envoy client see them (spec §4.5). The file is never
+//! exactly as the Go server and the Envoy client see them. The file is never
 //! parsed as YAML.
 
 use std::collections::HashMap;

@@ -10,7 +10,7 @@ use crate::api::pb::istio::mixer::v1::{CompressedAttributes, ReportRequest, Stri
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 
-/// Compresses attribute sets the way the Envoy Mixer client does (spec §4.2).
+/// Compresses attribute sets the way the Envoy Mixer client does.
 ///
 /// Every string (attribute name, string value, map key, map value) gets its global
 /// dictionary index when it is a global word below `global_word_count`, and a message word

@@ -1,10 +1,10 @@
 //! Compressed attributes, the global dictionary, and the protobuf-backed attribute bag.
 //!
-//! * [`GLOBAL_WORDS`] / [`global_word_index`]: the 222-word global dictionary (spec §4.5).
+//! * [`GLOBAL_WORDS`] / [`global_word_index`]: the 222-word global dictionary.
 //! * [`AttrTable`]: per config snapshot, maps dictionary words and names to manifest ids.
-//! * [`ProtoBag`]: one request's attributes decoded from `CompressedAttributes` (spec §3–§4,
-//!   §8), strictly: unresolvable indexes and repeated names are [`DecodeError`]s.
-//! * [`encode_referenced`] / [`decode_referenced`]: `ReferencedAttributes` (spec §6.4).
+//! * [`ProtoBag`]: one request's attributes decoded from `CompressedAttributes`,
+//!   strictly: unresolvable indexes and repeated names are [`DecodeError`]s.
+//! * [`encode_referenced`] / [`decode_referenced`]: `ReferencedAttributes`.
 //! * [`AttributeEncoder`] / [`encode_report`]: the Envoy client's encoding, for clients
 //!   and tests.
 //!

@@ -1,4 +1,4 @@
-//! `ReferencedAttributes` (spec §6.4): the attributes and map keys a Check consulted, as the
+//! `ReferencedAttributes`: the attributes and map keys a Check consulted, as the
 //! Envoy client's cache key.
 
 use std::collections::HashMap;
@@ -39,7 +39,7 @@ impl Condition {
     }
 }
 
-/// A message-level dictionary under construction, with the encoder rule of spec §4.2: a word
+/// A message-level dictionary under construction, with the Envoy client's encoder rule: a word
 /// gets its global index when it is in the global dictionary below `global_word_count`, and
 /// otherwise the next message word (deduplicated, in order of first use).
 #[derive(Clone, Debug, Default)]

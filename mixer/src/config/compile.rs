@@ -311,8 +311,8 @@ struct HandlerDecl<'d> {
     params: Json,
 }
 
-/// Resolves a reference from a rule in `namespace` to a resource of `kind` (Mixer's rules,
-/// spec §5.2): `a` → `a.kind.ns`; `a.b` → `a.b.ns` (legacy kind) then `a.kind.b`
+/// Resolves a reference from a rule in `namespace` to a resource of `kind` (Mixer's
+/// rules): `a` → `a.kind.ns`; `a.b` → `a.b.ns` (legacy kind) then `a.kind.b`
 /// (namespace); three or more parts are used as they are.
 fn resolve_reference(
     reference: &str,

@@ -1,6 +1,6 @@
 //! File-system configuration store: walks directory trees of multi-document YAML files
 //! and turns every document into a [`Document`] (the Kubernetes-style resource envelope
-//! of `templates-adapters.md` §5.1).
+//! of Istio's config: `apiVersion`, `kind`, `metadata`, `spec`).
 //!
 //! This module only reads and splits; it does not decide what a kind means or what a
 //! missing namespace implies. Every problem is reported as a [`StoreError`] carrying the

@@ -3,7 +3,7 @@
 //! Poll-based on purpose: a Kubernetes ConfigMap update swaps the `..data` symlink,
 //! which inotify-style watchers miss, and Mixer itself re-read its tree every 500 ms.
 //! A [`Fingerprint`] summarises the whole tree (same walk as
-//! [`store::read_dirs`](crate::config::store::read_dirs)); [`spawn_watcher`] compares
+//! [`crate::config::store::read_dirs`]); [`spawn_watcher`] compares
 //! fingerprints and calls back once per settled change.
 //!
 //! The callback says whether it acted on the change ([`Reaction`]): a reload that finds

@@ -1,5 +1,5 @@
 //! Request → rules whose `match` holds → instances built from the bag → handlers →
-//! combined result. Check, quota and report, with Mixer's semantics (spec §6).
+//! combined result. Check, quota and report, with Mixer's semantics.
 
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
@@ -119,7 +119,7 @@ fn read_string<'b, B: Bag + ?Sized, R: Recorder>(
     }
 }
 
-/// The namespace whose rules apply, besides the default namespace's (spec §5.4):
+/// The namespace whose rules apply, besides the default namespace's:
 /// `destination.namespace` for inbound (or unset) reporters, `source.namespace` for
 /// outbound ones.
 pub fn identity_namespace<'b, B: Bag + ?Sized, R: Recorder>(
@@ -224,7 +224,7 @@ fn policy_error(
     );
 }
 
-/// Combines check results in completion order (spec §6.2).
+/// Combines check results in completion order.
 struct Combiner {
     result: Option<CheckResult>,
     failures: Vec<String>,
@@ -539,7 +539,7 @@ fn short_name(fqn: &str) -> &str {
     fqn.split('.').next().unwrap_or(fqn)
 }
 
-/// Allocates one requested quota (spec §6.3). Only rules whose match holds charge their
+/// Allocates one requested quota. Only rules whose match holds charge their
 /// handlers; a quota no rule charges is granted, as Mixer did.
 pub async fn quota<B: Bag + ?Sized + Sync, R: Recorder + Send>(
     snap: &Snapshot,
@@ -563,7 +563,7 @@ pub async fn quota<B: Bag + ?Sized + Sync, R: Recorder + Send>(
             failures.push(format!("{}:{}", entry.name, r.status.message));
             failed_status.get_or_insert(r.status.code);
         }
-        // The first non-empty answer wins (spec §6.3); an empty one (OK, nothing granted,
+        // The first non-empty answer wins: an empty one (OK, nothing granted,
         // no validity, as a denier gives) is kept only in case no other answer comes.
         let empty = r.status.is_ok() && r.granted_amount == 0 && r.valid_duration.is_zero();
         let outcome = QuotaOutcome {
