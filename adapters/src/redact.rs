@@ -22,10 +22,9 @@ pub fn redact_url(url: &str) -> Cow<'_, str> {
         None if before_query.starts_with("//") => 2,
         None => 0,
     };
-    let authority_end = before_query[authority_start..]
-        .find('/')
-        .map_or(before_query.len(), |i| authority_start + i);
-    let userinfo_end = before_query[authority_start..authority_end]
+    // The last `@` before the query ends the user information, even past a `/`: a password
+    // may hold an unescaped `/` (base64), and hiding too much beats showing a secret.
+    let userinfo_end = before_query[authority_start..]
         .rfind('@')
         .map(|i| authority_start + i);
     let hides_something = userinfo_end.is_some()
@@ -145,8 +144,13 @@ mod tests {
             ("http://user:@host/list", "http://user:xxxxx@host/list"),
             // The last `@` of the authority ends the user information, as in Go.
             ("http://u:p@ss@host/x", "http://u:xxxxx@host/x"),
-            // A `@` in the path is not user information.
-            ("http://host/a@b/list", "http://host/a@b/list"),
+            // A password with an unescaped `/` is hidden whole; so, to be safe, is
+            // everything before a `@` in the path.
+            (
+                "http://user:Sup3r/Secret@lists.example.com/l",
+                "http://user:xxxxx@lists.example.com/l",
+            ),
+            ("http://host/a@b/list", "http://xxxxx@b/list"),
             ("http://host/list?", "http://host/list?"),
             ("//user:pw@host/list", "//user:xxxxx@host/list"),
             ("user:pw@host", "user:xxxxx@host"),

@@ -25,7 +25,8 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// A connection whose peer sent nothing for this long is closed.
     pub idle_timeout: Duration,
-    /// HTTP/1 request headers, and a gRPC request body, must arrive within this.
+    /// HTTP/1 request headers, and a gRPC request body, must arrive within this; and a peer
+    /// that takes nothing of what the server sends for this long is closed.
     pub request_read_timeout: Duration,
     /// Bytes of unfinished gRPC requests one connection may have buffered.
     pub max_buffered_bytes: usize,
@@ -83,7 +84,7 @@ async fn accept(
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                return Connection::new(stream, peer, permit, limits.idle_timeout);
+                return Connection::new(stream, peer, permit, limits);
             }
             Err(e) if is_connection_error(&e) => continue,
             Err(e) => {
@@ -121,8 +122,9 @@ pub struct ConnectionInfo {
     pub budget: Arc<ConnectionBudget>,
 }
 
-/// An accepted TCP connection that holds its listener slot and fails reads once the peer
-/// has been silent for the idle timeout.
+/// An accepted TCP connection that holds its listener slot and fails once the peer has
+/// sent nothing for the idle timeout, or taken nothing of a pending write for the write
+/// timeout.
 pub struct Connection {
     stream: TcpStream,
     info: ConnectionInfo,
@@ -130,6 +132,9 @@ pub struct Connection {
     idle_timeout: Duration,
     last_read: Instant,
     idle: Pin<Box<Sleep>>,
+    write_timeout: Duration,
+    /// Running while a write waits for the peer to take data.
+    write_stall: Option<Pin<Box<Sleep>>>,
 }
 
 impl Connection {
@@ -137,7 +142,7 @@ impl Connection {
         stream: TcpStream,
         peer: SocketAddr,
         slot: OwnedSemaphorePermit,
-        idle_timeout: Duration,
+        limits: &ConnectionLimits,
     ) -> Connection {
         Connection {
             stream,
@@ -146,10 +151,26 @@ impl Connection {
                 budget: Arc::default(),
             },
             _slot: slot,
-            idle_timeout,
+            idle_timeout: limits.idle_timeout,
             last_read: Instant::now(),
-            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            idle: Box::pin(tokio::time::sleep(limits.idle_timeout)),
+            write_timeout: limits.request_read_timeout,
+            write_stall: None,
         }
+    }
+
+    /// Pending while a stalled write is within the write timeout; an error after.
+    fn poll_write_stall(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
+        let timeout = self.write_timeout;
+        // Started when a write first waits; most writes never do.
+        let stall = self
+            .write_stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        ready!(stall.as_mut().poll(cx));
+        Poll::Ready(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the peer took nothing of a pending write within the write timeout",
+        ))
     }
 
     /// Pending while the peer has been heard from within the idle timeout; an error after.
@@ -202,12 +223,15 @@ impl AsyncWrite for Connection {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         match Pin::new(&mut this.stream).poll_write(cx, buf) {
-            // A peer that reads nothing is as idle as one that sends nothing.
-            Poll::Pending => match this.poll_idle(cx) {
+            // A peer that reads nothing would hold the response in memory for good.
+            Poll::Pending => match this.poll_write_stall(cx) {
                 Poll::Ready(e) => Poll::Ready(Err(e)),
                 Poll::Pending => Poll::Pending,
             },
-            ready => ready,
+            ready => {
+                this.write_stall = None;
+                ready
+            }
         }
     }
 
@@ -224,7 +248,17 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        match Pin::new(&mut this.stream).poll_write_vectored(cx, bufs) {
+            Poll::Pending => match this.poll_write_stall(cx) {
+                Poll::Ready(e) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            },
+            ready => {
+                this.write_stall = None;
+                ready
+            }
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -240,8 +274,12 @@ impl tonic::transport::server::Connected for Connection {
     }
 }
 
-/// Serves HTTP/1 and HTTP/2 (`router`) on `listener` with the connection limits and a
-/// deadline for request headers. Runs until the task is dropped.
+/// Serves HTTP/1.1 (`router`) on `listener` with the connection limits and a deadline for
+/// request headers. Runs until the task is dropped.
+///
+/// HTTP/1.1 only: health probes and Prometheus speak it, and one response at a time per
+/// connection means a peer that stops reading stalls the socket, which the write timeout
+/// closes (HTTP/2 flow control would hold any number of responses without a stalled write).
 pub async fn serve_http(
     listener: TcpListener,
     limits: ConnectionLimits,
@@ -250,17 +288,12 @@ pub async fn serve_http(
 ) {
     use futures::StreamExt;
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.request_read_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(limits.keepalive_interval)
-        .keep_alive_timeout(limits.keepalive_timeout)
-        .max_concurrent_streams(limits.max_concurrent_streams);
     let builder = Arc::new(builder);
     let mut connections = std::pin::pin!(incoming(listener, limits, name));
     while let Some(Ok(conn)) = connections.next().await {

@@ -183,43 +183,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
             address: options.prometheus_address,
             source,
         })?;
-    let exporter = resources.prometheus.clone();
-    let scrape = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let exporter = exporter.clone();
-            async move {
-                // The exposition is rendered lazily in chunks (never one string). Up to
-                // 1 MiB is gathered first: an exposition that ends within it goes out
-                // whole, with a Content-Length, as before; a larger one is streamed.
-                const WHOLE_BELOW: usize = 1024 * 1024;
-                let mut chunks = exporter.render_chunks();
-                let mut head = String::new();
-                while head.len() < WHOLE_BELOW {
-                    match chunks.next() {
-                        Some(chunk) => head.push_str(&chunk),
-                        None => break,
-                    }
-                }
-                let body = if head.len() < WHOLE_BELOW {
-                    axum::body::Body::from(head)
-                } else {
-                    axum::body::Body::from_stream(futures::stream::iter(
-                        std::iter::once(head)
-                            .chain(chunks)
-                            .map(Ok::<_, std::convert::Infallible>),
-                    ))
-                };
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    body,
-                )
-            }
-        }),
-    );
+    let scrape = exposition_router(resources.prometheus.clone());
     tasks.push(tokio::spawn(crate::net::serve_http(
         exposition,
         options.connections.clone(),
@@ -286,4 +250,90 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
         api,
         shutdown_phase: Arc::default(),
     })
+}
+
+/// Scrapes rendered at once: each holds up to [`WHOLE_BELOW`] of exposition plus a chunk,
+/// and its rendering CPU, until its response is taken or the connection's write timeout
+/// closes it.
+const SCRAPES_AT_ONCE: usize = 4;
+/// How long a scrape waits for its turn before 503.
+const SCRAPE_WAIT: Duration = Duration::from_secs(5);
+/// An exposition that ends within this goes out whole, with a Content-Length; a larger
+/// one is streamed in chunks.
+const WHOLE_BELOW: usize = 1024 * 1024;
+
+/// The Prometheus exposition listener's `/metrics`.
+fn exposition_router(exporter: Arc<adapters::prometheus::Exporter>) -> axum::Router {
+    let turns = Arc::new(tokio::sync::Semaphore::new(SCRAPES_AT_ONCE));
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || scrape(exporter.clone(), turns.clone())),
+    )
+}
+
+/// Renders the exposition lazily in chunks (never one string), one of a bounded number
+/// of scrapes at a time; the turn is held until the response body is dropped.
+async fn scrape(
+    exporter: Arc<adapters::prometheus::Exporter>,
+    turns: Arc<tokio::sync::Semaphore>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Ok(Ok(turn)) = tokio::time::timeout(SCRAPE_WAIT, turns.acquire_owned()).await else {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("{SCRAPES_AT_ONCE} scrapes are in progress; try again"),
+        )
+            .into_response();
+    };
+    let mut chunks = exporter.render_chunks();
+    let mut head = String::new();
+    while head.len() < WHOLE_BELOW {
+        match chunks.next() {
+            Some(chunk) => head.push_str(&chunk),
+            None => break,
+        }
+    }
+    let body = if head.len() < WHOLE_BELOW {
+        axum::body::Body::from(head)
+    } else {
+        axum::body::Body::from_stream(futures::stream::iter(
+            std::iter::once(head)
+                .chain(chunks)
+                .map(Ok::<_, std::convert::Infallible>),
+        ))
+    };
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        axum::body::Body::new(TurnBody { body, _turn: turn }),
+    )
+        .into_response()
+}
+
+/// A response body that holds a scrape's turn until it is dropped.
+struct TurnBody {
+    body: axum::body::Body,
+    _turn: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl http_body::Body for TurnBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }

@@ -130,6 +130,9 @@ pub struct ProtoBag<'r> {
     /// of copying them.
     maps: Vec<Arc<ProtoStringMap<'r>>>,
     maps_used: usize,
+    /// Indexes below `maps_used` whose map a DELTA set replaced with a value of another
+    /// type: reused before `maps_used` grows, so alternating types cannot grow the storage.
+    free_maps: Vec<u32>,
     /// The size of the attributes present, see [`ProtoBag::decoded_bytes`].
     bytes: usize,
     /// The limits decoding enforces.
@@ -227,6 +230,7 @@ impl<'r> ProtoBag<'r> {
         self.present.clear();
         self.extras.clear();
         self.maps_used = 0;
+        self.free_maps.clear();
         self.bytes = 0;
     }
 
@@ -528,6 +532,13 @@ impl<'r> ProtoBag<'r> {
         their_maps: &mut [Arc<ProtoStringMap<'r>>],
     ) -> Slot<'r> {
         let Slot::Map(i) = slot else {
+            if let Some(Slot::Map(j)) = prev
+                && let Some(cell) = self.maps.get_mut(j as usize)
+            {
+                // The replaced map's memory goes now; its index is reused.
+                *cell = Arc::default();
+                self.free_maps.push(j);
+            }
             return slot;
         };
         let map = their_maps
@@ -541,6 +552,12 @@ impl<'r> ProtoBag<'r> {
                 .and_then(|live| live.get_mut(j as usize))
         {
             *target = map;
+            return Slot::Map(j);
+        }
+        if let Some(j) = self.free_maps.pop()
+            && let Some(cell) = self.maps.get_mut(j as usize)
+        {
+            *cell = map;
             return Slot::Map(j);
         }
         let j = self.maps_used;
@@ -666,6 +683,33 @@ fn duration_nanos(d: &prost_types::Duration) -> Result<i64, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delta_sets_alternating_map_and_string_reuse_map_storage() {
+        use crate::api::pb::istio::mixer::v1::StringMap;
+        let table = AttrTable::empty();
+        let words = vec![b"x.m".to_vec(), b"k".to_vec(), b"v".to_vec()];
+        let as_map = {
+            let mut a = CompressedAttributes::default();
+            let entries = [(-2, -3)].into_iter().collect();
+            a.string_maps.insert(-1, StringMap { entries });
+            a
+        };
+        let as_string = {
+            let mut a = CompressedAttributes::default();
+            a.strings.insert(-1, -3);
+            a
+        };
+        let mut bag = ProtoBag::decode(&as_map, &words, &table).unwrap();
+        for _ in 0..100 {
+            bag.apply_delta(&as_string, &words, &table).unwrap();
+            assert_eq!(bag.get_by_name("x.m"), Some(Value::str("v")));
+            bag.apply_delta(&as_map, &words, &table).unwrap();
+            assert!(matches!(bag.get_by_name("x.m"), Some(Value::StringMap(_))));
+        }
+        assert_eq!(bag.maps_used, 1, "a replaced map's storage is reused");
+        assert_eq!(bag.len(), 1);
+    }
 
     #[test]
     fn slots_are_small() {

@@ -357,8 +357,10 @@ struct NestingTooDeep {
 /// A linear pre-scan for [`MAX_FLOW_NESTING`], run before the parser.
 ///
 /// It knows enough YAML to skip what cannot open a collection (quoted scalars, comments,
-/// block scalars, `[` / `{` inside a plain scalar of block context); what it does not
-/// model errs towards counting fewer levels, leaving the parser's limit as the backstop.
+/// block scalars, `[` / `{` inside a plain scalar of block context). Inside a flow
+/// collection a quote opens a scalar only where a node starts (after `[`, `{`, `,`, or a
+/// `:` separator), as in the parser: a quote inside a plain scalar (`[a ', [[[...`) is
+/// text, and the brackets after it are counted.
 fn check_flow_nesting(document: &str) -> Result<(), NestingTooDeep> {
     let mut scan = NestingScan::default();
     for (line, text) in document.split('\n').enumerate() {
@@ -376,6 +378,12 @@ struct NestingScan {
     quote: Option<u8>,
     /// Inside a block scalar (`|`, `>`): the column its content lines are indented past.
     block_scalar_parent: Option<usize>,
+    /// In flow context: a node may start at the next non-blank byte (a quote there opens
+    /// a quoted scalar). Kept across lines, as a plain scalar may continue on the next.
+    node_may_start: bool,
+    /// In flow context: the last node ended with a quote or a bracket, so a `:` right
+    /// after it separates a JSON-like key from its value.
+    after_json_node: bool,
 }
 
 fn is_space_or_end(b: Option<&u8>) -> bool {
@@ -397,9 +405,8 @@ impl NestingScan {
         // owning it (a block scalar's content is indented past that column).
         let mut node_start = self.depth == 0 && self.quote.is_none();
         let mut owner = indent;
-        // Whether the previous byte is a space or the line start (comments), or also flow
-        // punctuation (quoted scalars in flow context).
-        let (mut after_space, mut token_start) = (true, true);
+        // Whether the previous byte is a space or the line start (comments).
+        let mut after_space = true;
         let mut i = indent;
         while i < line.len() {
             let b = line[i];
@@ -410,13 +417,14 @@ impl NestingScan {
                     i += 1; // an escaped character
                 } else if b == quote {
                     self.quote = None;
+                    (self.node_may_start, self.after_json_node) = (false, true);
                 }
-                (after_space, token_start) = (false, false);
+                after_space = false;
                 i += 1;
                 continue;
             }
             if matches!(b, b' ' | b'\t' | b'\r') {
-                (after_space, token_start) = (true, true);
+                after_space = true;
                 i += 1;
                 continue;
             }
@@ -424,13 +432,7 @@ impl NestingScan {
                 return Ok(());
             }
             if self.depth > 0 {
-                match b {
-                    b'[' | b'{' => self.open(i)?,
-                    b']' | b'}' => self.depth -= 1,
-                    b'"' | b'\'' if token_start => self.quote = Some(b),
-                    _ => {}
-                }
-                token_start = matches!(b, b'[' | b'{' | b',' | b':');
+                self.flow_byte(line, i)?;
             } else if node_start {
                 match b {
                     b'-' | b'?' | b':' if is_space_or_end(line.get(i + 1)) => owner = i,
@@ -454,7 +456,6 @@ impl NestingScan {
                         node_start = false;
                     }
                 }
-                token_start = matches!(b, b'[' | b'{');
             } else if b == b':' && is_space_or_end(line.get(i + 1)) {
                 // After a key: its value may be a collection, a quoted or block scalar.
                 node_start = true;
@@ -465,8 +466,36 @@ impl NestingScan {
         Ok(())
     }
 
+    /// One non-blank byte inside a flow collection.
+    fn flow_byte(&mut self, line: &[u8], i: usize) -> Result<(), usize> {
+        let b = line[i];
+        let next = line.get(i + 1);
+        let (mut may_start, mut json_node) = (false, false);
+        match b {
+            b'[' | b'{' => {
+                self.open(i)?;
+                may_start = true;
+            }
+            b']' | b'}' => {
+                self.depth = self.depth.saturating_sub(1);
+                json_node = true;
+            }
+            b',' => may_start = true,
+            b':' => {
+                may_start = self.after_json_node
+                    || is_space_or_end(next)
+                    || matches!(next, Some(b',' | b'[' | b']' | b'{' | b'}'));
+            }
+            b'"' | b'\'' if self.node_may_start => self.quote = Some(b),
+            _ => {}
+        }
+        (self.node_may_start, self.after_json_node) = (may_start, json_node);
+        Ok(())
+    }
+
     fn open(&mut self, index: usize) -> Result<(), usize> {
         self.depth += 1;
+        (self.node_may_start, self.after_json_node) = (true, false);
         if self.depth > MAX_FLOW_NESTING {
             return Err(index + 1);
         }
@@ -1281,6 +1310,23 @@ spec:
         // After a block scalar ends, counting resumes.
         let text = format!("a: |\n  text\nb: {deep}\n");
         assert_eq!(nesting_error(&text).map(|e| e.line), Some(2));
+        // JSON-like flow mappings: a quote right after `:` opens a scalar.
+        let json = format!("a: {{\"k\":\"{deep}\", \"j\": ['{deep}']}}\n");
+        assert_eq!(nesting_error(&json), None, "{json}");
+    }
+
+    #[test]
+    fn a_quote_inside_a_flow_plain_scalar_hides_nothing() {
+        // The parser reads `a '` and `a:"` as plain text: the brackets after them nest.
+        let deep = "[".repeat(300);
+        for text in [
+            format!("x: [a ',{deep}\n"),
+            format!("x: [a:\",{deep}\n"),
+            format!("x: [a\n  ',{deep}\n"),
+            format!("x: {{k: v \",{deep}\n"),
+        ] {
+            assert!(nesting_error(&text).is_some(), "{text}");
+        }
     }
 
     #[test]
