@@ -159,6 +159,20 @@ impl Connection {
         }
     }
 
+    /// A write's outcome, failed once it has waited for the peer past the write timeout:
+    /// a peer that reads nothing would hold the response in memory for good.
+    fn watch_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: Poll<std::io::Result<usize>>,
+    ) -> Poll<std::io::Result<usize>> {
+        if written.is_ready() {
+            self.write_stall = None;
+            return written;
+        }
+        self.poll_write_stall(cx).map(Err)
+    }
+
     /// Pending while a stalled write is within the write timeout; an error after.
     fn poll_write_stall(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
         let timeout = self.write_timeout;
@@ -222,17 +236,8 @@ impl AsyncWrite for Connection {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.stream).poll_write(cx, buf) {
-            // A peer that reads nothing would hold the response in memory for good.
-            Poll::Pending => match this.poll_write_stall(cx) {
-                Poll::Ready(e) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            },
-            ready => {
-                this.write_stall = None;
-                ready
-            }
-        }
+        let written = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.watch_write(cx, written)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -249,16 +254,8 @@ impl AsyncWrite for Connection {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.stream).poll_write_vectored(cx, bufs) {
-            Poll::Pending => match this.poll_write_stall(cx) {
-                Poll::Ready(e) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            },
-            ready => {
-                this.write_stall = None;
-                ready
-            }
-        }
+        let written = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.watch_write(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -66,45 +66,32 @@ fn cpu_used(server: &ServerProcess, since: Duration) -> Duration {
     server.cpu_time().saturating_sub(since)
 }
 
+/// Sends the row-1 Report to a server started with `flags`: RESOURCE_EXHAUSTED naming
+/// `flag`, within `cpu_secs` of server CPU.
+async fn refused_cheaply(config: &std::path::Path, flags: &[&str], flag: &str, cpu_secs: u64) {
+    let server = ServerProcess::start(config, flags);
+    let mut c = client(&server).await;
+    let cpu = server.cpu_time();
+    let err = c.report(delta_report(20_000, 150_000)).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains(flag), "{}", err.message());
+    assert!(cpu_used(&server, cpu) < Duration::from_secs(cpu_secs));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn row1_delta_report_shares_inherited_state() {
     let dir = config_dir(&[]);
     // Defaults: 150 001 sets are refused before any is decoded.
-    let server = ServerProcess::start(dir.path(), &[]);
-    let mut c = client(&server).await;
-    let cpu = server.cpu_time();
-    let err = c.report(delta_report(20_000, 150_000)).await.unwrap_err();
-    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
-    assert!(
-        err.message().contains("--max-report-attribute-sets"),
-        "{}",
-        err.message()
-    );
-    assert!(cpu_used(&server, cpu) < Duration::from_secs(2));
-    drop(server);
-
+    refused_cheaply(dir.path(), &[], "--max-report-attribute-sets", 2).await;
     // Set count and map size allowed: the decoded-bytes budget stops it, cheaply, naming
     // its flag.
-    let server = ServerProcess::start(
-        dir.path(),
-        &[
-            "--max-report-attribute-sets",
-            "200000",
-            "--max-string-map-entries",
-            "50000",
-        ],
-    );
-    let mut c = client(&server).await;
-    let cpu = server.cpu_time();
-    let err = c.report(delta_report(20_000, 150_000)).await.unwrap_err();
-    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
-    assert!(
-        err.message().contains("--max-report-decoded-bytes"),
-        "{}",
-        err.message()
-    );
-    assert!(cpu_used(&server, cpu) < Duration::from_secs(5));
-    drop(server);
+    let raised = [
+        "--max-report-attribute-sets",
+        "200000",
+        "--max-string-map-entries",
+        "50000",
+    ];
+    refused_cheaply(dir.path(), &raised, "--max-report-decoded-bytes", 5).await;
 
     // Every limit lifted: all 150 001 sets decode and dispatch, sharing the inherited map
     // instead of copying it per set (which took minutes of CPU and more memory than the
