@@ -30,8 +30,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         // Ordered maps: decoding a few dozen small integer keys into a BTreeMap costs no
         // hashing and fewer allocations than a HashMap, and encodes deterministically.
         .btree_map(".")
-        // Malformed requests are INVALID_ARGUMENT, not tonic's INTERNAL (see api/codec.rs).
-        .codec_path("crate::api::codec::StrictCodec")
+        // Malformed requests are INVALID_ARGUMENT, not tonic's INTERNAL (see wire/codec.rs).
+        .codec_path("crate::wire::codec::StrictCodec")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -17,9 +17,11 @@ use std::hint::black_box;
 use benches::Traffic;
 use expr_lang::{NoRecording, ReferencedSet};
 use futures::executor::block_on;
-use mixer::api::pb::istio::mixer::v1::mixer_server::Mixer;
-use mixer::api::pb::istio::mixer::v1::{CheckRequest, ReportRequest, check_request};
-use mixer::runtime::dispatch::{self, PolicyErrorMode};
+use mixer::runtime::check::{self, CheckContext};
+use mixer::runtime::quota::{self, QuotaRequest};
+use mixer::runtime::{PolicyErrorMode, report};
+use mixer::wire::pb::istio::mixer::v1::mixer_server::Mixer;
+use mixer::wire::pb::istio::mixer::v1::{CheckRequest, ReportRequest, check_request};
 use prost::Message;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use templates::{QuotaArgs, Reply};
@@ -90,7 +92,7 @@ fn report(tel: &Loaded, rt: &tokio::runtime::Handle) {
         }
         let req = ReportRequest::decode(&bytes[i % bytes.len()][..]).expect("decodes");
         let bags = common::report_bags(&req, snap);
-        let errors = dispatch::report(snap, &bags, metrics);
+        let errors = report::dispatch(snap, &bags, metrics);
         assert!(errors.is_empty(), "{errors:?}");
     });
     print("allocations per report bag (full pipeline)", &full);
@@ -106,9 +108,9 @@ fn report(tel: &Loaded, rt: &tokio::runtime::Handle) {
         if i % 100 == 0 {
             tel.truncate_log();
         }
-        black_box(dispatch::report(snap, &batches[i % batches.len()], metrics));
+        black_box(report::dispatch(snap, &batches[i % batches.len()], metrics));
     });
-    print("  of which dispatch::report", &dispatch);
+    print("  of which report::dispatch", &dispatch);
 
     let service = common::service(tel.config.dir.path(), rt, 0);
     let svc = measure(REPORT_CALLS, BATCH, |i| {
@@ -142,8 +144,16 @@ fn check(pol: &Loaded, rt: &tokio::runtime::Handle) {
         let req = CheckRequest::decode(&bytes[i % bytes.len()][..]).expect("decodes");
         let bag = common::check_bag(&req, snap);
         let mut refs = ReferencedSet::new();
-        let outcome = block_on(dispatch::check(snap, &bag, &mut refs, mode, metrics))
-            .expect("check dispatches");
+        let outcome = block_on(check::evaluate(
+            &CheckContext {
+                snapshot: snap,
+                mode,
+                metrics,
+            },
+            &bag,
+            &mut refs,
+        ))
+        .expect("check dispatches");
         assert!(outcome.status.is_ok());
         black_box(refs);
     });
@@ -155,8 +165,16 @@ fn check(pol: &Loaded, rt: &tokio::runtime::Handle) {
             let req = CheckRequest::decode(&bytes[i % bytes.len()][..]).expect("decodes");
             let bag = common::check_bag(&req, snap);
             let mut refs = ReferencedSet::new();
-            let outcome = block_on(dispatch::check(snap, &bag, &mut refs, mode, metrics))
-                .expect("check dispatches");
+            let outcome = block_on(check::evaluate(
+                &CheckContext {
+                    snapshot: snap,
+                    mode,
+                    metrics,
+                },
+                &bag,
+                &mut refs,
+            ))
+            .expect("check dispatches");
             assert!(outcome.status.is_ok());
             black_box(refs);
         });
@@ -175,33 +193,37 @@ fn check(pol: &Loaded, rt: &tokio::runtime::Handle) {
     print("  of which bag decode", &decode);
     let plain = measure(CHECK_CALLS, 1, |i| {
         black_box(
-            block_on(dispatch::check(
-                snap,
+            block_on(check::evaluate(
+                &CheckContext {
+                    snapshot: snap,
+                    mode,
+                    metrics,
+                },
                 &bags[i % bags.len()],
                 &mut NoRecording,
-                mode,
-                metrics,
             ))
             .expect("check"),
         );
     });
-    print("  of which dispatch::check, no recording", &plain);
+    print("  of which check::evaluate, no recording", &plain);
     let recorded = measure(CHECK_CALLS, 1, |i| {
         let mut refs = ReferencedSet::new();
         black_box(
-            block_on(dispatch::check(
-                snap,
+            block_on(check::evaluate(
+                &CheckContext {
+                    snapshot: snap,
+                    mode,
+                    metrics,
+                },
                 &bags[i % bags.len()],
                 &mut refs,
-                mode,
-                metrics,
             ))
             .expect("check"),
         );
         black_box(refs);
     });
     print(
-        "  of which dispatch::check, recording (ReferencedSet)",
+        "  of which check::evaluate, recording (ReferencedSet)",
         &recorded,
     );
     let quota = measure(CHECK_CALLS, 1, |i| {
@@ -213,19 +235,23 @@ fn check(pol: &Loaded, rt: &tokio::runtime::Handle) {
             best_effort: false,
         };
         let mut refs = ReferencedSet::new();
-        let q = block_on(dispatch::quota(
+        let q = block_on(quota::allocate(
             snap,
             &bags[i % bags.len()],
             &mut refs,
-            QUOTA_NAME,
-            args,
+            QuotaRequest {
+                name: QUOTA_NAME,
+                amount: args.amount,
+                best_effort: args.best_effort,
+            },
+            args.deduplication_id,
             metrics,
         ));
         assert_eq!(q.granted_amount, 1);
         black_box(refs);
     });
     print(
-        "allocations per quota (dispatch::quota incl. dedup id, memquota)",
+        "allocations per quota (quota::allocate incl. dedup id, memquota)",
         &quota,
     );
 

@@ -14,11 +14,13 @@ use benches::Traffic;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use expr_lang::{NoRecording, ReferencedSet};
 use futures::executor::block_on;
-use mixer::api::pb::istio::mixer::v1::mixer_server::Mixer;
-use mixer::api::pb::istio::mixer::v1::{CheckRequest, ReportRequest, check_request};
 use mixer::attrs::ProtoBag;
-use mixer::runtime::Snapshot;
-use mixer::runtime::dispatch::{self, PolicyErrorMode};
+use mixer::config::Snapshot;
+use mixer::runtime::check::{self, CheckContext};
+use mixer::runtime::quota::{self, QuotaRequest};
+use mixer::runtime::{PolicyErrorMode, matching, report};
+use mixer::wire::pb::istio::mixer::v1::mixer_server::Mixer;
+use mixer::wire::pb::istio::mixer::v1::{CheckRequest, ReportRequest, check_request};
 use prost::Message;
 use templates::{QuotaArgs, Reply, TemplateKind};
 use tonic::Request;
@@ -50,11 +52,11 @@ impl<'a, T> Ring<'a, T> {
 }
 
 /// Evaluates every Report rule's match for one bag and builds the instances of those
-/// that hold, as `dispatch::report` does before calling handlers. Returns the number of
+/// that hold, as `report::dispatch` does before calling handlers. Returns the number of
 /// instances built.
 fn build_report_instances(snap: &Snapshot, bag: &ProtoBag<'_>) -> usize {
     let mut rec = NoRecording;
-    let namespace = dispatch::identity_namespace(snap, bag, &mut rec);
+    let namespace = matching::identity_namespace(snap, bag, &mut rec);
     let mut built = 0;
     for routed in snap.report.for_namespace(&namespace) {
         if let Some(pred) = &routed.rule.predicate
@@ -85,10 +87,10 @@ fn build_report_instances(snap: &Snapshot, bag: &ProtoBag<'_>) -> usize {
 
 /// The server's Report handling after gRPC framing: protobuf decode, bag decode,
 /// dispatch.
-fn server_report(bytes: &[u8], snap: &Snapshot, metrics: &mixer::telemetry::metrics::Metrics) {
+fn server_report(bytes: &[u8], snap: &Snapshot, metrics: &mixer::metrics::Metrics) {
     let req = ReportRequest::decode(bytes).expect("protobuf decodes");
     let bags = common::report_bags(&req, snap);
-    let errors = dispatch::report(snap, &bags, metrics);
+    let errors = report::dispatch(snap, &bags, metrics);
     debug_assert!(errors.is_empty(), "{errors:?}");
     black_box(errors);
 }
@@ -185,7 +187,7 @@ fn bench_report(c: &mut Criterion, tel: &Loaded, traced: &Loaded, rt: &tokio::ru
             .iter()
             .map(|r| common::report_bags(r, snap))
             .collect();
-        let errors = dispatch::report(snap, &batches[0], &tel.metrics);
+        let errors = report::dispatch(snap, &batches[0], &tel.metrics);
         assert!(errors.is_empty(), "report errors: {errors:?}");
         g.bench_function("dispatch_100_bags", |b| {
             let mut ring = Ring::new(&batches);
@@ -193,7 +195,7 @@ fn bench_report(c: &mut Criterion, tel: &Loaded, traced: &Loaded, rt: &tokio::ru
                 tel.truncate_log();
                 let start = Instant::now();
                 for _ in 0..iters {
-                    black_box(dispatch::report(snap, ring.next(), &tel.metrics));
+                    black_box(report::dispatch(snap, ring.next(), &tel.metrics));
                 }
                 start.elapsed()
             })
@@ -253,14 +255,31 @@ fn bench_check(c: &mut Criterion, pol: &Loaded, rt: &tokio::runtime::Handle) {
     );
     for bag in &bags {
         let mut refs = ReferencedSet::new();
-        let outcome = block_on(dispatch::check(snap, bag, &mut refs, mode, metrics))
-            .expect("check dispatches");
+        let outcome = block_on(check::evaluate(
+            &CheckContext {
+                snapshot: snap,
+                mode,
+                metrics,
+            },
+            bag,
+            &mut refs,
+        ))
+        .expect("check dispatches");
         assert!(outcome.status.is_ok(), "denied: {:?}", outcome.status);
         assert_eq!(outcome.route.request_header_operations.len(), 1);
     }
     {
         let mut refs = ReferencedSet::new();
-        block_on(dispatch::check(snap, &bags[0], &mut refs, mode, metrics)).expect("check");
+        block_on(check::evaluate(
+            &CheckContext {
+                snapshot: snap,
+                mode,
+                metrics,
+            },
+            &bags[0],
+            &mut refs,
+        ))
+        .expect("check");
         println!("check: {} referenced attributes recorded", refs.len());
     }
 
@@ -274,12 +293,14 @@ fn bench_check(c: &mut Criterion, pol: &Loaded, rt: &tokio::runtime::Handle) {
     g.bench_function("dispatch_10_rules/no_recording", |b| {
         let mut ring = Ring::new(&bags);
         b.iter(|| {
-            block_on(dispatch::check(
-                snap,
+            block_on(check::evaluate(
+                &CheckContext {
+                    snapshot: snap,
+                    mode,
+                    metrics,
+                },
                 ring.next(),
                 &mut NoRecording,
-                mode,
-                metrics,
             ))
             .expect("check")
         })
@@ -288,8 +309,16 @@ fn bench_check(c: &mut Criterion, pol: &Loaded, rt: &tokio::runtime::Handle) {
         let mut ring = Ring::new(&bags);
         b.iter(|| {
             let mut refs = ReferencedSet::new();
-            let outcome = block_on(dispatch::check(snap, ring.next(), &mut refs, mode, metrics))
-                .expect("check");
+            let outcome = block_on(check::evaluate(
+                &CheckContext {
+                    snapshot: snap,
+                    mode,
+                    metrics,
+                },
+                ring.next(),
+                &mut refs,
+            ))
+            .expect("check");
             black_box(refs);
             outcome
         })
@@ -300,8 +329,16 @@ fn bench_check(c: &mut Criterion, pol: &Loaded, rt: &tokio::runtime::Handle) {
             let req = CheckRequest::decode(&ring.next()[..]).expect("decodes");
             let bag = common::check_bag(&req, snap);
             let mut refs = ReferencedSet::new();
-            let outcome =
-                block_on(dispatch::check(snap, &bag, &mut refs, mode, metrics)).expect("check");
+            let outcome = block_on(check::evaluate(
+                &CheckContext {
+                    snapshot: snap,
+                    mode,
+                    metrics,
+                },
+                &bag,
+                &mut refs,
+            ))
+            .expect("check");
             black_box(refs);
             outcome
         })
@@ -311,8 +348,16 @@ fn bench_check(c: &mut Criterion, pol: &Loaded, rt: &tokio::runtime::Handle) {
         let other = Loaded::new(common::mixer_load_policy_config(), rt);
         let snap = &other.snapshot;
         for bag in checks.iter().map(|r| common::check_bag(r, snap)) {
-            let outcome = block_on(dispatch::check(snap, &bag, &mut NoRecording, mode, metrics))
-                .expect("check dispatches");
+            let outcome = block_on(check::evaluate(
+                &CheckContext {
+                    snapshot: snap,
+                    mode,
+                    metrics,
+                },
+                &bag,
+                &mut NoRecording,
+            ))
+            .expect("check dispatches");
             assert!(outcome.status.is_ok(), "denied: {:?}", outcome.status);
         }
         g.bench_function("server_10_rules/mixer_load_policy", |b| {
@@ -321,8 +366,16 @@ fn bench_check(c: &mut Criterion, pol: &Loaded, rt: &tokio::runtime::Handle) {
                 let req = CheckRequest::decode(&ring.next()[..]).expect("decodes");
                 let bag = common::check_bag(&req, snap);
                 let mut refs = ReferencedSet::new();
-                let outcome =
-                    block_on(dispatch::check(snap, &bag, &mut refs, mode, metrics)).expect("check");
+                let outcome = block_on(check::evaluate(
+                    &CheckContext {
+                        snapshot: snap,
+                        mode,
+                        metrics,
+                    },
+                    &bag,
+                    &mut refs,
+                ))
+                .expect("check");
                 black_box(refs);
                 outcome
             })
@@ -338,12 +391,16 @@ fn bench_check(c: &mut Criterion, pol: &Loaded, rt: &tokio::runtime::Handle) {
                 best_effort: false,
             };
             let mut refs = ReferencedSet::new();
-            let q = block_on(dispatch::quota(
+            let q = block_on(quota::allocate(
                 snap,
                 ring.next(),
                 &mut refs,
-                QUOTA_NAME,
-                args,
+                QuotaRequest {
+                    name: QUOTA_NAME,
+                    amount: args.amount,
+                    best_effort: args.best_effort,
+                },
+                args.deduplication_id,
                 metrics,
             ));
             debug_assert_eq!(q.granted_amount, 1);
@@ -357,8 +414,16 @@ fn bench_check(c: &mut Criterion, pol: &Loaded, rt: &tokio::runtime::Handle) {
             let req = CheckRequest::decode(&ring.next()[..]).expect("decodes");
             let bag = common::check_bag(&req, snap);
             let mut refs = ReferencedSet::new();
-            let outcome =
-                block_on(dispatch::check(snap, &bag, &mut refs, mode, metrics)).expect("check");
+            let outcome = block_on(check::evaluate(
+                &CheckContext {
+                    snapshot: snap,
+                    mode,
+                    metrics,
+                },
+                &bag,
+                &mut refs,
+            ))
+            .expect("check");
             let dedup = next_dedup_id();
             let args = QuotaArgs {
                 deduplication_id: &dedup,
@@ -366,8 +431,17 @@ fn bench_check(c: &mut Criterion, pol: &Loaded, rt: &tokio::runtime::Handle) {
                 best_effort: false,
             };
             let mut qrefs = ReferencedSet::new();
-            let q = block_on(dispatch::quota(
-                snap, &bag, &mut qrefs, QUOTA_NAME, args, metrics,
+            let q = block_on(quota::allocate(
+                snap,
+                &bag,
+                &mut qrefs,
+                QuotaRequest {
+                    name: QUOTA_NAME,
+                    amount: args.amount,
+                    best_effort: args.best_effort,
+                },
+                args.deduplication_id,
+                metrics,
             ));
             debug_assert_eq!(q.granted_amount, 1);
             black_box((refs, qrefs, q));

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use expr_lang::golib::time::Timestamp;
 use expr_lang::{StringMapRef, Value};
-use mixer::api::pb::istio::mixer::v1::{CheckRequest, ReportRequest, check_request};
 use mixer::attrs::{AttributeEncoder, GLOBAL_WORD_COUNT, encode_report};
+use mixer::wire::pb::istio::mixer::v1::{CheckRequest, ReportRequest, check_request};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 

@@ -9,14 +9,14 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::api::pb::istio::mixer::v1::mixer_server::MixerServer;
-use crate::api::service::MixerService;
+use crate::api::mixer::MixerService;
 use crate::attrs::DecodeLimits;
 use crate::config::watch::{Reaction, spawn_watcher};
+use crate::metrics::Metrics;
+use crate::monitoring;
 use crate::net::{ConnectionLimits, RequestLimitsLayer};
 use crate::runtime::{PolicyErrorMode, Runtime, RuntimeOptions};
-use crate::telemetry::http;
-use crate::telemetry::metrics::Metrics;
+use crate::wire::pb::istio::mixer::v1::mixer_server::MixerServer;
 
 /// Everything `mixer server` is configured with.
 #[derive(Clone, Debug)]
@@ -45,11 +45,11 @@ pub struct ServerOptions {
     pub exposition: adapters::prometheus::ExpositionLimits,
 }
 
-impl ServerOptions {
-    /// Defaults as Mixer's (`0.0.0.0:9091`, monitoring on `15014`).
-    pub fn new(config_dirs: Vec<PathBuf>) -> ServerOptions {
+impl Default for ServerOptions {
+    /// Mixer's defaults (`0.0.0.0:9091`, monitoring on `15014`); no configuration yet.
+    fn default() -> ServerOptions {
         ServerOptions {
-            config_dirs,
+            config_dirs: Vec::new(),
             address: SocketAddr::from(([0, 0, 0, 0], 9091)),
             monitoring_address: SocketAddr::from(([0, 0, 0, 0], 15014)),
             prometheus_address: SocketAddr::from(([0, 0, 0, 0], 42422)),
@@ -59,14 +59,20 @@ impl ServerOptions {
             reload_poll: Duration::from_millis(500),
             reload_debounce: Duration::from_secs(1),
             check_cache_size: 10_000,
-            shedding: crate::api::shed::SheddingOptions {
-                latency_halflife: Duration::from_secs(1),
-                burst_size: 1,
-                ..Default::default()
-            },
+            shedding: crate::api::shed::SheddingOptions::default(),
             decode_limits: DecodeLimits::default(),
             connections: ConnectionLimits::default(),
             exposition: adapters::prometheus::ExpositionLimits::default(),
+        }
+    }
+}
+
+impl ServerOptions {
+    /// The defaults, serving the configuration in `config_dirs`.
+    pub fn new(config_dirs: Vec<PathBuf>) -> ServerOptions {
+        ServerOptions {
+            config_dirs,
+            ..ServerOptions::default()
         }
     }
 }
@@ -167,7 +173,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
             address: options.monitoring_address,
             source,
         })?;
-    let router = http::router(runtime.clone());
+    let router = monitoring::router(runtime.clone());
     let mut tasks = vec![tokio::spawn(crate::net::serve_http(
         monitoring,
         options.connections.clone(),
@@ -215,7 +221,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
     })?;
     let shedder =
         crate::api::shed::LoadShedder::new(options.shedding.clone(), runtime.metrics.shed.clone());
-    crate::api::codec::set_max_report_sets(options.decode_limits.max_report_sets);
+    crate::wire::codec::set_max_report_sets(options.decode_limits.max_report_sets);
     let service = MixerServer::new(MixerService::new(
         runtime.clone(),
         shedder,

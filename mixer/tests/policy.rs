@@ -21,10 +21,11 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use expr_lang::Value;
-use mixer::api::pb::istio::mixer::v1::CheckResponse;
-use mixer::api::pb::istio::mixer::v1::mixer_client::MixerClient;
-use mixer::attrs::{Condition, decode_referenced};
+use mixer::api::mixer::decode_referenced;
+use mixer::runtime::Condition;
 use mixer::runtime::PolicyErrorMode;
+use mixer::wire::pb::istio::mixer::v1::CheckResponse;
+use mixer::wire::pb::istio::mixer::v1::mixer_client::MixerClient;
 use tonic::transport::Channel;
 
 const OK: i32 = 0;
@@ -145,6 +146,9 @@ fn referenced(r: &CheckResponse) -> Vec<(String, Option<String>, Condition)> {
             .expect("referenced attributes"),
     )
     .expect("decodable referenced attributes")
+    .iter()
+    .map(|r| (r.name.clone(), r.map_key.clone(), r.condition))
+    .collect()
 }
 
 /// Asks `name`=1 (all or nothing) as `user` until it is refused or `limit` requests were

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use common::*;
 use expr_lang::Value;
-use mixer::api::pb::istio::mixer::v1::{CompressedAttributes, ReportRequest, report_request};
-use mixer::attrs::{Condition, GLOBAL_WORD_COUNT, decode_referenced, encode_report};
+use mixer::api::mixer::decode_referenced;
+use mixer::attrs::{GLOBAL_WORD_COUNT, encode_report};
 use mixer::runtime::PolicyErrorMode;
+use mixer::runtime::{Condition, Reference};
+use mixer::wire::pb::istio::mixer::v1::{CompressedAttributes, ReportRequest, report_request};
 use tonic::Code;
 
 const DENY_BY_LABEL: &str = r#"
@@ -96,7 +98,12 @@ async fn denier_rule_by_source_label_with_referenced_attributes() {
     let pre = denied.precondition.unwrap();
     assert_eq!(pre.valid_use_count, 1000);
     assert_eq!(pre.valid_duration.unwrap().seconds, 5);
-    let refs = decode_referenced(pre.referenced_attributes.as_ref().unwrap()).unwrap();
+    let refs: Vec<(String, Option<String>, Condition)> =
+        decode_referenced(pre.referenced_attributes.as_ref().unwrap())
+            .unwrap()
+            .iter()
+            .map(|r: &Reference| (r.name.clone(), r.map_key.clone(), r.condition))
+            .collect();
     assert!(
         refs.contains(&("source.labels".into(), Some("app".into()), Condition::Exact)),
         "{refs:?}"
@@ -457,7 +464,7 @@ async fn reload_while_requests_flow_and_broken_file_keeps_last_good() {
     let flow = {
         let stop = stop.clone();
         tokio::spawn(async move {
-            let mut c = mixer::api::pb::istio::mixer::v1::mixer_client::MixerClient::connect(
+            let mut c = mixer::wire::pb::istio::mixer::v1::mixer_client::MixerClient::connect(
                 format!("http://{addr}"),
             )
             .await
@@ -578,9 +585,9 @@ impl tonic::codec::Encoder for RawEncoder {
 
 impl tonic::codec::Codec for RawCodec {
     type Encode = Vec<u8>;
-    type Decode = mixer::api::pb::istio::mixer::v1::CheckResponse;
+    type Decode = mixer::wire::pb::istio::mixer::v1::CheckResponse;
     type Encoder = RawEncoder;
-    type Decoder = tonic_prost::ProstDecoder<mixer::api::pb::istio::mixer::v1::CheckResponse>;
+    type Decoder = tonic_prost::ProstDecoder<mixer::wire::pb::istio::mixer::v1::CheckResponse>;
     fn encoder(&mut self) -> RawEncoder {
         RawEncoder
     }

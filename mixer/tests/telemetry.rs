@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use common::process::ServerProcess;
 use common::{map, s};
 use expr_lang::Value;
-use mixer::api::pb::istio::mixer::v1::mixer_client::MixerClient;
 use mixer::attrs::{GLOBAL_WORD_COUNT, encode_report};
+use mixer::wire::pb::istio::mixer::v1::mixer_client::MixerClient;
 
 /// The server process and the lines of its stdout (the access log).
 struct Server {

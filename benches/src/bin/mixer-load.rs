@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use benches::Traffic;
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
-use mixer::api::pb::istio::mixer::v1::{CheckResponse, ReportResponse};
+use mixer::wire::pb::istio::mixer::v1::{CheckResponse, ReportResponse};
 use prost_bytes::RawCodec;
 use serde_json::{Value as Json, json};
 use tonic::transport::{Channel, Endpoint};

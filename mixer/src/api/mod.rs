@@ -1,5 +1,5 @@
-//! The `istio.mixer.v1.Mixer` gRPC API.
-pub mod codec;
-pub mod pb;
-pub mod service;
+//! Front ends: one module per protocol, translating its wire messages into bags and the
+//! runtime's answers back into its wire messages. No policy lives here.
+
+pub mod mixer;
 pub mod shed;

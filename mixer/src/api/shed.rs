@@ -11,7 +11,7 @@ use prometheus::IntCounterVec;
 use tonic::Status;
 
 /// What to do when overloaded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum SheddingMode {
     /// Never shed.
     #[default]
@@ -23,17 +23,30 @@ pub enum SheddingMode {
 }
 
 /// How shedding is configured.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct SheddingOptions {
     pub mode: SheddingMode,
     /// Calls (Report: attribute sets) per second admitted; 0 means no rate limit.
     pub max_requests_per_second: f64,
-    /// How many may arrive at once above the rate.
+    /// How many may arrive at once above the rate; 0 means one second's worth, so the
+    /// limiter never sheds a single full Report batch.
     pub burst_size: u32,
     /// Shed while the average latency is above this; zero means no latency limit.
     pub average_latency_threshold: Duration,
     /// Half-life of the latency average.
     pub latency_halflife: Duration,
+}
+
+impl Default for SheddingOptions {
+    fn default() -> SheddingOptions {
+        SheddingOptions {
+            mode: SheddingMode::Disabled,
+            max_requests_per_second: 0.0,
+            burst_size: 0,
+            average_latency_threshold: Duration::ZERO,
+            latency_halflife: Duration::from_secs(1),
+        }
+    }
 }
 
 pub const OVERLOADED: &str = "Server is currently overloaded. Please try again.";
@@ -59,7 +72,10 @@ impl LoadShedder {
                     .max_requests_per_second
                     .ceil()
                     .clamp(1.0, u32::MAX as f64) as u32;
-                let burst = options.burst_size.max(1);
+                let burst = match options.burst_size {
+                    0 => per_second,
+                    n => n,
+                };
                 let quota = Quota::per_second(NonZeroU32::new(per_second).expect("at least 1"))
                     .allow_burst(NonZeroU32::new(burst).expect("at least 1"));
                 RateLimiter::direct(quota)

@@ -12,7 +12,7 @@ use super::dictionary::GLOBAL_WORDS;
 use super::error::{DecodeError, DecodeErrorKind, IndexSite, Limit, MapKind, Unresolved};
 use super::limits::DecodeLimits;
 use super::table::AttrTable;
-use crate::api::pb::istio::mixer::v1::CompressedAttributes;
+use crate::wire::pb::istio::mixer::v1::CompressedAttributes;
 
 /// 0001-01-01T00:00:00Z, the smallest timestamp Go's proto conversion accepts.
 const MIN_TIMESTAMP_SECS: i64 = -62_135_596_800;
@@ -686,7 +686,7 @@ mod tests {
 
     #[test]
     fn delta_sets_alternating_map_and_string_reuse_map_storage() {
-        use crate::api::pb::istio::mixer::v1::StringMap;
+        use crate::wire::pb::istio::mixer::v1::StringMap;
         let table = AttrTable::empty();
         let words = vec![b"x.m".to_vec(), b"k".to_vec(), b"v".to_vec()];
         let as_map = {

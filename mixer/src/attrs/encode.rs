@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use expr_lang::Value;
 
 use super::referenced::WordEncoder;
-use crate::api::pb::istio::mixer::v1::report_request::RepeatedAttributesSemantics;
-use crate::api::pb::istio::mixer::v1::{CompressedAttributes, ReportRequest, StringMap};
+use crate::wire::pb::istio::mixer::v1::report_request::RepeatedAttributesSemantics;
+use crate::wire::pb::istio::mixer::v1::{CompressedAttributes, ReportRequest, StringMap};
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 

@@ -50,6 +50,6 @@ pub use dictionary::{GLOBAL_WORD_COUNT, GLOBAL_WORDS, global_word_index, global_
 pub use encode::{AttributeEncoder, encode_report};
 pub use error::{DecodeError, DecodeErrorKind, IndexSite, Limit, MapKind, Unresolved};
 pub use limits::DecodeLimits;
-pub use referenced::{Condition, decode_referenced, encode_referenced};
+pub use referenced::{decode_referenced, encode_referenced};
 pub use report::{ReportSets, SetError};
 pub use table::AttrTable;

@@ -1,43 +1,13 @@
-//! `ReferencedAttributes`: the attributes and map keys a Check consulted, as the
-//! Envoy client's cache key.
+//! `ReferencedAttributes` on the wire: names and map keys as dictionary indexes, with the
+//! Envoy client's encoder rule. The domain's view is `runtime::referenced`.
 
 use std::collections::HashMap;
 
 use super::bag::{index_error, resolve_word};
 use super::dictionary::global_word_index;
 use super::error::{DecodeError, DecodeErrorKind, IndexSite};
-use crate::api::pb::istio::mixer::v1::ReferencedAttributes;
-use crate::api::pb::istio::mixer::v1::referenced_attributes::{
-    AttributeMatch, Condition as PbCondition,
-};
-
-/// How a referenced attribute (or map key) was matched. Mixer never produces REGEX.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Condition {
-    /// The result depends on the attribute (or key) being absent.
-    Absence,
-    /// The result depends on the exact value.
-    Exact,
-}
-
-impl Condition {
-    /// The wire enum.
-    pub fn to_pb(self) -> PbCondition {
-        match self {
-            Condition::Absence => PbCondition::Absence,
-            Condition::Exact => PbCondition::Exact,
-        }
-    }
-
-    /// From the wire enum value; `None` for CONDITION_UNSPECIFIED, REGEX and unknown values.
-    pub fn from_pb(value: i32) -> Option<Condition> {
-        match PbCondition::try_from(value) {
-            Ok(PbCondition::Absence) => Some(Condition::Absence),
-            Ok(PbCondition::Exact) => Some(Condition::Exact),
-            _ => None,
-        }
-    }
-}
+use crate::wire::pb::istio::mixer::v1::ReferencedAttributes;
+use crate::wire::pb::istio::mixer::v1::referenced_attributes::{AttributeMatch, Condition};
 
 /// A message-level dictionary under construction, with the Envoy client's encoder rule: a word
 /// gets its global index when it is in the global dictionary below `global_word_count`, and
@@ -114,7 +84,7 @@ pub fn encode_referenced<'a>(
             };
             AttributeMatch {
                 name,
-                condition: condition.to_pb() as i32,
+                condition: condition as i32,
                 regex: String::new(),
                 map_key,
             }
@@ -151,7 +121,7 @@ pub fn decode_referenced(
                 })?;
                 Some(key.to_owned())
             };
-            let condition = Condition::from_pb(m.condition).ok_or_else(|| {
+            let condition = supported_condition(m.condition).ok_or_else(|| {
                 DecodeError::new(DecodeErrorKind::UnsupportedCondition {
                     attribute: name.to_owned(),
                     condition: m.condition,
@@ -160,6 +130,14 @@ pub fn decode_referenced(
             Ok((name.to_owned(), key, condition))
         })
         .collect()
+}
+
+/// ABSENCE or EXACT: Mixer never produces REGEX, and UNSPECIFIED means nothing.
+fn supported_condition(value: i32) -> Option<Condition> {
+    match Condition::try_from(value) {
+        Ok(c @ (Condition::Absence | Condition::Exact)) => Some(c),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -211,10 +189,7 @@ mod tests {
         assert_eq!(r.attribute_matches[3].map_key, -5);
         assert_eq!(r.attribute_matches[5].map_key, -3);
         assert_eq!(r.attribute_matches[0].map_key, 0);
-        assert_eq!(
-            r.attribute_matches[1].condition,
-            PbCondition::Absence as i32
-        );
+        assert_eq!(r.attribute_matches[1].condition, Condition::Absence as i32);
     }
 
     #[test]

@@ -6,8 +6,8 @@ use super::bag::ProtoBag;
 use super::error::{DecodeError, DecodeErrorKind, Limit};
 use super::limits::DecodeLimits;
 use super::table::AttrTable;
-use crate::api::pb::istio::mixer::v1::ReportRequest;
-use crate::api::pb::istio::mixer::v1::report_request::RepeatedAttributesSemantics;
+use crate::wire::pb::istio::mixer::v1::ReportRequest;
+use crate::wire::pb::istio::mixer::v1::report_request::RepeatedAttributesSemantics;
 
 /// One attribute set that could not be decoded: its position and why.
 #[derive(Clone, Debug)]

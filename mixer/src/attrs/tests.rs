@@ -9,8 +9,8 @@ use expr_lang::{AttrKey, Bag, Manifest, StringMapRef, Value, ValueType};
 use prost::Message;
 
 use super::*;
-use crate::api::pb::istio::mixer::v1::report_request::RepeatedAttributesSemantics;
-use crate::api::pb::istio::mixer::v1::{CompressedAttributes, StringMap};
+use crate::wire::pb::istio::mixer::v1::report_request::RepeatedAttributesSemantics;
+use crate::wire::pb::istio::mixer::v1::{CompressedAttributes, StringMap};
 
 fn manifest() -> Manifest {
     Manifest::from_pairs([

@@ -9,10 +9,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use expr_lang::{Manifest, Value};
-use mixer::api::pb::istio::mixer::v1::{
+use mixer::api::mixer::decode_referenced;
+use mixer::attrs::{AttributeEncoder, GLOBAL_WORD_COUNT, encode_report};
+use mixer::wire::pb::istio::mixer::v1::{
     CheckRequest, HeaderOperation, check_request, mixer_client::MixerClient,
 };
-use mixer::attrs::{AttributeEncoder, GLOBAL_WORD_COUNT, decode_referenced, encode_report};
 use templates::code;
 
 use super::expr::parse_attr;
@@ -105,7 +106,7 @@ fn duration_text(d: Option<&prost_types::Duration>) -> String {
     }
 }
 
-fn status_text(s: Option<&mixer::api::pb::google::rpc::Status>) -> String {
+fn status_text(s: Option<&mixer::wire::pb::google::rpc::Status>) -> String {
     match s {
         None => "OK".to_owned(),
         Some(s) if s.message.is_empty() => code::name(s.code).to_owned(),
@@ -127,7 +128,7 @@ fn header_ops_text(ops: &[HeaderOperation]) -> String {
         .join(", ")
 }
 
-fn referenced_text(r: Option<&mixer::api::pb::istio::mixer::v1::ReferencedAttributes>) -> String {
+fn referenced_text(r: Option<&mixer::wire::pb::istio::mixer::v1::ReferencedAttributes>) -> String {
     let Some(r) = r else {
         return "none".to_owned();
     };
@@ -135,12 +136,12 @@ fn referenced_text(r: Option<&mixer::api::pb::istio::mixer::v1::ReferencedAttrib
         Ok(list) if list.is_empty() => "none".to_owned(),
         Ok(list) => list
             .iter()
-            .map(|(name, key, cond)| {
-                let target = match key {
-                    Some(k) => format!("{name}[{k}]"),
-                    None => name.clone(),
+            .map(|r| {
+                let target = match &r.map_key {
+                    Some(k) => format!("{}[{k}]", r.name),
+                    None => r.name.clone(),
                 };
-                format!("{target} ({cond:?})")
+                format!("{target} ({:?})", r.condition)
             })
             .collect::<Vec<_>>()
             .join(", "),

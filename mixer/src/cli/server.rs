@@ -6,19 +6,96 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
+use mixer::api::shed::{SheddingMode, SheddingOptions};
 use mixer::attrs::DecodeLimits;
 use mixer::net::ConnectionLimits;
 use mixer::runtime::PolicyErrorMode;
 use mixer::server::{ServerOptions, start};
 
-fn decode_defaults() -> DecodeLimits {
-    DecodeLimits::default()
+/// The server's defaults: every flag's default comes from here.
+fn defaults() -> ServerOptions {
+    ServerOptions::default()
 }
 
-fn connection_defaults() -> ConnectionLimits {
-    ConnectionLimits::default()
+/// `--policy-errors`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum PolicyErrors {
+    /// As Go Mixer: the rule does not apply / the Check RPC fails.
+    Mixer,
+    /// Deny.
+    Closed,
 }
+
+impl From<PolicyErrorMode> for PolicyErrors {
+    fn from(mode: PolicyErrorMode) -> PolicyErrors {
+        match mode {
+            PolicyErrorMode::Mixer => PolicyErrors::Mixer,
+            PolicyErrorMode::Closed => PolicyErrors::Closed,
+        }
+    }
+}
+
+impl From<PolicyErrors> for PolicyErrorMode {
+    fn from(flag: PolicyErrors) -> PolicyErrorMode {
+        match flag {
+            PolicyErrors::Mixer => PolicyErrorMode::Mixer,
+            PolicyErrors::Closed => PolicyErrorMode::Closed,
+        }
+    }
+}
+
+/// `--load-shedding-mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Shedding {
+    /// Never shed.
+    Disabled,
+    /// Count and log what would be shed, but serve it.
+    Logonly,
+    /// Shed.
+    Enforce,
+}
+
+impl From<SheddingMode> for Shedding {
+    fn from(mode: SheddingMode) -> Shedding {
+        match mode {
+            SheddingMode::Disabled => Shedding::Disabled,
+            SheddingMode::Logonly => Shedding::Logonly,
+            SheddingMode::Enforce => Shedding::Enforce,
+        }
+    }
+}
+
+impl From<Shedding> for SheddingMode {
+    fn from(flag: Shedding) -> SheddingMode {
+        match flag {
+            Shedding::Disabled => SheddingMode::Disabled,
+            Shedding::Logonly => SheddingMode::Logonly,
+            Shedding::Enforce => SheddingMode::Enforce,
+        }
+    }
+}
+
+/// A duration flag, written as Go writes durations (`500ms`, `1m30s`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct GoDuration(Duration);
+
+impl std::str::FromStr for GoDuration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<GoDuration, String> {
+        parse_duration(s).map(GoDuration)
+    }
+}
+
+impl std::fmt::Display for GoDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let nanos = i64::try_from(self.0.as_nanos()).unwrap_or(i64::MAX);
+        f.write_str(&expr_lang::golib::duration::format_duration(nanos))
+    }
+}
+
+/// On SIGTERM, how long shutdown may take.
+const SHUTDOWN_TIMEOUT: GoDuration = GoDuration(Duration::from_secs(10));
 
 #[derive(Args)]
 pub struct ServerArgs {
@@ -29,112 +106,112 @@ pub struct ServerArgs {
     #[arg(long = "configStoreURL", value_name = "URL")]
     config_store_url: Vec<String>,
     /// Address of the gRPC API (port 0 picks a free port).
-    #[arg(long, default_value = "0.0.0.0:9091")]
+    #[arg(long, default_value_t = defaults().address.to_string())]
     address: String,
     /// Address of the monitoring endpoints (/metrics, /healthz, /readyz, /version, /debug/config).
-    #[arg(long = "monitoring-address", default_value = "0.0.0.0:15014")]
+    #[arg(long = "monitoring-address", default_value_t = defaults().monitoring_address.to_string())]
     monitoring_address: String,
     /// Address where metrics published by prometheus handlers are served (/metrics).
-    #[arg(long = "prometheus-address", default_value = "0.0.0.0:42422")]
+    #[arg(long = "prometheus-address", default_value_t = defaults().prometheus_address.to_string())]
     prometheus_address: String,
     /// Rules in this namespace apply to every request.
     #[arg(
         long = "default-namespace",
         alias = "configDefaultNamespace",
-        default_value = "istio-system"
+        default_value_t = defaults().default_namespace
     )]
     default_namespace: String,
     /// Largest gRPC message accepted, in bytes (over it: RESOURCE_EXHAUSTED as soon as the
     /// message's length prefix arrives).
-    #[arg(long = "max-message-size", alias = "maxMessageSize", default_value_t = 1024 * 1024)]
+    #[arg(long = "max-message-size", alias = "maxMessageSize", default_value_t = defaults().max_message_size)]
     max_message_size: usize,
     /// What a rule whose match fails to evaluate, or a Check instance that fails to build,
     /// does: `mixer` (as Go Mixer: the rule does not apply / the Check RPC fails) or
     /// `closed` (deny).
-    #[arg(long = "policy-errors", value_enum, default_value = "mixer")]
-    policy_errors: PolicyErrorMode,
+    #[arg(long = "policy-errors", value_enum, default_value_t = defaults().policy_errors.into())]
+    policy_errors: PolicyErrors,
     /// How often config directories are checked for changes, e.g. 500ms.
-    #[arg(long = "reload-poll-interval", default_value = "500ms", value_parser = parse_duration)]
-    reload_poll: Duration,
+    #[arg(long = "reload-poll-interval", default_value_t = GoDuration(defaults().reload_poll))]
+    reload_poll: GoDuration,
     /// How long config files must rest unchanged before they are applied (twice as long
     /// for a change that removes every rule), e.g. 1s.
-    #[arg(long = "reload-debounce", default_value = "1s", value_parser = parse_duration)]
-    reload_debounce: Duration,
+    #[arg(long = "reload-debounce", default_value_t = GoDuration(defaults().reload_debounce))]
+    reload_debounce: GoDuration,
     /// Decisions the server-side Check cache may hold (0 disables it).
-    #[arg(long = "check-cache-size", default_value_t = 10_000)]
+    #[arg(long = "check-cache-size", default_value_t = defaults().check_cache_size)]
     check_cache_size: u64,
     /// Load shedding: disabled, logonly (count what would be shed) or enforce.
     #[arg(
         long = "load-shedding-mode",
         alias = "loadsheddingMode",
         value_enum,
-        default_value = "disabled"
+        default_value_t = defaults().shedding.mode.into()
     )]
-    load_shedding_mode: mixer::api::shed::SheddingMode,
+    load_shedding_mode: Shedding,
     /// Load shedding: calls per second admitted (a Report counts one per attribute set); 0 = no limit.
     #[arg(
         long = "max-requests-per-second",
         alias = "maxRequestsPerSecond",
-        default_value_t = 0.0
+        default_value_t = defaults().shedding.max_requests_per_second
     )]
     max_requests_per_second: f64,
-    /// Load shedding: how many calls may arrive at once above the rate.
-    #[arg(long = "burst-size", alias = "burstSize", default_value_t = 0)]
+    /// Load shedding: how many calls may arrive at once above the rate (0: one second's worth).
+    #[arg(long = "burst-size", alias = "burstSize", default_value_t = defaults().shedding.burst_size)]
     burst_size: u32,
     /// Load shedding: shed while the average call latency is above this (e.g. 100ms); 0 = off.
-    #[arg(long = "average-latency-threshold", alias = "averageLatencyThreshold", default_value = "0s", value_parser = parse_duration)]
-    average_latency_threshold: Duration,
+    #[arg(long = "average-latency-threshold", alias = "averageLatencyThreshold", default_value_t = GoDuration(defaults().shedding.average_latency_threshold))]
+    average_latency_threshold: GoDuration,
     /// Load shedding: half-life of the latency average.
-    #[arg(long = "latency-sample-halflife", alias = "latencySampleHalflife", default_value = "1s", value_parser = parse_duration)]
-    latency_halflife: Duration,
+    #[arg(long = "latency-sample-halflife", alias = "latencySampleHalflife", default_value_t = GoDuration(defaults().shedding.latency_halflife))]
+    latency_halflife: GoDuration,
     /// Limit: attributes in one attribute set (for Report DELTA_ENCODING, after the set's
     /// changes apply). Over it: RESOURCE_EXHAUSTED for a Check, the set for a Report.
-    #[arg(long = "max-attributes-per-set", default_value_t = decode_defaults().max_attributes_per_set)]
+    #[arg(long = "max-attributes-per-set", default_value_t = defaults().decode_limits.max_attributes_per_set)]
     max_attributes_per_set: usize,
     /// Limit: entries in one string map attribute (request headers, labels).
-    #[arg(long = "max-string-map-entries", default_value_t = decode_defaults().max_string_map_entries)]
+    #[arg(long = "max-string-map-entries", default_value_t = defaults().decode_limits.max_string_map_entries)]
     max_string_map_entries: usize,
     /// Limit: attribute sets in one Report (checked before it is decoded).
-    #[arg(long = "max-report-attribute-sets", default_value_t = decode_defaults().max_report_sets)]
+    #[arg(long = "max-report-attribute-sets", default_value_t = defaults().decode_limits.max_report_sets)]
     max_report_sets: usize,
     /// Limit: decoded attribute bytes of one Report, summed over its sets (a DELTA_ENCODING
     /// set counts everything it inherits).
-    #[arg(long = "max-report-decoded-bytes", default_value_t = decode_defaults().max_report_decoded_bytes)]
+    #[arg(long = "max-report-decoded-bytes", default_value_t = defaults().decode_limits.max_report_decoded_bytes)]
     max_report_decoded_bytes: usize,
     /// Limit: connections open at once, per listener (gRPC, monitoring, Prometheus); more
     /// wait in the kernel's backlog.
-    #[arg(long = "max-connections", default_value_t = connection_defaults().max_connections)]
+    #[arg(long = "max-connections", default_value_t = defaults().connections.max_connections)]
     max_connections: usize,
     /// Limit: a connection whose peer sent nothing for this long is closed, e.g. 5m.
-    #[arg(long = "connection-idle-timeout", default_value = "5m", value_parser = parse_duration)]
-    connection_idle_timeout: Duration,
+    #[arg(long = "connection-idle-timeout", default_value_t = GoDuration(defaults().connections.idle_timeout))]
+    connection_idle_timeout: GoDuration,
     /// Limit: HTTP request headers, and a gRPC request's message, must arrive within this.
-    #[arg(long = "request-read-timeout", default_value = "10s", value_parser = parse_duration)]
-    request_read_timeout: Duration,
+    #[arg(long = "request-read-timeout", default_value_t = GoDuration(defaults().connections.request_read_timeout))]
+    request_read_timeout: GoDuration,
     /// Limit: bytes of unfinished gRPC requests one connection may have buffered.
-    #[arg(long = "max-connection-buffered-bytes", default_value_t = connection_defaults().max_buffered_bytes)]
+    #[arg(long = "max-connection-buffered-bytes", default_value_t = defaults().connections.max_buffered_bytes)]
     max_connection_buffered_bytes: usize,
     /// Limit: gRPC calls in progress at once on one connection (HTTP/2 streams).
-    #[arg(long = "max-concurrent-streams", default_value_t = connection_defaults().max_concurrent_streams)]
+    #[arg(long = "max-concurrent-streams", default_value_t = defaults().connections.max_concurrent_streams)]
     max_concurrent_streams: u32,
     /// HTTP/2 keepalive: ping a connection this often ...
-    #[arg(long = "http2-keepalive-interval", default_value = "30s", value_parser = parse_duration)]
-    http2_keepalive_interval: Duration,
+    #[arg(long = "http2-keepalive-interval", default_value_t = GoDuration(defaults().connections.keepalive_interval))]
+    http2_keepalive_interval: GoDuration,
     /// ... and close it when the ping is not answered within this.
-    #[arg(long = "http2-keepalive-timeout", default_value = "20s", value_parser = parse_duration)]
-    http2_keepalive_timeout: Duration,
+    #[arg(long = "http2-keepalive-timeout", default_value_t = GoDuration(defaults().connections.keepalive_timeout))]
+    http2_keepalive_timeout: GoDuration,
     /// Limit: label values of metrics published by prometheus handlers longer than this
     /// are cut (at a character boundary) and counted; 0 = no limit.
-    #[arg(long = "prometheus-max-label-value-length", default_value_t = adapters::prometheus::DEFAULT_MAX_LABEL_VALUE_BYTES)]
+    #[arg(long = "prometheus-max-label-value-length", default_value_t = defaults().exposition.max_label_value_bytes)]
     prometheus_max_label_value_length: usize,
     /// Limit: a Prometheus scrape stops (between series, with a comment saying so) before
     /// it exceeds this many bytes; 0 = no limit.
-    #[arg(long = "prometheus-max-exposition-bytes", default_value_t = adapters::prometheus::DEFAULT_MAX_EXPOSITION_BYTES)]
+    #[arg(long = "prometheus-max-exposition-bytes", default_value_t = defaults().exposition.max_exposition_bytes)]
     prometheus_max_exposition_bytes: usize,
     /// On SIGTERM: how long to finish in-flight calls and flush adapters before exiting
     /// with status 1 and a log line saying what did not finish.
-    #[arg(long = "shutdown-timeout", default_value = "10s", value_parser = parse_duration)]
-    shutdown_timeout: Duration,
+    #[arg(long = "shutdown-timeout", default_value_t = SHUTDOWN_TIMEOUT)]
+    shutdown_timeout: GoDuration,
     /// Log filter (`info`, `debug`, `mixer=debug,warn`, ...); RUST_LOG also works.
     #[arg(long = "log-level", default_value = "info")]
     log_level: String,
@@ -198,9 +275,9 @@ pub fn run(args: ServerArgs) -> Result<ExitCode> {
     options.prometheus_address = parse_address("--prometheus-address", &args.prometheus_address)?;
     options.default_namespace = args.default_namespace;
     options.max_message_size = args.max_message_size;
-    options.policy_errors = args.policy_errors;
-    options.reload_poll = args.reload_poll;
-    options.reload_debounce = args.reload_debounce;
+    options.policy_errors = args.policy_errors.into();
+    options.reload_poll = args.reload_poll.0;
+    options.reload_debounce = args.reload_debounce.0;
     options.check_cache_size = args.check_cache_size;
     options.decode_limits = DecodeLimits {
         max_attributes_per_set: args.max_attributes_per_set,
@@ -210,30 +287,24 @@ pub fn run(args: ServerArgs) -> Result<ExitCode> {
     };
     options.connections = ConnectionLimits {
         max_connections: args.max_connections,
-        idle_timeout: args.connection_idle_timeout,
-        request_read_timeout: args.request_read_timeout,
+        idle_timeout: args.connection_idle_timeout.0,
+        request_read_timeout: args.request_read_timeout.0,
         max_buffered_bytes: args.max_connection_buffered_bytes,
-        keepalive_interval: args.http2_keepalive_interval,
-        keepalive_timeout: args.http2_keepalive_timeout,
+        keepalive_interval: args.http2_keepalive_interval.0,
+        keepalive_timeout: args.http2_keepalive_timeout.0,
         max_concurrent_streams: args.max_concurrent_streams,
     };
     options.exposition = adapters::prometheus::ExpositionLimits {
         max_label_value_bytes: args.prometheus_max_label_value_length,
         max_exposition_bytes: args.prometheus_max_exposition_bytes,
     };
-    let shutdown_timeout = args.shutdown_timeout;
-    options.shedding = mixer::api::shed::SheddingOptions {
-        mode: args.load_shedding_mode,
+    let shutdown_timeout = args.shutdown_timeout.0;
+    options.shedding = SheddingOptions {
+        mode: args.load_shedding_mode.into(),
         max_requests_per_second: args.max_requests_per_second,
-        // A burst of at least one second's worth keeps the limiter from shedding a
-        // single full Report batch.
-        burst_size: if args.burst_size > 0 {
-            args.burst_size
-        } else {
-            args.max_requests_per_second.ceil().max(1.0) as u32
-        },
-        average_latency_threshold: args.average_latency_threshold,
-        latency_halflife: args.latency_halflife,
+        burst_size: args.burst_size,
+        average_latency_threshold: args.average_latency_threshold.0,
+        latency_halflife: args.latency_halflife.0,
     };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -312,5 +383,14 @@ mod tests {
             0
         );
         assert!(parse_address("--address", "nope").is_err());
+    }
+
+    #[test]
+    fn duration_flags_show_and_read_go_durations() {
+        for text in ["500ms", "1s", "5m0s", "0s"] {
+            let d: GoDuration = text.parse().unwrap();
+            assert_eq!(d.to_string(), text);
+        }
+        assert!("5 minutes".parse::<GoDuration>().is_err());
     }
 }

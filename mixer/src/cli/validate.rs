@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
-use mixer::config::compile::{CompileOptions, Severity, compile};
+use mixer::config::Severity;
+use mixer::config::compile::{CompileOptions, compile};
 use mixer::config::store::read_dirs;
 
 #[derive(Args)]

@@ -1,5 +1,12 @@
-//! Configuration: reading the store, resolving and compiling resources into a snapshot.
+//! Configuration: reading the store, compiling resources into an immutable [`Snapshot`],
+//! and watching for changes.
 
 pub mod compile;
+pub mod diagnostics;
+pub mod snapshot;
+pub(crate) mod spec;
 pub mod store;
 pub mod watch;
+
+pub use diagnostics::{Diagnostic, Severity};
+pub use snapshot::Snapshot;

@@ -17,23 +17,9 @@ use moka::Expiry;
 use moka::notification::RemovalCause;
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
-use super::dispatch::CheckOutcome;
-use super::snapshot::Snapshot;
-use crate::attrs::Condition;
-
-/// One referenced attribute of a decision.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Reference {
-    pub name: String,
-    pub map_key: Option<String>,
-    pub condition: Condition,
-}
-
-/// The referenced attributes of one decision, in the order recorded.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct Shape {
-    refs: Vec<Reference>,
-}
+use super::check::Precondition;
+use super::referenced::{Condition, Referenced};
+use crate::config::Snapshot;
 
 /// Most distinct shapes remembered; each lookup probes every shape, so this bounds the
 /// cost of a miss.
@@ -47,9 +33,9 @@ struct Key {
 }
 
 /// A cached decision.
-pub struct Entry {
-    pub outcome: CheckOutcome,
-    pub references: Vec<Reference>,
+struct Entry {
+    precondition: Precondition,
+    referenced: Arc<Referenced>,
     expires: Instant,
     uses_left: AtomicI64,
     ttl: Duration,
@@ -105,7 +91,7 @@ impl CacheMetrics {
 /// The cache.
 pub struct CheckCache {
     entries: moka::sync::Cache<Key, Arc<Entry>>,
-    shapes: RwLock<Vec<Arc<Shape>>>,
+    shapes: RwLock<Vec<Arc<Referenced>>>,
     hasher: std::collections::hash_map::RandomState,
     hasher2: std::collections::hash_map::RandomState,
     metrics: CacheMetrics,
@@ -137,17 +123,18 @@ impl CheckCache {
         }
     }
 
-    /// Digest of the request's values of `shape`'s attributes, or `None` when the request
+    /// Digest of the request's values of the attributes of `shape` (a decision's
+    /// referenced attributes), or `None` when the request
     /// does not fit the shape (a referenced attribute's presence differs).
     fn digest<B: Bag + ?Sized>(
         &self,
         snap: &Snapshot,
         bag: &B,
-        shape: &Shape,
+        shape: &Referenced,
     ) -> Option<(u64, u64)> {
         let mut h1 = self.hasher.build_hasher();
         let mut h2 = self.hasher2.build_hasher();
-        for r in &shape.refs {
+        for r in shape {
             let id = snap.manifest.get(&r.name).map_or(AttrKey::NO_ID, |i| i.id);
             let v = bag.get(AttrKey { name: &r.name, id });
             let present = match (&r.map_key, v) {
@@ -180,8 +167,9 @@ impl CheckCache {
         &self,
         snap: &Snapshot,
         bag: &B,
-    ) -> Option<(CheckOutcome, Vec<Reference>)> {
-        let shapes: Vec<Arc<Shape>> = self.shapes.read().map(|s| s.clone()).unwrap_or_default();
+    ) -> Option<(Precondition, Arc<Referenced>)> {
+        let shapes: Vec<Arc<Referenced>> =
+            self.shapes.read().map(|s| s.clone()).unwrap_or_default();
         let now = Instant::now();
         for (i, shape) in shapes.iter().enumerate() {
             let Some(digest) = self.digest(snap, bag, shape) else {
@@ -208,11 +196,11 @@ impl CheckCache {
             if left == 2 {
                 self.entries.invalidate(&key);
             }
-            let mut outcome = entry.outcome.clone();
-            outcome.valid_duration = entry.expires - now;
-            outcome.valid_use_count = i32::try_from(left - 1).unwrap_or(i32::MAX);
+            let mut precondition = entry.precondition.clone();
+            precondition.valid_duration = entry.expires - now;
+            precondition.valid_use_count = i32::try_from(left - 1).unwrap_or(i32::MAX);
             self.metrics.hits.inc();
-            return Some((outcome, entry.references.clone()));
+            return Some((precondition, entry.referenced.clone()));
         }
         self.metrics.misses.inc();
         None
@@ -223,15 +211,13 @@ impl CheckCache {
         &self,
         snap: &Snapshot,
         bag: &B,
-        outcome: &CheckOutcome,
-        references: Vec<Reference>,
+        precondition: &Precondition,
+        referenced: &Arc<Referenced>,
     ) {
-        if outcome.valid_duration.is_zero() || outcome.valid_use_count <= 0 {
+        if precondition.valid_duration.is_zero() || precondition.valid_use_count <= 0 {
             return;
         }
-        let shape = Arc::new(Shape {
-            refs: references.clone(),
-        });
+        let shape = referenced.clone();
         let index = {
             let Ok(mut shapes) = self.shapes.write() else {
                 return;
@@ -256,11 +242,11 @@ impl CheckCache {
                 digest,
             },
             Arc::new(Entry {
-                outcome: outcome.clone(),
-                references,
-                expires: now + outcome.valid_duration,
-                uses_left: AtomicI64::new(i64::from(outcome.valid_use_count)),
-                ttl: outcome.valid_duration,
+                precondition: precondition.clone(),
+                referenced: shape,
+                expires: now + precondition.valid_duration,
+                uses_left: AtomicI64::new(i64::from(precondition.valid_use_count)),
+                ttl: precondition.valid_duration,
             }),
         );
     }

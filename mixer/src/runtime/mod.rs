@@ -1,12 +1,20 @@
-//! The runtime: the serving snapshot, reloads, and dispatch.
+//! The runtime: Check, quota and Report on bags against the serving snapshot, and
+//! reloading that snapshot. It knows no wire: front ends hand it bags and encode its
+//! answers.
 //!
 //! Requests read the current [`Snapshot`] through an `ArcSwap` (no lock). A reload reads
 //! the store, compiles a new snapshot off to the side, and swaps it in only if it has no
 //! errors; otherwise the last good snapshot keeps serving and the errors are reported.
+//! Handlers the new snapshot does not reuse are closed once requests on the old one end.
 
+pub mod check;
 pub mod check_cache;
-pub mod dispatch;
-pub mod snapshot;
+mod failures;
+pub mod matching;
+pub mod quota;
+pub mod referenced;
+pub mod report;
+pub mod routes;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,12 +22,48 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
+use expr_lang::Bag;
+use templates::QuotaResult;
 
-use crate::config::compile::{CompileOptions, Diagnostic, Severity, compile};
+use crate::config::compile::{CompileOptions, compile};
 use crate::config::store::{ReadResult, read_dirs, read_dirs_settled};
-use crate::telemetry::metrics::Metrics;
-pub use dispatch::PolicyErrorMode;
-pub use snapshot::Snapshot;
+use crate::config::{Diagnostic, Severity, Snapshot};
+use crate::metrics::Metrics;
+pub use check::{CheckError, Precondition};
+pub use quota::QuotaRequest;
+pub use referenced::{Condition, Reference, Referenced};
+pub use report::ReportError;
+
+/// What happens when a rule's `match` cannot be evaluated, or a Check instance cannot be
+/// built after its rule matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PolicyErrorMode {
+    /// As Go Mixer: the rule does not apply; an instance that fails to build fails the
+    /// Check with an error, leaving the decision to the proxy's fail policy.
+    #[default]
+    Mixer,
+    /// Deny: a PERMISSION_DENIED precondition naming the rule, the instance and the error.
+    Closed,
+}
+
+/// The answer to one Check.
+#[derive(Clone, Debug)]
+pub struct CheckAnswer {
+    pub precondition: Precondition,
+    /// What the precondition depended on.
+    pub referenced: Arc<Referenced>,
+    /// One answer per requested quota, in the order asked; empty when the precondition
+    /// failed (quotas are allocated only for requests that may go ahead).
+    pub quotas: Vec<QuotaAnswer>,
+}
+
+/// The answer to one requested quota.
+#[derive(Clone, Debug)]
+pub struct QuotaAnswer {
+    pub result: QuotaResult,
+    /// What the allocation depended on.
+    pub referenced: Referenced,
+}
 
 /// What the runtime was started with.
 #[derive(Clone)]
@@ -227,6 +271,89 @@ impl Runtime {
             *last = status.clone();
         }
         Some(status)
+    }
+
+    /// Decides one Check on `bag` (decoded against `snapshot`, which must be the snapshot
+    /// the bag's attribute ids come from): the precondition, from the server-side cache
+    /// when it can, then the requested quotas if the request may go ahead.
+    /// `deduplication_id` identifies the request across retries; each quota's allocation
+    /// is deduplicated on it with the quota's name appended.
+    pub async fn check<B: Bag + ?Sized + Sync>(
+        &self,
+        snapshot: &Snapshot,
+        bag: &B,
+        deduplication_id: &str,
+        quotas: &[QuotaRequest<'_>],
+    ) -> Result<CheckAnswer, CheckError> {
+        let (precondition, referenced) =
+            self.precondition(snapshot, bag, quotas.is_empty()).await?;
+        let mut answer = CheckAnswer {
+            precondition,
+            referenced,
+            quotas: Vec::new(),
+        };
+        if answer.precondition.status.is_ok() {
+            for request in quotas {
+                answer.quotas.push(
+                    self.allocate(snapshot, bag, deduplication_id, *request)
+                        .await,
+                );
+            }
+        }
+        Ok(answer)
+    }
+
+    /// The precondition, from the cache when `cacheable` (a Check with quotas is never
+    /// answered from the cache: the quotas must be charged) and it holds the answer.
+    async fn precondition<B: Bag + ?Sized + Sync>(
+        &self,
+        snapshot: &Snapshot,
+        bag: &B,
+        cacheable: bool,
+    ) -> Result<(Precondition, Arc<Referenced>), CheckError> {
+        let cache = self.check_cache.as_ref();
+        if cacheable && let Some(hit) = cache.and_then(|c| c.lookup(snapshot, bag)) {
+            return Ok(hit);
+        }
+        let cx = check::CheckContext {
+            snapshot,
+            mode: self.options.policy_errors,
+            metrics: &self.metrics,
+        };
+        let mut referenced = Referenced::new();
+        let precondition = check::evaluate(&cx, bag, &mut referenced).await?;
+        let referenced = Arc::new(referenced);
+        if let Some(cache) = cache {
+            cache.insert(snapshot, bag, &precondition, &referenced);
+        }
+        Ok((precondition, referenced))
+    }
+
+    async fn allocate<B: Bag + ?Sized + Sync>(
+        &self,
+        snapshot: &Snapshot,
+        bag: &B,
+        deduplication_id: &str,
+        request: QuotaRequest<'_>,
+    ) -> QuotaAnswer {
+        let dedup = format!("{deduplication_id}{}", request.name);
+        let mut referenced = Referenced::new();
+        let result = quota::allocate(
+            snapshot,
+            bag,
+            &mut referenced,
+            request,
+            &dedup,
+            &self.metrics,
+        )
+        .await;
+        QuotaAnswer { result, referenced }
+    }
+
+    /// Dispatches a batch of Report bags (decoded against `snapshot`). Returns what failed;
+    /// everything else was dispatched.
+    pub fn report<B: Bag + Sync>(&self, snapshot: &Snapshot, bags: &[B]) -> Vec<ReportError> {
+        report::dispatch(snapshot, bags, &self.metrics)
     }
 
     /// Closes every handler of the serving snapshot (at shutdown).

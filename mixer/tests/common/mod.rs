@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use expr_lang::Value;
-use mixer::api::pb::istio::mixer::v1::mixer_client::MixerClient;
-use mixer::api::pb::istio::mixer::v1::{CheckRequest, CheckResponse, check_request};
 use mixer::attrs::{AttributeEncoder, GLOBAL_WORD_COUNT};
 use mixer::runtime::PolicyErrorMode;
 use mixer::server::{RunningServer, ServerOptions, start};
+use mixer::wire::pb::istio::mixer::v1::mixer_client::MixerClient;
+use mixer::wire::pb::istio::mixer::v1::{CheckRequest, CheckResponse, check_request};
 use tonic::transport::Channel;
 
 pub mod process;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use mixer::api::pb::istio::mixer::v1::mixer_client::MixerClient;
+use mixer::wire::pb::istio::mixer::v1::mixer_client::MixerClient;
 use tonic::transport::Channel;
 
 use crate::common::process::{ServerProcess, mixer_command};

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mixer::api::pb::istio::mixer::v1::mixer_client::MixerClient;
+use mixer::wire::pb::istio::mixer::v1::mixer_client::MixerClient;
 use tonic::transport::Channel;
 
 use crate::common::process::ServerProcess;

@@ -1,6 +1,6 @@
 //! Row 17: a negative quota amount used to hand units back.
 
-use mixer::api::pb::istio::mixer::v1::mixer_client::MixerClient;
+use mixer::wire::pb::istio::mixer::v1::mixer_client::MixerClient;
 use tonic::Code;
 
 use crate::common::process::ServerProcess;

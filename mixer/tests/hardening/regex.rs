@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use mixer::api::pb::istio::mixer::v1::mixer_client::MixerClient;
+use mixer::wire::pb::istio::mixer::v1::mixer_client::MixerClient;
 
 use crate::common::process::{ServerProcess, mixer_command};
 use crate::common::{check_request, config_dir, metric_value, s, status_of, write_file};

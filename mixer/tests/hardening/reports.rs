@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use mixer::api::pb::istio::mixer::v1::mixer_client::MixerClient;
-use mixer::api::pb::istio::mixer::v1::report_request::RepeatedAttributesSemantics;
-use mixer::api::pb::istio::mixer::v1::{
+use mixer::attrs::GLOBAL_WORD_COUNT;
+use mixer::wire::pb::istio::mixer::v1::mixer_client::MixerClient;
+use mixer::wire::pb::istio::mixer::v1::report_request::RepeatedAttributesSemantics;
+use mixer::wire::pb::istio::mixer::v1::{
     CheckRequest, CompressedAttributes, ReportRequest, StringMap,
 };
-use mixer::attrs::GLOBAL_WORD_COUNT;
 use tonic::Code;
 use tonic::transport::Channel;
 

@@ -3,8 +3,8 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use mixer::api::pb::istio::mixer::v1::mixer_client::MixerClient;
 use mixer::attrs::{GLOBAL_WORD_COUNT, encode_report};
+use mixer::wire::pb::istio::mixer::v1::mixer_client::MixerClient;
 
 use crate::common::process::ServerProcess;
 use crate::common::s;

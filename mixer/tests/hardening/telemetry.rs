@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use expr_lang::Value;
 use expr_lang::golib::time::Timestamp;
-use mixer::api::pb::istio::mixer::v1::mixer_client::MixerClient;
 use mixer::attrs::{GLOBAL_WORD_COUNT, encode_report};
+use mixer::wire::pb::istio::mixer::v1::mixer_client::MixerClient;
 
 use crate::common::process::ServerProcess;
 use crate::common::{config_dir, map, metric_value, s};

@@ -1,29 +1,32 @@
-//! The `istio.mixer.v1.Mixer` service: the only place that maps errors to gRPC statuses.
+//! The `istio.mixer.v1.Mixer` front end: decodes requests into bags, asks the runtime,
+//! and encodes its answers (statuses, referenced attributes, route directives).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use expr_lang::{Recorder, ValueType};
 use prost::Message;
-use templates::{QuotaArgs, Status as HandlerStatus, code};
+use templates::{QuotaResult, Status as HandlerStatus, code};
 use tonic::{Request, Response, Status};
 
-use super::pb::google::rpc::Status as RpcStatus;
-use super::pb::istio::mixer::v1::{
+use super::shed::LoadShedder;
+use crate::attrs::{
+    DecodeError, DecodeLimits, GLOBAL_WORD_COUNT, ProtoBag, ReportSets, SetError,
+    decode_referenced as decode_matches, encode_referenced,
+};
+use crate::config::snapshot::HeaderOperationKind;
+use crate::runtime::routes::HeaderEdit;
+use crate::runtime::{
+    CheckAnswer, Condition, Precondition, QuotaRequest, Reference, Referenced, ReportError, Runtime,
+};
+use crate::wire::pb::google::rpc::Status as RpcStatus;
+use crate::wire::pb::istio::mixer::v1::referenced_attributes::Condition as PbCondition;
+use crate::wire::pb::istio::mixer::v1::{
     CheckRequest, CheckResponse, CompressedAttributes, HeaderOperation, ReferencedAttributes,
     ReportRequest, ReportResponse, RouteDirective, check_response, header_operation,
     mixer_server::Mixer,
 };
-use super::pb::istio::policy::v1beta1::DirectHttpResponse;
-use super::shed::LoadShedder;
-use crate::attrs::{
-    Condition, DecodeError, DecodeLimits, GLOBAL_WORD_COUNT, ProtoBag, ReportSets, SetError,
-    encode_referenced,
-};
-use crate::runtime::Runtime;
-use crate::runtime::check_cache::Reference;
-use crate::runtime::dispatch::{self, CheckOutcome, HeaderEdit, QuotaOutcome};
-use crate::runtime::snapshot::HeaderOperationKind;
+use crate::wire::pb::istio::policy::v1beta1::DirectHttpResponse;
+use crate::wire::status::{DIRECT_HTTP_RESPONSE_TYPE, http_status_for};
 
 /// The prefix that makes Envoy's client fall back to the base dictionary.
 pub const INVALID_REQUEST_PREFIX: &str = "Request could not be processed due to invalid";
@@ -62,80 +65,36 @@ impl MixerService {
     }
 }
 
-/// Collects referenced attributes for the response. A present STRING_MAP read by itself is
-/// not recorded (only its key lookups), as Mixer's production bag did: keying the client's
-/// cache on a whole header map would make it useless.
-#[derive(Default)]
-struct References {
-    entries: Vec<(String, Option<String>, Condition)>,
+/// `ReferencedAttributes` for the client's cache.
+pub fn encode_referenced_attributes(
+    referenced: &Referenced,
+    global_word_count: u32,
+) -> ReferencedAttributes {
+    encode_referenced(
+        referenced.iter().map(|r| {
+            let condition = match r.condition {
+                Condition::Absence => PbCondition::Absence,
+                Condition::Exact => PbCondition::Exact,
+            };
+            (r.name.as_str(), r.map_key.as_deref(), condition)
+        }),
+        global_word_count,
+    )
 }
 
-impl References {
-    fn set(&mut self, name: &str, key: Option<&str>, condition: Condition) {
-        // Keys are unique per (name, key); a later read overwrites the condition.
-        if let Some(e) = self
-            .entries
-            .iter_mut()
-            .find(|(n, k, _)| n == name && k.as_deref() == key)
-        {
-            e.2 = condition;
-            return;
-        }
-        self.entries
-            .push((name.to_owned(), key.map(str::to_owned), condition));
-    }
-
-    fn to_cache(&self) -> Vec<Reference> {
-        self.entries
-            .iter()
-            .map(|(n, k, c)| Reference {
-                name: n.clone(),
-                map_key: k.clone(),
-                condition: *c,
-            })
-            .collect()
-    }
-
-    fn from_cache(refs: Vec<Reference>) -> References {
-        References {
-            entries: refs
-                .into_iter()
-                .map(|r| (r.name, r.map_key, r.condition))
-                .collect(),
-        }
-    }
-
-    fn encode(&self, global_word_count: u32) -> ReferencedAttributes {
-        encode_referenced(
-            self.entries
-                .iter()
-                .map(|(n, k, c)| (n.as_str(), k.as_deref(), *c)),
-            global_word_count,
-        )
-    }
-}
-
-impl Recorder for References {
-    fn attribute(&mut self, name: &str, value_type: ValueType, present: bool) {
-        if present && value_type == ValueType::StringMap {
-            return;
-        }
-        let condition = if present {
-            Condition::Exact
-        } else {
-            Condition::Absence
-        };
-        self.set(name, None, condition);
-    }
-
-    fn map_key(&mut self, map: &str, key: &str, present: bool) {
-        let condition = if present {
-            Condition::Exact
-        } else {
-            Condition::Absence
-        };
-        self.set(map, Some(key), condition);
-    }
+/// The referenced attributes of an answer, as a client reads them.
+pub fn decode_referenced(r: &ReferencedAttributes) -> Result<Referenced, DecodeError> {
+    Ok(decode_matches(r)?
+        .into_iter()
+        .map(|(name, map_key, condition)| Reference {
+            name,
+            map_key,
+            condition: match condition {
+                PbCondition::Absence => Condition::Absence,
+                _ => Condition::Exact,
+            },
+        })
+        .collect())
 }
 
 fn check_word_count(count: u32) -> Result<(), Status> {
@@ -163,7 +122,7 @@ fn rpc_status(s: &HandlerStatus) -> RpcStatus {
             headers: d.headers.clone().into_iter().collect(),
         };
         details.push(prost_types::Any {
-            type_url: adapters::denier::DIRECT_HTTP_RESPONSE_TYPE.to_owned(),
+            type_url: DIRECT_HTTP_RESPONSE_TYPE.to_owned(),
             value: msg.encode_to_vec(),
         });
     }
@@ -189,35 +148,50 @@ fn header_ops(edits: &[HeaderEdit]) -> Vec<HeaderOperation> {
         .collect()
 }
 
+fn route_directive(p: &Precondition) -> Option<RouteDirective> {
+    let route = &p.route;
+    if route.is_empty() {
+        return None;
+    }
+    let direct = route.direct_response.as_ref();
+    Some(RouteDirective {
+        request_header_operations: header_ops(&route.request_header_operations),
+        response_header_operations: header_ops(&route.response_header_operations),
+        // A handler that gave no HTTP status leaves it to the denial's code.
+        direct_response_code: direct.map_or(0, |d| match d.code {
+            0 => http_status_for(p.status.code),
+            code => code,
+        }),
+        direct_response_body: direct.map(|d| d.body.clone()).unwrap_or_default(),
+    })
+}
+
 fn precondition(
-    outcome: &CheckOutcome,
-    refs: &References,
+    answer: &CheckAnswer,
     global_word_count: u32,
 ) -> check_response::PreconditionResult {
-    let route = &outcome.route;
+    let p = &answer.precondition;
     check_response::PreconditionResult {
-        status: Some(rpc_status(&outcome.status)),
-        valid_duration: Some(pb_duration(outcome.valid_duration)),
-        valid_use_count: outcome.valid_use_count,
-        referenced_attributes: Some(refs.encode(global_word_count)),
-        route_directive: (!route.is_empty()).then(|| RouteDirective {
-            request_header_operations: header_ops(&route.request_header_operations),
-            response_header_operations: header_ops(&route.response_header_operations),
-            direct_response_code: route.direct_response_code,
-            direct_response_body: route.direct_response_body.clone(),
-        }),
+        status: Some(rpc_status(&p.status)),
+        valid_duration: Some(pb_duration(p.valid_duration)),
+        valid_use_count: p.valid_use_count,
+        referenced_attributes: Some(encode_referenced_attributes(
+            &answer.referenced,
+            global_word_count,
+        )),
+        route_directive: route_directive(p),
     }
 }
 
 fn quota_result(
-    q: &QuotaOutcome,
-    refs: &References,
+    q: &QuotaResult,
+    referenced: &Referenced,
     global_word_count: u32,
 ) -> check_response::QuotaResult {
     check_response::QuotaResult {
         valid_duration: Some(pb_duration(q.valid_duration)),
         granted_amount: q.granted_amount,
-        referenced_attributes: Some(refs.encode(global_word_count)),
+        referenced_attributes: Some(encode_referenced_attributes(referenced, global_word_count)),
         status: Some(rpc_status(&q.status)),
     }
 }
@@ -235,15 +209,25 @@ fn decode_error(runtime: &Runtime, api: &str, e: &DecodeError) -> Status {
     }
 }
 
-/// A quota amount the API cannot honour: it has no release, so a negative amount must not
-/// hand units back.
-fn check_quota_amount(name: &str, amount: i64) -> Result<(), Status> {
-    if amount < 0 {
-        return Err(Status::invalid_argument(format!(
-            "quota {name:?}: amount {amount} is negative; quotas are allocated with amounts of 0 or more"
-        )));
-    }
-    Ok(())
+/// The requested quotas. The API has no release, so a negative amount (which would hand
+/// units back) is refused.
+fn quota_requests(req: &CheckRequest) -> Result<Vec<QuotaRequest<'_>>, Status> {
+    req.quotas
+        .iter()
+        .map(|(name, params)| {
+            if params.amount < 0 {
+                return Err(Status::invalid_argument(format!(
+                    "quota {name:?}: amount {} is negative; quotas are allocated with amounts of 0 or more",
+                    params.amount
+                )));
+            }
+            Ok(QuotaRequest {
+                name,
+                amount: params.amount,
+                best_effort: params.best_effort,
+            })
+        })
+        .collect()
 }
 
 #[tonic::async_trait]
@@ -308,53 +292,28 @@ impl MixerService {
         let snap = self.runtime.snapshot();
         let empty = CompressedAttributes::default();
         let attrs = req.attributes.as_ref().unwrap_or(&empty);
-        for (name, params) in &req.quotas {
-            check_quota_amount(name, params.amount)?;
-        }
+        let quotas = quota_requests(&req)?;
         let bag = ProtoBag::decode_limited(attrs, &attrs.words, &snap.attributes, self.limits)
             .map_err(|e| decode_error(&self.runtime, "check", &e))?;
-        let mode = self.runtime.options.policy_errors;
-        let metrics = &self.runtime.metrics;
-        let cache = self.runtime.check_cache.as_ref();
-        // Quota requests are never answered from the cache: they must be charged.
-        if req.quotas.is_empty()
-            && let Some((outcome, refs)) = cache.and_then(|c| c.lookup(&snap, &bag))
-        {
-            let refs = References::from_cache(refs);
-            return Ok(CheckResponse {
-                precondition: Some(precondition(&outcome, &refs, req.global_word_count)),
-                quotas: Default::default(),
-            });
-        }
-        let mut refs = References::default();
-        let outcome = dispatch::check(&snap, &bag, &mut refs, mode, metrics)
+        let answer = self
+            .runtime
+            .check(&snap, &bag, &req.deduplication_id, &quotas)
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
-        if let Some(cache) = cache {
-            cache.insert(&snap, &bag, &outcome, refs.to_cache());
-        }
-        let mut response = CheckResponse {
-            precondition: Some(precondition(&outcome, &refs, req.global_word_count)),
-            quotas: Default::default(),
-        };
-        // Quotas are allocated only when the precondition holds.
-        if outcome.status.is_ok() {
-            for (name, params) in &req.quotas {
-                let dedup = format!("{}{name}", req.deduplication_id);
-                let args = QuotaArgs {
-                    deduplication_id: &dedup,
-                    amount: params.amount,
-                    best_effort: params.best_effort,
-                };
-                let mut qrefs = References::default();
-                let q = dispatch::quota(&snap, &bag, &mut qrefs, name, args, metrics).await;
-                response.quotas.insert(
-                    name.clone(),
-                    quota_result(&q, &qrefs, req.global_word_count),
-                );
-            }
-        }
-        Ok(response)
+        let gwc = req.global_word_count;
+        Ok(CheckResponse {
+            precondition: Some(precondition(&answer, gwc)),
+            quotas: quotas
+                .iter()
+                .zip(&answer.quotas)
+                .map(|(q, a)| {
+                    (
+                        q.name.to_owned(),
+                        quota_result(&a.result, &a.referenced, gwc),
+                    )
+                })
+                .collect(),
+        })
     }
 
     /// Runs a heavy Report on the blocking pool, a bounded number at a time.
@@ -402,12 +361,12 @@ fn report_sets(
             Err(e) => failures.add_set(e),
         }
         if chunk.len() == REPORT_CHUNK {
-            dispatch_errors.extend(dispatch::report(&snap, &chunk, metrics));
+            dispatch_errors.extend(runtime.report(&snap, &chunk));
             chunk.clear();
         }
     }
     if !chunk.is_empty() {
-        dispatch_errors.extend(dispatch::report(&snap, &chunk, metrics));
+        dispatch_errors.extend(runtime.report(&snap, &chunk));
     }
     drop(chunk);
     if failures.count > 0 {
@@ -450,9 +409,9 @@ impl SetFailures {
         self.add(e.to_string());
     }
 
-    fn extend(&mut self, messages: Vec<String>) {
-        for m in messages {
-            self.add(m);
+    fn extend(&mut self, errors: Vec<ReportError>) {
+        for e in errors {
+            self.add(e.to_string());
         }
     }
 

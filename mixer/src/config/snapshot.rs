@@ -175,20 +175,3 @@ impl Snapshot {
         }
     }
 }
-
-/// Whether handlers of `kind`'s template can be called for it by this handler.
-pub fn supports(handler: &dyn Handler, kind: TemplateKind) -> bool {
-    match kind {
-        TemplateKind::Metric => handler.metric().is_some(),
-        TemplateKind::LogEntry => handler.log_entry().is_some(),
-        TemplateKind::TraceSpan => handler.trace_span().is_some(),
-        TemplateKind::ReportNothing => handler.report_nothing().is_some(),
-        TemplateKind::Edge => handler.edge().is_some(),
-        TemplateKind::CheckNothing => handler.check_nothing().is_some(),
-        TemplateKind::ListEntry => handler.list_entry().is_some(),
-        TemplateKind::Authorization => handler.authorization().is_some(),
-        TemplateKind::ApiKey => handler.api_key().is_some(),
-        TemplateKind::Quota => handler.quota().is_some(),
-        TemplateKind::Kubernetes => handler.kubernetes().is_some(),
-    }
-}

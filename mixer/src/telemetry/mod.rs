@@ -1,4 +1,0 @@
-//! Self-metrics and health.
-
-pub mod http;
-pub mod metrics;
