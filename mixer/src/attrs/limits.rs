@@ -32,16 +32,6 @@ impl Default for DecodeLimits {
 }
 
 impl DecodeLimits {
-    /// No limits: for tools that decode what they produced themselves.
-    pub fn unlimited() -> DecodeLimits {
-        DecodeLimits {
-            max_attributes_per_set: usize::MAX,
-            max_string_map_entries: usize::MAX,
-            max_report_sets: usize::MAX,
-            max_report_decoded_bytes: usize::MAX,
-        }
-    }
-
     /// The maximum for `limit`.
     pub fn max(&self, limit: Limit) -> usize {
         match limit {

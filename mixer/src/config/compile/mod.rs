@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use expr_lang::FunctionTable;
 
-use super::diagnostics::{Diagnostic, Diags, Severity};
+use super::diagnostics::{Diagnostic, Diags};
 use super::snapshot::{Snapshot, Summary};
 use super::store::Document;
 use crate::attrs::AttrTable;
@@ -36,18 +36,6 @@ pub struct CompileOptions {
 pub struct Compiled {
     pub snapshot: Snapshot,
     pub diagnostics: Vec<Diagnostic>,
-}
-
-impl Compiled {
-    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
-        self.diagnostics
-            .iter()
-            .filter(|d| d.severity == Severity::Error)
-    }
-
-    pub fn has_errors(&self) -> bool {
-        self.errors().next().is_some()
-    }
 }
 
 /// Compiles documents into a snapshot. `previous` lends handlers whose signature did not
