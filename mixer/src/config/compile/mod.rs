@@ -81,3 +81,86 @@ pub fn compile(docs: &[Document], opts: &CompileOptions, previous: Option<&Snaps
         diagnostics: diags.list,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::store::parse_file;
+
+    const QUOTA: &str = r#"
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: requestcount, namespace: istio-system}
+spec:
+  compiledTemplate: quota
+  params:
+    dimensions:
+      source: source.labels["app"] | "unknown"
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: quota, namespace: istio-system}
+spec:
+  actions:
+  - handler: handler
+    instances: [requestcount]
+"#;
+
+    fn handler(params: &str) -> String {
+        format!(
+            "apiVersion: config.istio.io/v1alpha2\nkind: handler\nmetadata: {{name: handler, namespace: istio-system}}\nspec:\n  compiledAdapter: memquota\n  params:\n{params}---\n{QUOTA}"
+        )
+    }
+
+    fn compile_text(text: &str, previous: Option<&Snapshot>) -> Snapshot {
+        let (docs, errors) = parse_file(Path::new("quota.yaml"), text);
+        assert!(errors.is_empty(), "{errors:?}");
+        let opts = CompileOptions {
+            default_namespace: "istio-system".to_owned(),
+            build_handlers: true,
+            generation: 1,
+            resources: Default::default(),
+        };
+        let compiled = compile(&docs, &opts, previous);
+        let errors: Vec<_> = compiled
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == crate::config::Severity::Error)
+            .collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        compiled.snapshot
+    }
+
+    #[test]
+    fn reordered_params_keep_the_handler_and_its_state() {
+        let first = compile_text(
+            &handler(
+                "    quotas:\n    - name: requestcount.instance.istio-system\n      maxAmount: 5\n      validDuration: 1s\n    minDeduplicationDuration: 1s\n",
+            ),
+            None,
+        );
+        let reordered = compile_text(
+            &handler(
+                "    minDeduplicationDuration: 1s\n    quotas:\n    - validDuration: 1s\n      maxAmount: 5\n      name: requestcount.instance.istio-system\n",
+            ),
+            Some(&first),
+        );
+        let name = "handler.istio-system";
+        assert!(std::sync::Arc::ptr_eq(
+            &first.handlers[name],
+            &reordered.handlers[name]
+        ));
+        let changed = compile_text(
+            &handler(
+                "    minDeduplicationDuration: 1s\n    quotas:\n    - validDuration: 1s\n      maxAmount: 6\n      name: requestcount.instance.istio-system\n",
+            ),
+            Some(&reordered),
+        );
+        assert!(!std::sync::Arc::ptr_eq(
+            &reordered.handlers[name],
+            &changed.handlers[name]
+        ));
+    }
+}
