@@ -216,12 +216,19 @@ pub trait QuotaHandler: Send + Sync {
     fn handle_quota(&self, instance: &quota::Instance<'_>, args: QuotaArgs<'_>) -> QuotaReply<'_>;
 }
 
+/// What the generator produced: output field name → value. Fields it did not set
+/// are absent, so `attributeBindings` fall back through `|`.
+#[derive(Clone, Debug, Default)]
+pub struct KubernetesOutput {
+    pub values: Vec<(&'static str, expr_lang::Value<'static>)>,
+}
+
 /// ATTRIBUTE_GENERATOR handlers produce attributes before dispatch.
 pub trait KubernetesHandler: Send + Sync {
     fn generate(
         &self,
         instance: &kubernetes::Instance<'_>,
-    ) -> Reply<'_, Result<kubernetes::Output, HandlerError>>;
+    ) -> Reply<'_, Result<KubernetesOutput, HandlerError>>;
 }
 
 /// A configured adapter. It exposes the template traits it implements; the defaults say
