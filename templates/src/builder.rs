@@ -16,7 +16,7 @@ use crate::instances::Dims;
 use crate::kinds::{FieldKind, TemplateKind};
 
 /// The attribute prefix `$out.` stands for in `attributeBindings`.
-pub const OUTPUT_PREFIX: &str = "adapter_template_kubernetes.output.";
+const OUTPUT_PREFIX: &str = "adapter_template_kubernetes.output.";
 
 /// A problem with one field of an instance's params.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -67,7 +67,6 @@ pub struct InstanceBuilder {
     name: Arc<str>,
     kind: TemplateKind,
     fields: Vec<Compiled>,
-    bindings: Vec<(Arc<str>, Program)>,
 }
 
 impl fmt::Debug for InstanceBuilder {
@@ -184,8 +183,10 @@ impl Compiler<'_> {
 
 impl InstanceBuilder {
     /// Compiles an instance of `kind` named `name` (its fully qualified name) from its
-    /// params. `bindings` are the `attributeBindings` of an attribute generator. Every
-    /// problem is reported, each with its field path.
+    /// params. `bindings` are the `attributeBindings` of an attribute generator: they
+    /// are checked, and not kept, since no generator runs in this server (see
+    /// `adapters/src/unsupported.rs`). Every problem is reported, each with its field
+    /// path.
     pub fn compile(
         name: &str,
         kind: TemplateKind,
@@ -257,9 +258,8 @@ impl InstanceBuilder {
             };
         }
 
-        let mut compiled_bindings = Vec::new();
         if let Some(b) = bindings.filter(|b| !b.is_null()) {
-            compiled_bindings = compile_bindings(kind, b, &mut c);
+            check_bindings(kind, b, &mut c);
         }
 
         if c.errors.is_empty() {
@@ -267,7 +267,6 @@ impl InstanceBuilder {
                 name: Arc::from(name),
                 kind,
                 fields,
-                bindings: compiled_bindings,
             })
         } else {
             Err(c.errors)
@@ -282,14 +281,6 @@ impl InstanceBuilder {
         self.kind
     }
 
-    /// The checked type of a single-expression field, when it is set.
-    pub fn field_type(&self, field: &str) -> Option<ValueType> {
-        match &self.fields[self.kind.field_index(field)?] {
-            Compiled::Expr(p) => Some(p.result_type()),
-            _ => None,
-        }
-    }
-
     /// The entries of a map field with their checked types (e.g. a metric's dimensions).
     pub fn map_field_types(&self, field: &str) -> Vec<(Arc<str>, ValueType)> {
         match self.kind.field_index(field).map(|i| &self.fields[i]) {
@@ -300,12 +291,6 @@ impl InstanceBuilder {
                 .collect(),
             _ => Vec::new(),
         }
-    }
-
-    /// Attribute bindings of an attribute generator: target attribute → program over
-    /// the generator's outputs (as `adapter_template_kubernetes.output.*`) and attributes.
-    pub fn bindings(&self) -> &[(Arc<str>, Program)] {
-        &self.bindings
     }
 
     /// A digest of what this builder was compiled from, for deciding whether a handler
@@ -442,12 +427,9 @@ impl<'a, B: Bag + ?Sized, R: Recorder> FieldReader<'a, '_, B, R> {
     }
 }
 
-/// Compiles `attributeBindings`: `$out.<field>` names an output of the generator.
-fn compile_bindings(
-    kind: TemplateKind,
-    b: &Json,
-    c: &mut Compiler<'_>,
-) -> Vec<(Arc<str>, Program)> {
+/// Checks `attributeBindings`: `$out.<field>` names an output of the generator, and
+/// each expression must have the type of the attribute it sets.
+fn check_bindings(kind: TemplateKind, b: &Json, c: &mut Compiler<'_>) {
     let Json::Object(entries) = b else {
         c.errors.push(ParamError {
             field: "attributeBindings".to_owned(),
@@ -458,7 +440,7 @@ fn compile_bindings(
             expression: None,
             column: None,
         });
-        return Vec::new();
+        return;
     };
     if kind.outputs().is_empty() {
         c.errors.push(ParamError {
@@ -467,13 +449,12 @@ fn compile_bindings(
             expression: None,
             column: None,
         });
-        return Vec::new();
+        return;
     }
     let mut manifest = c.manifest.clone();
     for (out, ty) in kind.outputs() {
         manifest.declare(format!("{OUTPUT_PREFIX}{out}"), *ty);
     }
-    let mut out = Vec::new();
     for (attr, v) in entries {
         let field = format!("attributeBindings.{attr}");
         let Some(text) = expression_text(v) else {
@@ -500,9 +481,7 @@ fn compile_bindings(
                         expression: Some(text),
                         column: None,
                     });
-                    continue;
                 }
-                out.push((Arc::from(attr.as_str()), p));
             }
             Err(e) => c.errors.push(ParamError {
                 field,
@@ -512,7 +491,6 @@ fn compile_bindings(
             }),
         }
     }
-    out
 }
 
 #[cfg(test)]
@@ -663,7 +641,7 @@ mod tests {
             &FunctionTable::standard(),
         )
         .unwrap();
-        assert_eq!(k.bindings().len(), 1);
+        assert_eq!(k.kind(), TemplateKind::Kubernetes);
         let bad = InstanceBuilder::compile(
             "attributes.kubernetes.istio-system",
             TemplateKind::Kubernetes,

@@ -3,11 +3,9 @@
 //! allocates only the vectors that hold map fields.
 //!
 //! Each template is declared once, by `template!`: one list of fields gives the
-//! instance struct, the field table params compile against ([`TemplateKind::fields`])
+//! instance struct, the field table params compile against (`TemplateKind::fields`)
 //! and the `InstanceBuilder` method that builds the instance. The builder reads the
 //! fields in the order the list gives them, which is the table's order by construction.
-//!
-//! [`TemplateKind::fields`]: crate::TemplateKind::fields
 
 use std::sync::Arc;
 

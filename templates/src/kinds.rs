@@ -19,17 +19,6 @@ pub enum Variety {
     AttributeGenerator,
 }
 
-impl Variety {
-    pub fn name(self) -> &'static str {
-        match self {
-            Variety::Check => "check",
-            Variety::Report => "report",
-            Variety::Quota => "quota",
-            Variety::AttributeGenerator => "attribute_generator",
-        }
-    }
-}
-
 /// A template compiled into the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TemplateKind {
@@ -100,7 +89,7 @@ impl TemplateKind {
 
     /// The template's fields, in declaration order (declared with the instance struct,
     /// in `templates/src/instances.rs`).
-    pub fn fields(self) -> &'static [FieldSpec] {
+    pub(crate) fn fields(self) -> &'static [FieldSpec] {
         match self {
             TemplateKind::Metric => instances::metric::FIELDS,
             TemplateKind::LogEntry => instances::logentry::FIELDS,
@@ -117,7 +106,7 @@ impl TemplateKind {
     }
 
     /// Position of a field given by its proto name or its JSON (lowerCamel) name.
-    pub fn field_index(self, name: &str) -> Option<usize> {
+    pub(crate) fn field_index(self, name: &str) -> Option<usize> {
         self.fields()
             .iter()
             .position(|f| f.name == name || f.json == name)
@@ -125,7 +114,7 @@ impl TemplateKind {
 
     /// For attribute generators: the output fields and their types, visible to
     /// `attributeBindings` as `$out.<name>`.
-    pub fn outputs(self) -> &'static [(&'static str, ValueType)] {
+    pub(crate) fn outputs(self) -> &'static [(&'static str, ValueType)] {
         match self {
             TemplateKind::Kubernetes => KUBERNETES_OUTPUTS,
             _ => &[],
@@ -141,7 +130,7 @@ impl fmt::Display for TemplateKind {
 
 /// What an instance param may hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FieldKind {
+pub(crate) enum FieldKind {
     /// An expression of any type (`istio.policy.v1beta1.Value`).
     Value,
     /// A map of name → expression of any type.
@@ -152,7 +141,7 @@ pub enum FieldKind {
 
 /// One template field.
 #[derive(Clone, Copy, Debug)]
-pub struct FieldSpec {
+pub(crate) struct FieldSpec {
     /// The proto field name (`monitored_resource_type`); nested fields use a dot
     /// (`subject.user`).
     pub name: &'static str,
