@@ -7,7 +7,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use adapters::{Adapter, ValidateInput};
+use adapters::{DynAdapter, ValidateInput};
 use expr_lang::{FunctionTable, Manifest, Program, ValueType};
 use serde::Deserialize;
 use serde_json::Value as Json;
@@ -307,7 +307,7 @@ struct HandlerDecl<'d> {
     res: Res<'d>,
     /// Internal name (`name.namespace`, or `name.kind.namespace` for legacy kinds).
     name: String,
-    adapter: &'static dyn Adapter,
+    adapter: &'static dyn DynAdapter,
     params: Json,
 }
 
@@ -774,14 +774,12 @@ pub fn compile(docs: &[Document], opts: &CompileOptions, previous: Option<&Snaps
     for (fqn, decl) in &handlers {
         let insts = routed.get(fqn.as_str()).cloned().unwrap_or_default();
         let refs: Vec<&InstanceBuilder> = insts.iter().map(|i| &**i).collect();
-        let warnings = std::cell::RefCell::new(Vec::new());
-        let validated = decl.adapter.validate(&ValidateInput {
+        let validation = decl.adapter.validate(&ValidateInput {
             handler: &decl.name,
             params: &decl.params,
             instances: &refs,
-            warnings: &warnings,
         });
-        for w in warnings.into_inner() {
+        for w in validation.warnings {
             let field = if decl.res.doc.kind == "handler" {
                 w.field.clone()
             } else {
@@ -792,7 +790,7 @@ pub fn compile(docs: &[Document], opts: &CompileOptions, previous: Option<&Snaps
             };
             diags.warning(&decl.res, Some(&field), w.message);
         }
-        let validated = match validated {
+        let validated = match validation.config {
             Ok(v) => v,
             Err(errors) => {
                 let errors = errors

@@ -189,6 +189,6 @@ pub fn supports(handler: &dyn Handler, kind: TemplateKind) -> bool {
         TemplateKind::Authorization => handler.authorization().is_some(),
         TemplateKind::ApiKey => handler.api_key().is_some(),
         TemplateKind::Quota => handler.quota().is_some(),
-        TemplateKind::Kubernetes => handler.kubernetes().is_some(),
+        TemplateKind::Kubernetes => false,
     }
 }
