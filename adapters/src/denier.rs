@@ -17,7 +17,7 @@ use templates::{
 };
 
 use crate::params::{self, decode, opt_duration};
-use crate::{Adapter, BuildError, Env, ValidateInput, Validated};
+use crate::{Adapter, BuildError, Env, ValidateInput, Validation};
 
 /// The type URL of a `DirectHttpResponse` detail in a `google.rpc.Status`.
 pub const DIRECT_HTTP_RESPONSE_TYPE: &str =
@@ -224,7 +224,9 @@ pub fn http_status_code(name: &str) -> Option<u32> {
         .map(|(_, c)| *c)
 }
 
-struct Config {
+/// Validated denier params: the answer to every check.
+#[derive(Debug)]
+pub struct Config {
     result: CheckResult,
 }
 
@@ -232,6 +234,8 @@ struct Config {
 pub struct Denier;
 
 impl Adapter for Denier {
+    type Config = Config;
+
     fn name(&self) -> &'static str {
         "denier"
     }
@@ -248,36 +252,38 @@ impl Adapter for Denier {
         ]
     }
 
-    fn validate(&self, input: &ValidateInput<'_>) -> Result<Validated, Vec<ParamError>> {
-        let p: Params = decode(input.params)?;
-        let status = p
-            .status
-            .unwrap_or_default()
-            .to_status("params.status", code::FAILED_PRECONDITION)?;
-        let valid_use_count = p.valid_use_count.unwrap_or(1000);
-        if valid_use_count < 0 {
-            return Err(vec![params::error(
-                "params.validUseCount",
-                "must not be negative",
-            )]);
-        }
-        Ok(Box::new(Config {
-            result: CheckResult {
-                status,
-                valid_duration: p.valid_duration.unwrap_or(Duration::from_secs(5)),
-                valid_use_count,
-            },
-        }))
+    fn validate(&self, input: &ValidateInput<'_>) -> Validation<Config> {
+        validate(input).into()
     }
 
-    fn build(&self, validated: Validated, _env: &Env) -> Result<Arc<dyn Handler>, BuildError> {
-        let config = validated
-            .downcast::<Config>()
-            .map_err(|_| BuildError("denier: params of another adapter".to_owned()))?;
+    fn build(&self, config: Config, _env: &Env) -> Result<Arc<dyn Handler>, BuildError> {
         Ok(Arc::new(DenierHandler {
             result: config.result,
         }))
     }
+}
+
+/// Validates denier params into the answer they configure.
+fn validate(input: &ValidateInput<'_>) -> Result<Config, Vec<ParamError>> {
+    let p: Params = decode(input.params)?;
+    let status = p
+        .status
+        .unwrap_or_default()
+        .to_status("params.status", code::FAILED_PRECONDITION)?;
+    let valid_use_count = p.valid_use_count.unwrap_or(1000);
+    if valid_use_count < 0 {
+        return Err(vec![params::error(
+            "params.validUseCount",
+            "must not be negative",
+        )]);
+    }
+    Ok(Config {
+        result: CheckResult {
+            status,
+            valid_duration: p.valid_duration.unwrap_or(Duration::from_secs(5)),
+            valid_use_count,
+        },
+    })
 }
 
 struct DenierHandler {
@@ -324,13 +330,14 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn validate(params: Json) -> Result<Validated, Vec<ParamError>> {
-        Denier.validate(&ValidateInput {
-            handler: "denyall.istio-system",
-            params: &params,
-            instances: &[],
-            warnings: &Default::default(),
-        })
+    fn validate(params: Json) -> Result<Config, Vec<ParamError>> {
+        Denier
+            .validate(&ValidateInput {
+                handler: "denyall.istio-system",
+                params: &params,
+                instances: &[],
+            })
+            .config
     }
 
     fn result(params: Json) -> CheckResult {

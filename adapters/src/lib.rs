@@ -25,9 +25,6 @@ use serde_json::Value as Json;
 pub use templates::ParamError;
 use templates::{Handler, InstanceBuilder, TemplateKind};
 
-/// Params that passed validation, in the adapter's own type.
-pub type Validated = Box<dyn Any + Send + Sync>;
-
 /// What validation sees: the params and the instances rules route to this handler (with
 /// their checked field types), so that, e.g., Prometheus label names can be checked
 /// against metric dimensions at load rather than at request time.
@@ -36,9 +33,26 @@ pub struct ValidateInput<'a> {
     pub handler: &'a str,
     pub params: &'a Json,
     pub instances: &'a [&'a InstanceBuilder],
-    /// Problems that do not invalidate the params (Mixer accepted them): reported, and
-    /// the handler is used.
-    pub warnings: &'a std::cell::RefCell<Vec<ParamError>>,
+}
+
+/// What validating params found: the adapter's config, or every error that prevents
+/// one, and either way the warnings: problems that do not invalidate the params (Mixer
+/// accepted them), reported while the handler is used. A params mapping can have both
+/// warnings and errors (redisquota), and both are reported.
+#[derive(Debug)]
+pub struct Validation<C> {
+    pub config: Result<C, Vec<ParamError>>,
+    pub warnings: Vec<ParamError>,
+}
+
+impl<C> From<Result<C, Vec<ParamError>>> for Validation<C> {
+    /// A validation without warnings.
+    fn from(config: Result<C, Vec<ParamError>>) -> Self {
+        Validation {
+            config,
+            warnings: Vec::new(),
+        }
+    }
 }
 
 /// What building a handler may use: its name and the server's shared resources.
@@ -70,13 +84,56 @@ pub struct Resources {
     pub runtime: Option<tokio::runtime::Handle>,
 }
 
-/// A handler could not be built from validated params.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct BuildError(pub String);
+/// Why a handler could not be built from validated params.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The handler works in the background and there is no async runtime to run on.
+    #[error("{0}")]
+    NoRuntime(&'static str),
+    /// An output could not be opened, or a thread writing to it not started.
+    #[error("{adapter}: cannot {action}: {error}")]
+    Io {
+        adapter: &'static str,
+        /// What failed: `open out.log`, `start the writer thread`.
+        action: String,
+        error: std::io::Error,
+    },
+    /// The endpoint the handler talks to is missing or cannot be used.
+    #[error("{0}")]
+    InvalidEndpoint(String),
+    /// A header the handler sends is not valid gRPC metadata.
+    #[error("header {name:?}: {reason}")]
+    InvalidHeader { name: String, reason: String },
+    /// Params that passed validation still do not make a handler (e.g. a list entry
+    /// that does not compile).
+    #[error("{adapter}: {reason}")]
+    InvalidConfig {
+        adapter: &'static str,
+        reason: String,
+    },
+    /// Something the handler needs (an HTTP client) could not be created.
+    #[error("{adapter}: {reason}")]
+    Internal {
+        adapter: &'static str,
+        reason: String,
+    },
+    /// Metrics of the handler are already exported, with other definitions, by other
+    /// handlers: one message per metric.
+    #[error("{}", .0.join("; "))]
+    Conflict(Vec<String>),
+    /// The adapter validates params but has no running handlers in this server.
+    #[error("adapter '{0}' is not implemented in this server yet")]
+    NotImplemented(&'static str),
+    /// `build` was given params that another adapter validated.
+    #[error("{0}: params of another adapter")]
+    ForeignConfig(&'static str),
+}
 
-/// An adapter: validate params, then build handlers.
+/// An adapter: validate params into its own config type, then build handlers from it.
+/// The rest of the program uses adapters through [`DynAdapter`].
 pub trait Adapter: Send + Sync {
+    /// Params that passed validation, as the adapter builds handlers from them.
+    type Config: Send + Sync + 'static;
     /// The name used by `compiledAdapter:` and legacy `kind:`.
     fn name(&self) -> &'static str;
     fn description(&self) -> &'static str;
@@ -88,13 +145,62 @@ pub trait Adapter: Send + Sync {
         None
     }
     /// Pure validation: no I/O, no tasks.
-    fn validate(&self, input: &ValidateInput<'_>) -> Result<Validated, Vec<ParamError>>;
-    fn build(&self, validated: Validated, env: &Env) -> Result<Arc<dyn Handler>, BuildError>;
+    fn validate(&self, input: &ValidateInput<'_>) -> Validation<Self::Config>;
+    fn build(&self, config: Self::Config, env: &Env) -> Result<Arc<dyn Handler>, BuildError>;
+}
+
+/// Params some adapter validated, with their type hidden: handed back to the adapter's
+/// [`DynAdapter::build`].
+pub struct ErasedConfig(Box<dyn Any + Send + Sync>);
+
+/// An [`Adapter`] with its config type hidden, so that adapters can be listed and chosen
+/// by name; every adapter is one.
+pub trait DynAdapter: Send + Sync {
+    /// The name used by `compiledAdapter:` and legacy `kind:`.
+    fn name(&self) -> &'static str;
+    fn description(&self) -> &'static str;
+    /// Templates whose instances handlers of this adapter accept.
+    fn templates(&self) -> &'static [TemplateKind];
+    /// See [`Adapter::unavailable`].
+    fn unavailable(&self) -> Option<String>;
+    /// See [`Adapter::validate`].
+    fn validate(&self, input: &ValidateInput<'_>) -> Validation<ErasedConfig>;
+    /// Builds a handler from what [`DynAdapter::validate`] of this adapter returned.
+    fn build(&self, config: ErasedConfig, env: &Env) -> Result<Arc<dyn Handler>, BuildError>;
+}
+
+impl<A: Adapter> DynAdapter for A {
+    fn name(&self) -> &'static str {
+        Adapter::name(self)
+    }
+    fn description(&self) -> &'static str {
+        Adapter::description(self)
+    }
+    fn templates(&self) -> &'static [TemplateKind] {
+        Adapter::templates(self)
+    }
+    fn unavailable(&self) -> Option<String> {
+        Adapter::unavailable(self)
+    }
+    fn validate(&self, input: &ValidateInput<'_>) -> Validation<ErasedConfig> {
+        let Validation { config, warnings } = Adapter::validate(self, input);
+        Validation {
+            config: config.map(|c| ErasedConfig(Box::new(c))),
+            warnings,
+        }
+    }
+    fn build(&self, config: ErasedConfig, env: &Env) -> Result<Arc<dyn Handler>, BuildError> {
+        let config = config
+            .0
+            .downcast::<A::Config>()
+            .map_err(|_| BuildError::ForeignConfig(Adapter::name(self)))?;
+        Adapter::build(self, *config, env)
+    }
 }
 
 /// Every adapter, explicitly listed.
-pub fn inventory() -> &'static [&'static dyn Adapter] {
-    static ALL: &[&dyn Adapter] = &[
+pub fn inventory() -> &'static [&'static dyn DynAdapter] {
+    static ALL: &[&dyn DynAdapter] = &[
         &denier::Denier,
         &noop::Noop,
         &prometheus::ADAPTER,
@@ -110,7 +216,7 @@ pub fn inventory() -> &'static [&'static dyn Adapter] {
 }
 
 /// The adapter named `name`.
-pub fn find(name: &str) -> Option<&'static dyn Adapter> {
+pub fn find(name: &str) -> Option<&'static dyn DynAdapter> {
     inventory().iter().copied().find(|a| a.name() == name)
 }
 

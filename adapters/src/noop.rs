@@ -11,11 +11,10 @@ use templates::instances::{
     authorization, checknothing, listentry, logentry, metric, quota, reportnothing, tracespan,
 };
 use templates::{
-    CheckResult, Handler, HandlerError, ParamError, QuotaArgs, QuotaResult, Reply, Status,
-    TemplateKind,
+    CheckResult, Handler, HandlerError, QuotaArgs, QuotaResult, Reply, Status, TemplateKind,
 };
 
-use crate::{Adapter, BuildError, Env, ValidateInput, Validated};
+use crate::{Adapter, BuildError, Env, ValidateInput, Validation};
 
 /// How long a noop check result may be cached: effectively forever, as Mixer's noop.
 const VALIDITY: Duration = Duration::from_secs(1_000_000_000);
@@ -24,6 +23,8 @@ const VALIDITY: Duration = Duration::from_secs(1_000_000_000);
 pub struct Noop;
 
 impl Adapter for Noop {
+    type Config = ();
+
     fn name(&self) -> &'static str {
         "noop"
     }
@@ -45,18 +46,19 @@ impl Adapter for Noop {
         ]
     }
 
-    fn validate(&self, input: &ValidateInput<'_>) -> Result<Validated, Vec<ParamError>> {
-        match input.params {
-            serde_json::Value::Null => Ok(Box::new(())),
-            serde_json::Value::Object(m) if m.is_empty() => Ok(Box::new(())),
+    fn validate(&self, input: &ValidateInput<'_>) -> Validation<()> {
+        let config = match input.params {
+            serde_json::Value::Null => Ok(()),
+            serde_json::Value::Object(m) if m.is_empty() => Ok(()),
             other => Err(vec![crate::params::error(
                 "params",
                 format!("noop takes no params, found {other}"),
             )]),
-        }
+        };
+        config.into()
     }
 
-    fn build(&self, _: Validated, _env: &Env) -> Result<Arc<dyn Handler>, BuildError> {
+    fn build(&self, (): (), _env: &Env) -> Result<Arc<dyn Handler>, BuildError> {
         Ok(Arc::new(NoopHandler))
     }
 }

@@ -76,12 +76,6 @@ pub fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>,
     parse_duration(&v).map(Some).map_err(de::Error::custom)
 }
 
-/// serde adapter for `Duration` fields.
-pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let v = Json::deserialize(d)?;
-    parse_duration(&v).map_err(de::Error::custom)
-}
-
 /// serde adapter for an enum written by name (case-insensitive) or number, with the
 /// allowed names given by `names` (index = numeric value).
 pub fn enum_by_name(v: &Json, names: &[&str]) -> Result<usize, String> {
@@ -99,6 +93,47 @@ pub fn enum_by_name(v: &Json, names: &[&str]) -> Result<usize, String> {
             "expected one of {}, found {other}",
             names.join(", ")
         )),
+    }
+}
+
+/// `value` as compact JSON text with the keys of every object sorted, at every depth:
+/// params that differ only in the order of their keys give the same text. Handler
+/// signatures are computed from it, so that reordering the keys of a handler's params
+/// does not rebuild the handler (and reset its state, e.g. memquota's counters).
+pub fn canonical_json(value: &Json) -> String {
+    let mut out = String::new();
+    write_canonical(value, &mut out);
+    out
+}
+
+fn write_canonical(value: &Json, out: &mut String) {
+    match value {
+        Json::Object(m) => {
+            let mut entries: Vec<_> = m.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                // A string's JSON text: quoted and escaped.
+                out.push_str(&Json::from(k.as_str()).to_string());
+                out.push(':');
+                write_canonical(v, out);
+            }
+            out.push('}');
+        }
+        Json::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(v, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
     }
 }
 
@@ -150,5 +185,32 @@ mod tests {
         assert_eq!(enum_by_name(&json!("counter"), &names), Ok(2));
         assert_eq!(enum_by_name(&json!(1), &names), Ok(1));
         assert!(enum_by_name(&json!("HISTO"), &names).is_err());
+    }
+
+    #[test]
+    fn canonical_json_ignores_key_order() {
+        let a: Json = serde_json::from_str(
+            r#"{"quotas": [{"name": "q", "maxAmount": 5, "overrides": [{"b": 1, "a": "\"x"}]}],
+                "minDeduplicationDuration": "1s", "empty": {}}"#,
+        )
+        .unwrap();
+        let b: Json = serde_json::from_str(
+            r#"{"empty": {}, "minDeduplicationDuration": "1s",
+                "quotas": [{"overrides": [{"a": "\"x", "b": 1}], "maxAmount": 5, "name": "q"}]}"#,
+        )
+        .unwrap();
+        // The parsed objects keep their order (preserve_order): their texts differ.
+        assert_ne!(a.to_string(), b.to_string());
+        assert_eq!(canonical_json(&a), canonical_json(&b));
+        assert_eq!(
+            canonical_json(&a),
+            r#"{"empty":{},"minDeduplicationDuration":"1s","quotas":[{"maxAmount":5,"name":"q","overrides":[{"a":"\"x","b":1}]}]}"#
+        );
+        // Array order is meaningful and kept.
+        assert_ne!(
+            canonical_json(&json!([1, 2])),
+            canonical_json(&json!([2, 1]))
+        );
+        assert_eq!(canonical_json(&Json::Null), "null");
     }
 }

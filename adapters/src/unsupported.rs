@@ -5,20 +5,22 @@ use std::sync::Arc;
 
 use templates::{Handler, ParamError, TemplateKind};
 
-use crate::{Adapter, BuildError, Env, ValidateInput, Validated};
+use crate::{Adapter, BuildError, Env, ValidateInput, Validation};
 
-/// An adapter known by name and params only.
-pub struct ParamsOnly {
-    pub name: &'static str,
-    pub description: &'static str,
-    pub templates: &'static [TemplateKind],
-    /// Validates the params (decoding them into the adapter's params type).
-    pub check: fn(&ValidateInput<'_>) -> Result<(), Vec<ParamError>>,
+/// An adapter known by name and params only; `C` is its validated params.
+pub struct ParamsOnly<C> {
+    name: &'static str,
+    description: &'static str,
+    templates: &'static [TemplateKind],
+    /// Validates the params into the adapter's config.
+    validate: fn(&ValidateInput<'_>) -> Result<C, Vec<ParamError>>,
     /// Why handlers cannot run; `None` means "not implemented in this server yet".
-    pub reason: Option<&'static str>,
+    reason: Option<&'static str>,
 }
 
-impl Adapter for ParamsOnly {
+impl<C: Send + Sync + 'static> Adapter for ParamsOnly<C> {
+    type Config = C;
+
     fn name(&self) -> &'static str {
         self.name
     }
@@ -37,22 +39,19 @@ impl Adapter for ParamsOnly {
             ),
         })
     }
-    fn validate(&self, input: &ValidateInput<'_>) -> Result<Validated, Vec<ParamError>> {
-        (self.check)(input).map(|()| Box::new(()) as Validated)
+    fn validate(&self, input: &ValidateInput<'_>) -> Validation<C> {
+        (self.validate)(input).into()
     }
-    fn build(&self, _: Validated, _: &Env) -> Result<Arc<dyn Handler>, BuildError> {
-        Err(BuildError(format!(
-            "adapter '{}' is not implemented in this server yet",
-            self.name
-        )))
+    fn build(&self, _: C, _: &Env) -> Result<Arc<dyn Handler>, BuildError> {
+        Err(BuildError::NotImplemented(self.name))
     }
 }
 
-pub static KUBERNETESENV: ParamsOnly = ParamsOnly {
+pub static KUBERNETESENV: ParamsOnly<crate::kubernetesenv::config::Config> = ParamsOnly {
     name: "kubernetesenv",
     description: "Generates workload attributes from the Kubernetes API",
     templates: &[TemplateKind::Kubernetes],
-    check: crate::kubernetesenv::config::check,
+    validate: crate::kubernetesenv::config::validate,
     reason: Some(
         "no Kubernetes cluster is configured (this server does not read the Kubernetes API): the kubernetesenv handler generates no attributes, and the attributes the proxy sends are used as they are",
     ),

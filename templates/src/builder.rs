@@ -12,14 +12,11 @@ use expr_lang::golib::time::Timestamp;
 use expr_lang::{Bag, EvalError, FunctionTable, Manifest, Program, Recorder, Value, ValueType};
 use serde_json::Value as Json;
 
-use crate::instances::{
-    Dims, apikey, authorization, checknothing, edge, kubernetes, listentry, logentry, metric,
-    quota, reportnothing, tracespan,
-};
+use crate::instances::Dims;
 use crate::kinds::{FieldKind, TemplateKind};
 
 /// The attribute prefix `$out.` stands for in `attributeBindings`.
-pub const OUTPUT_PREFIX: &str = "adapter_template_kubernetes.output.";
+const OUTPUT_PREFIX: &str = "adapter_template_kubernetes.output.";
 
 /// A problem with one field of an instance's params.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -70,7 +67,6 @@ pub struct InstanceBuilder {
     name: Arc<str>,
     kind: TemplateKind,
     fields: Vec<Compiled>,
-    bindings: Vec<(Arc<str>, Program)>,
 }
 
 impl fmt::Debug for InstanceBuilder {
@@ -187,8 +183,10 @@ impl Compiler<'_> {
 
 impl InstanceBuilder {
     /// Compiles an instance of `kind` named `name` (its fully qualified name) from its
-    /// params. `bindings` are the `attributeBindings` of an attribute generator. Every
-    /// problem is reported, each with its field path.
+    /// params. `bindings` are the `attributeBindings` of an attribute generator: they
+    /// are checked, and not kept, since no generator runs in this server (see
+    /// `adapters/src/unsupported.rs`). Every problem is reported, each with its field
+    /// path.
     pub fn compile(
         name: &str,
         kind: TemplateKind,
@@ -260,9 +258,8 @@ impl InstanceBuilder {
             };
         }
 
-        let mut compiled_bindings = Vec::new();
         if let Some(b) = bindings.filter(|b| !b.is_null()) {
-            compiled_bindings = compile_bindings(kind, b, &mut c);
+            check_bindings(kind, b, &mut c);
         }
 
         if c.errors.is_empty() {
@@ -270,7 +267,6 @@ impl InstanceBuilder {
                 name: Arc::from(name),
                 kind,
                 fields,
-                bindings: compiled_bindings,
             })
         } else {
             Err(c.errors)
@@ -281,20 +277,8 @@ impl InstanceBuilder {
         &self.name
     }
 
-    pub fn name_arc(&self) -> &Arc<str> {
-        &self.name
-    }
-
     pub fn kind(&self) -> TemplateKind {
         self.kind
-    }
-
-    /// The checked type of a single-expression field, when it is set.
-    pub fn field_type(&self, field: &str) -> Option<ValueType> {
-        match &self.fields[self.kind.field_index(field)?] {
-            Compiled::Expr(p) => Some(p.result_type()),
-            _ => None,
-        }
     }
 
     /// The entries of a map field with their checked types (e.g. a metric's dimensions).
@@ -307,12 +291,6 @@ impl InstanceBuilder {
                 .collect(),
             _ => Vec::new(),
         }
-    }
-
-    /// Attribute bindings of an attribute generator: target attribute → program over
-    /// the generator's outputs (as `adapter_template_kubernetes.output.*`) and attributes.
-    pub fn bindings(&self) -> &[(Arc<str>, Program)] {
-        &self.bindings
     }
 
     /// A digest of what this builder was compiled from, for deciding whether a handler
@@ -341,36 +319,65 @@ impl InstanceBuilder {
         s
     }
 
-    fn err(&self, i: usize, error: EvalError) -> BuildError {
+    /// Reads the fields of this builder's template in table order, for the builder
+    /// methods `template!` generates (`templates/src/instances.rs`).
+    pub(crate) fn reader<'a, 'r, B: Bag + ?Sized, R: Recorder>(
+        &'a self,
+        bag: &'a B,
+        rec: &'r mut R,
+    ) -> FieldReader<'a, 'r, B, R> {
+        FieldReader {
+            builder: self,
+            bag,
+            rec,
+            next: 0,
+        }
+    }
+}
+
+/// Evaluates an instance's fields one after the other: each call reads the next field of
+/// the template's table, so a generated builder that calls one method per declared field
+/// reads each field at its own position.
+pub(crate) struct FieldReader<'a, 'r, B: ?Sized, R> {
+    builder: &'a InstanceBuilder,
+    bag: &'a B,
+    rec: &'r mut R,
+    next: usize,
+}
+
+impl<'a, B: Bag + ?Sized, R: Recorder> FieldReader<'a, '_, B, R> {
+    /// The next field's position and compiled form.
+    fn advance(&mut self) -> (usize, &'a Compiled) {
+        let i = self.next;
+        self.next += 1;
+        (i, &self.builder.fields[i])
+    }
+
+    fn err(&self, field: String, error: EvalError) -> BuildError {
         BuildError {
-            instance: self.name.clone(),
-            field: self.kind.fields()[i].json.to_owned(),
+            instance: self.builder.name.clone(),
+            field,
             error,
         }
     }
 
-    fn value<'a, B: Bag + ?Sized, R: Recorder>(
-        &'a self,
-        i: usize,
-        bag: &'a B,
-        rec: &mut R,
-    ) -> Result<Option<Value<'a>>, BuildError> {
-        match &self.fields[i] {
-            Compiled::Expr(p) => p
-                .evaluate_recorded(bag, rec)
+    fn json_name(&self, i: usize) -> &'static str {
+        self.builder.kind.fields()[i].json
+    }
+
+    /// A single-expression field of any type; `None` when unset.
+    pub(crate) fn any(&mut self) -> Result<Option<Value<'a>>, BuildError> {
+        match self.advance() {
+            (i, Compiled::Expr(p)) => p
+                .evaluate_recorded(self.bag, self.rec)
                 .map(Some)
-                .map_err(|e| self.err(i, e)),
+                .map_err(|e| self.err(self.json_name(i).to_owned(), e)),
             _ => Ok(None),
         }
     }
 
-    fn string<'a, B: Bag + ?Sized, R: Recorder>(
-        &'a self,
-        i: usize,
-        bag: &'a B,
-        rec: &mut R,
-    ) -> Result<Cow<'a, str>, BuildError> {
-        Ok(match self.value(i, bag, rec)? {
+    pub(crate) fn string(&mut self) -> Result<Cow<'a, str>, BuildError> {
+        Ok(match self.any()? {
             Some(Value::String(s) | Value::DnsName(s) | Value::EmailAddress(s) | Value::Uri(s)) => {
                 s
             }
@@ -379,255 +386,50 @@ impl InstanceBuilder {
         })
     }
 
-    fn int<B: Bag + ?Sized, R: Recorder>(
-        &self,
-        i: usize,
-        bag: &B,
-        rec: &mut R,
-    ) -> Result<i64, BuildError> {
-        Ok(match self.value(i, bag, rec)? {
+    pub(crate) fn int(&mut self) -> Result<i64, BuildError> {
+        Ok(match self.any()? {
             Some(Value::Int64(v)) => v,
             _ => 0,
         })
     }
 
-    fn boolean<B: Bag + ?Sized, R: Recorder>(
-        &self,
-        i: usize,
-        bag: &B,
-        rec: &mut R,
-    ) -> Result<bool, BuildError> {
-        Ok(matches!(self.value(i, bag, rec)?, Some(Value::Bool(true))))
+    pub(crate) fn boolean(&mut self) -> Result<bool, BuildError> {
+        Ok(matches!(self.any()?, Some(Value::Bool(true))))
     }
 
-    fn timestamp<B: Bag + ?Sized, R: Recorder>(
-        &self,
-        i: usize,
-        bag: &B,
-        rec: &mut R,
-    ) -> Result<Option<Timestamp>, BuildError> {
-        Ok(match self.value(i, bag, rec)? {
+    pub(crate) fn timestamp(&mut self) -> Result<Option<Timestamp>, BuildError> {
+        Ok(match self.any()? {
             Some(Value::Timestamp(t)) => Some(t),
             _ => None,
         })
     }
 
-    fn ip<'a, B: Bag + ?Sized, R: Recorder>(
-        &'a self,
-        i: usize,
-        bag: &'a B,
-        rec: &mut R,
-    ) -> Result<Option<Cow<'a, [u8]>>, BuildError> {
-        Ok(match self.value(i, bag, rec)? {
+    pub(crate) fn ip(&mut self) -> Result<Option<Cow<'a, [u8]>>, BuildError> {
+        Ok(match self.any()? {
             Some(Value::IpAddress(b)) => Some(b),
             _ => None,
         })
     }
 
-    fn dims<'a, B: Bag + ?Sized, R: Recorder>(
-        &'a self,
-        i: usize,
-        bag: &'a B,
-        rec: &mut R,
-    ) -> Result<Dims<'a>, BuildError> {
-        match &self.fields[i] {
-            Compiled::Map { names, programs } => {
-                let mut values = Vec::with_capacity(programs.len());
-                for (n, p) in names.iter().zip(programs.iter()) {
-                    let v = p.evaluate_recorded(bag, rec).map_err(|e| BuildError {
-                        instance: self.name.clone(),
-                        field: format!("{}.{n}", self.kind.fields()[i].json),
-                        error: e,
-                    })?;
-                    values.push(v);
-                }
-                Ok(Dims { names, values })
-            }
-            _ => Ok(Dims::default()),
+    /// A map field; empty when unset.
+    pub(crate) fn dims(&mut self) -> Result<Dims<'a>, BuildError> {
+        let (i, Compiled::Map { names, programs }) = self.advance() else {
+            return Ok(Dims::default());
+        };
+        let mut values = Vec::with_capacity(programs.len());
+        for (n, p) in names.iter().zip(programs.iter()) {
+            let v = p
+                .evaluate_recorded(self.bag, self.rec)
+                .map_err(|e| self.err(format!("{}.{n}", self.json_name(i)), e))?;
+            values.push(v);
         }
-    }
-
-    /// Builds a `metric` instance.
-    pub fn metric<'a, B: Bag + ?Sized, R: Recorder>(
-        &'a self,
-        bag: &'a B,
-        rec: &mut R,
-    ) -> Result<metric::Instance<'a>, BuildError> {
-        Ok(metric::Instance {
-            name: &self.name,
-            value: self.value(0, bag, rec)?,
-            dimensions: self.dims(1, bag, rec)?,
-            monitored_resource_type: self.string(2, bag, rec)?,
-            monitored_resource_dimensions: self.dims(3, bag, rec)?,
-        })
-    }
-
-    /// Builds a `logentry` instance.
-    pub fn logentry<'a, B: Bag + ?Sized, R: Recorder>(
-        &'a self,
-        bag: &'a B,
-        rec: &mut R,
-    ) -> Result<logentry::Instance<'a>, BuildError> {
-        Ok(logentry::Instance {
-            name: &self.name,
-            variables: self.dims(0, bag, rec)?,
-            timestamp: self.timestamp(1, bag, rec)?,
-            severity: self.string(2, bag, rec)?,
-            monitored_resource_type: self.string(3, bag, rec)?,
-            monitored_resource_dimensions: self.dims(4, bag, rec)?,
-        })
-    }
-
-    /// Builds a `tracespan` instance.
-    pub fn tracespan<'a, B: Bag + ?Sized, R: Recorder>(
-        &'a self,
-        bag: &'a B,
-        rec: &mut R,
-    ) -> Result<tracespan::Instance<'a>, BuildError> {
-        Ok(tracespan::Instance {
-            name: &self.name,
-            trace_id: self.string(0, bag, rec)?,
-            span_id: self.string(1, bag, rec)?,
-            parent_span_id: self.string(2, bag, rec)?,
-            span_name: self.string(3, bag, rec)?,
-            start_time: self.timestamp(4, bag, rec)?,
-            end_time: self.timestamp(5, bag, rec)?,
-            span_tags: self.dims(6, bag, rec)?,
-            http_status_code: self.int(7, bag, rec)?,
-            client_span: self.boolean(8, bag, rec)?,
-            rewrite_client_span_id: self.boolean(9, bag, rec)?,
-            source_name: self.string(10, bag, rec)?,
-            source_ip: self.ip(11, bag, rec)?,
-            destination_name: self.string(12, bag, rec)?,
-            destination_ip: self.ip(13, bag, rec)?,
-            request_size: self.int(14, bag, rec)?,
-            request_total_size: self.int(15, bag, rec)?,
-            response_size: self.int(16, bag, rec)?,
-            response_total_size: self.int(17, bag, rec)?,
-            api_protocol: self.string(18, bag, rec)?,
-        })
-    }
-
-    /// Builds a `quota` instance.
-    pub fn quota<'a, B: Bag + ?Sized, R: Recorder>(
-        &'a self,
-        bag: &'a B,
-        rec: &mut R,
-    ) -> Result<quota::Instance<'a>, BuildError> {
-        Ok(quota::Instance {
-            name: &self.name,
-            dimensions: self.dims(0, bag, rec)?,
-        })
-    }
-
-    /// Builds a `listentry` instance.
-    pub fn listentry<'a, B: Bag + ?Sized, R: Recorder>(
-        &'a self,
-        bag: &'a B,
-        rec: &mut R,
-    ) -> Result<listentry::Instance<'a>, BuildError> {
-        Ok(listentry::Instance {
-            name: &self.name,
-            value: self.value(0, bag, rec)?,
-        })
-    }
-
-    /// Builds a `checknothing` instance.
-    pub fn checknothing(&self) -> checknothing::Instance<'_> {
-        checknothing::Instance { name: &self.name }
-    }
-
-    /// Builds a `reportnothing` instance.
-    pub fn reportnothing(&self) -> reportnothing::Instance<'_> {
-        reportnothing::Instance { name: &self.name }
-    }
-
-    /// Builds an `authorization` instance.
-    pub fn authorization<'a, B: Bag + ?Sized, R: Recorder>(
-        &'a self,
-        bag: &'a B,
-        rec: &mut R,
-    ) -> Result<authorization::Instance<'a>, BuildError> {
-        Ok(authorization::Instance {
-            name: &self.name,
-            subject: authorization::Subject {
-                user: self.string(0, bag, rec)?,
-                groups: self.string(1, bag, rec)?,
-                properties: self.dims(2, bag, rec)?,
-            },
-            action: authorization::Action {
-                namespace: self.string(3, bag, rec)?,
-                service: self.string(4, bag, rec)?,
-                method: self.string(5, bag, rec)?,
-                path: self.string(6, bag, rec)?,
-                properties: self.dims(7, bag, rec)?,
-            },
-        })
-    }
-
-    /// Builds an `apikey` instance.
-    pub fn apikey<'a, B: Bag + ?Sized, R: Recorder>(
-        &'a self,
-        bag: &'a B,
-        rec: &mut R,
-    ) -> Result<apikey::Instance<'a>, BuildError> {
-        Ok(apikey::Instance {
-            name: &self.name,
-            api: self.string(0, bag, rec)?,
-            api_version: self.string(1, bag, rec)?,
-            api_operation: self.string(2, bag, rec)?,
-            api_key: self.string(3, bag, rec)?,
-            timestamp: self.timestamp(4, bag, rec)?,
-        })
-    }
-
-    /// Builds an `edge` instance.
-    pub fn edge<'a, B: Bag + ?Sized, R: Recorder>(
-        &'a self,
-        bag: &'a B,
-        rec: &mut R,
-    ) -> Result<edge::Instance<'a>, BuildError> {
-        Ok(edge::Instance {
-            name: &self.name,
-            timestamp: self.timestamp(0, bag, rec)?,
-            source_workload_namespace: self.string(1, bag, rec)?,
-            source_workload_name: self.string(2, bag, rec)?,
-            source_owner: self.string(3, bag, rec)?,
-            source_uid: self.string(4, bag, rec)?,
-            destination_workload_namespace: self.string(5, bag, rec)?,
-            destination_workload_name: self.string(6, bag, rec)?,
-            destination_owner: self.string(7, bag, rec)?,
-            destination_uid: self.string(8, bag, rec)?,
-            destination_service_namespace: self.string(9, bag, rec)?,
-            destination_service_name: self.string(10, bag, rec)?,
-            context_protocol: self.string(11, bag, rec)?,
-            api_protocol: self.string(12, bag, rec)?,
-        })
-    }
-
-    /// Builds a `kubernetes` (attribute generator) input instance.
-    pub fn kubernetes<'a, B: Bag + ?Sized, R: Recorder>(
-        &'a self,
-        bag: &'a B,
-        rec: &mut R,
-    ) -> Result<kubernetes::Instance<'a>, BuildError> {
-        Ok(kubernetes::Instance {
-            name: &self.name,
-            source_uid: self.string(0, bag, rec)?,
-            source_ip: self.ip(1, bag, rec)?,
-            destination_uid: self.string(2, bag, rec)?,
-            destination_ip: self.ip(3, bag, rec)?,
-            destination_port: self.int(4, bag, rec)?,
-        })
+        Ok(Dims { names, values })
     }
 }
 
-/// Compiles `attributeBindings`: `$out.<field>` names an output of the generator.
-fn compile_bindings(
-    kind: TemplateKind,
-    b: &Json,
-    c: &mut Compiler<'_>,
-) -> Vec<(Arc<str>, Program)> {
+/// Checks `attributeBindings`: `$out.<field>` names an output of the generator, and
+/// each expression must have the type of the attribute it sets.
+fn check_bindings(kind: TemplateKind, b: &Json, c: &mut Compiler<'_>) {
     let Json::Object(entries) = b else {
         c.errors.push(ParamError {
             field: "attributeBindings".to_owned(),
@@ -638,7 +440,7 @@ fn compile_bindings(
             expression: None,
             column: None,
         });
-        return Vec::new();
+        return;
     };
     if kind.outputs().is_empty() {
         c.errors.push(ParamError {
@@ -647,13 +449,12 @@ fn compile_bindings(
             expression: None,
             column: None,
         });
-        return Vec::new();
+        return;
     }
     let mut manifest = c.manifest.clone();
     for (out, ty) in kind.outputs() {
         manifest.declare(format!("{OUTPUT_PREFIX}{out}"), *ty);
     }
-    let mut out = Vec::new();
     for (attr, v) in entries {
         let field = format!("attributeBindings.{attr}");
         let Some(text) = expression_text(v) else {
@@ -680,9 +481,7 @@ fn compile_bindings(
                         expression: Some(text),
                         column: None,
                     });
-                    continue;
                 }
-                out.push((Arc::from(attr.as_str()), p));
             }
             Err(e) => c.errors.push(ParamError {
                 field,
@@ -692,7 +491,6 @@ fn compile_bindings(
             }),
         }
     }
-    out
 }
 
 #[cfg(test)]
@@ -709,7 +507,43 @@ mod tests {
             ("destination.service.host", ValueType::String),
             ("source.ip", ValueType::IpAddress),
             ("source.uid", ValueType::String),
+            ("request.time", ValueType::Timestamp),
+            ("destination.port", ValueType::Int64),
+            ("connection.mtls", ValueType::Bool),
         ])
+    }
+
+    /// A bag with every attribute of [`manifest`] but `response.duration`.
+    fn bag() -> MapBag {
+        MapBag::new()
+            .with("request.size", Value::Int64(12))
+            .with("destination.service.host", Value::str("reviews"))
+            .with("source.ip", Value::IpAddress(vec![10, 0, 0, 1].into()))
+            .with("source.uid", Value::str("kubernetes://a.default"))
+            .with("request.time", Value::Timestamp(time()))
+            .with("destination.port", Value::Int64(9080))
+            .with("connection.mtls", Value::Bool(true))
+    }
+
+    fn time() -> Timestamp {
+        Timestamp::from_unix(1_500_000_000, 7)
+    }
+
+    /// Params setting each string field of `kind` to a literal of its own JSON name, so
+    /// that a field read at another field's position shows.
+    fn own_names(kind: TemplateKind) -> serde_json::Map<String, Json> {
+        kind.fields()
+            .iter()
+            .filter(|f| f.kind == FieldKind::Typed(ValueType::String))
+            .map(|f| (f.json.to_owned(), Json::from(format!("\"{}\"", f.json))))
+            .collect()
+    }
+
+    /// `own_names` plus `extra`.
+    fn params(kind: TemplateKind, extra: Json) -> Json {
+        let mut p = own_names(kind);
+        p.extend(extra.as_object().cloned().unwrap_or_default());
+        Json::Object(p)
     }
 
     fn compile(kind: TemplateKind, params: Json) -> Result<InstanceBuilder, Vec<ParamError>> {
@@ -807,7 +641,7 @@ mod tests {
             &FunctionTable::standard(),
         )
         .unwrap();
-        assert_eq!(k.bindings().len(), 1);
+        assert_eq!(k.kind(), TemplateKind::Kubernetes);
         let bad = InstanceBuilder::compile(
             "attributes.kubernetes.istio-system",
             TemplateKind::Kubernetes,
@@ -818,5 +652,300 @@ mod tests {
         )
         .unwrap_err();
         assert!(bad[0].message.contains("$out.nope"), "{bad:?}");
+    }
+
+    #[test]
+    fn every_kind_has_a_consistent_table() {
+        for kind in TemplateKind::ALL {
+            for (i, f) in kind.fields().iter().enumerate() {
+                assert_eq!(kind.field_index(f.name), Some(i), "{kind} {}", f.name);
+                assert_eq!(kind.field_index(f.json), Some(i), "{kind} {}", f.json);
+            }
+        }
+    }
+
+    #[test]
+    fn metric_builds_every_field() {
+        let b = compile(
+            TemplateKind::Metric,
+            params(
+                TemplateKind::Metric,
+                json!({
+                    "value": "request.size",
+                    "dimensions": {"port": "destination.port"},
+                    "monitoredResourceDimensions": {"host": "destination.service.host"},
+                }),
+            ),
+        )
+        .unwrap();
+        let bag = bag();
+        let m = b.metric(&bag, &mut NoRecording).unwrap();
+        assert_eq!(m.name, "x.instance.istio-system");
+        assert_eq!(m.value, Some(Value::Int64(12)));
+        assert_eq!(m.dimensions.get("port"), Some(&Value::Int64(9080)));
+        assert_eq!(m.monitored_resource_type, "monitoredResourceType");
+        assert_eq!(
+            m.monitored_resource_dimensions.get("host"),
+            Some(&Value::str("reviews"))
+        );
+    }
+
+    #[test]
+    fn logentry_builds_every_field() {
+        let b = compile(
+            TemplateKind::LogEntry,
+            params(
+                TemplateKind::LogEntry,
+                json!({
+                    "variables": {"size": "request.size", "mtls": "connection.mtls"},
+                    "timestamp": "request.time",
+                    "monitored_resource_dimensions": {"uid": "source.uid"},
+                }),
+            ),
+        )
+        .unwrap();
+        let bag = bag();
+        let l = b.logentry(&bag, &mut NoRecording).unwrap();
+        assert_eq!(
+            l.variables.iter().collect::<Vec<_>>(),
+            [("size", &Value::Int64(12)), ("mtls", &Value::Bool(true))]
+        );
+        assert_eq!(l.timestamp, Some(time()));
+        assert_eq!(l.severity, "severity");
+        assert_eq!(l.monitored_resource_type, "monitoredResourceType");
+        assert_eq!(
+            l.monitored_resource_dimensions.get("uid"),
+            Some(&Value::str("kubernetes://a.default"))
+        );
+    }
+
+    #[test]
+    fn tracespan_builds_every_field() {
+        let b = compile(
+            TemplateKind::TraceSpan,
+            params(
+                TemplateKind::TraceSpan,
+                json!({
+                    "startTime": "request.time",
+                    "end_time": "timestamp(\"2017-07-14T02:40:00Z\")",
+                    "spanTags": {"port": "destination.port"},
+                    "httpStatusCode": "200",
+                    "clientSpan": "connection.mtls",
+                    "rewriteClientSpanId": "false",
+                    "sourceIp": "source.ip",
+                    "destinationIp": "ip(\"10.0.0.2\")",
+                    "requestSize": "request.size",
+                    "requestTotalSize": "13",
+                    "responseSize": "14",
+                    "responseTotalSize": "destination.port",
+                }),
+            ),
+        )
+        .unwrap();
+        let bag = bag();
+        let t = b.tracespan(&bag, &mut NoRecording).unwrap();
+        let strings = [
+            (&t.trace_id, "traceId"),
+            (&t.span_id, "spanId"),
+            (&t.parent_span_id, "parentSpanId"),
+            (&t.span_name, "spanName"),
+            (&t.source_name, "sourceName"),
+            (&t.destination_name, "destinationName"),
+            (&t.api_protocol, "apiProtocol"),
+        ];
+        for (got, want) in strings {
+            assert_eq!(got, want);
+        }
+        assert_eq!(t.start_time, Some(time()));
+        assert_eq!(
+            t.end_time.map(|e| e.to_unix_nanos()),
+            Some(1_500_000_000_000_000_000)
+        );
+        assert_eq!(t.span_tags.get("port"), Some(&Value::Int64(9080)));
+        assert_eq!(t.http_status_code, 200);
+        assert!(t.client_span);
+        assert!(!t.rewrite_client_span_id);
+        assert_eq!(t.source_ip.as_deref(), Some(&[10, 0, 0, 1][..]));
+        assert_eq!(t.destination_ip.as_deref().map(<[u8]>::len), Some(16));
+        assert_eq!(
+            (
+                t.request_size,
+                t.request_total_size,
+                t.response_size,
+                t.response_total_size
+            ),
+            (12, 13, 14, 9080)
+        );
+    }
+
+    #[test]
+    fn quota_builds_its_dimensions() {
+        let b = compile(
+            TemplateKind::Quota,
+            json!({"dimensions": {"uid": "source.uid", "size": "request.size"}}),
+        )
+        .unwrap();
+        let bag = bag();
+        let q = b.quota(&bag, &mut NoRecording).unwrap();
+        assert_eq!(q.name, "x.instance.istio-system");
+        assert_eq!(q.dimensions.len(), 2);
+        assert_eq!(q.dimensions.get("size"), Some(&Value::Int64(12)));
+    }
+
+    #[test]
+    fn listentry_builds_its_value() {
+        let b = compile(TemplateKind::ListEntry, json!({"value": "source.ip"})).unwrap();
+        let bag = bag();
+        let l = b.listentry(&bag, &mut NoRecording).unwrap();
+        assert_eq!(l.value, Some(Value::IpAddress(vec![10, 0, 0, 1].into())));
+        let unset = compile(TemplateKind::ListEntry, json!({})).unwrap();
+        assert_eq!(unset.listentry(&bag, &mut NoRecording).unwrap().value, None);
+    }
+
+    #[test]
+    fn templates_without_fields_build_their_name() {
+        let c = compile(TemplateKind::CheckNothing, Json::Null).unwrap();
+        assert_eq!(c.checknothing().name, "x.instance.istio-system");
+        let r = compile(TemplateKind::ReportNothing, json!({})).unwrap();
+        assert_eq!(r.reportnothing().name, "x.instance.istio-system");
+        let errs = compile(TemplateKind::CheckNothing, json!({"value": "1"})).unwrap_err();
+        assert_eq!(errs[0].message, "template 'checknothing' has no fields");
+    }
+
+    #[test]
+    fn authorization_builds_every_field() {
+        let b = compile(
+            TemplateKind::Authorization,
+            params(
+                TemplateKind::Authorization,
+                json!({
+                    "subject": {"properties": {"uid": "source.uid"}},
+                    "action": {"properties": {"port": "destination.port"}},
+                }),
+            ),
+        )
+        .unwrap();
+        let bag = bag();
+        let a = b.authorization(&bag, &mut NoRecording).unwrap();
+        let s = &a.subject;
+        assert_eq!((&*s.user, &*s.groups), ("subject.user", "subject.groups"));
+        assert_eq!(
+            s.properties.get("uid"),
+            Some(&Value::str("kubernetes://a.default"))
+        );
+        let act = &a.action;
+        assert_eq!(
+            [&*act.namespace, &*act.service, &*act.method, &*act.path],
+            [
+                "action.namespace",
+                "action.service",
+                "action.method",
+                "action.path"
+            ]
+        );
+        assert_eq!(act.properties.get("port"), Some(&Value::Int64(9080)));
+    }
+
+    #[test]
+    fn apikey_builds_every_field() {
+        let b = compile(
+            TemplateKind::ApiKey,
+            params(TemplateKind::ApiKey, json!({"timestamp": "request.time"})),
+        )
+        .unwrap();
+        let bag = bag();
+        let k = b.apikey(&bag, &mut NoRecording).unwrap();
+        assert_eq!(
+            [&*k.api, &*k.api_version, &*k.api_operation, &*k.api_key],
+            ["api", "apiVersion", "apiOperation", "apiKey"]
+        );
+        assert_eq!(k.timestamp, Some(time()));
+    }
+
+    #[test]
+    fn edge_builds_every_field() {
+        let b = compile(
+            TemplateKind::Edge,
+            params(
+                TemplateKind::Edge,
+                json!({"timestamp": "request.time", "sourceUid": "source.uid"}),
+            ),
+        )
+        .unwrap();
+        let bag = bag();
+        let e = b.edge(&bag, &mut NoRecording).unwrap();
+        assert_eq!(e.timestamp, Some(time()));
+        assert_eq!(e.source_uid, "kubernetes://a.default");
+        let strings = [
+            (&e.source_workload_namespace, "sourceWorkloadNamespace"),
+            (&e.source_workload_name, "sourceWorkloadName"),
+            (&e.source_owner, "sourceOwner"),
+            (
+                &e.destination_workload_namespace,
+                "destinationWorkloadNamespace",
+            ),
+            (&e.destination_workload_name, "destinationWorkloadName"),
+            (&e.destination_owner, "destinationOwner"),
+            (&e.destination_uid, "destinationUid"),
+            (
+                &e.destination_service_namespace,
+                "destinationServiceNamespace",
+            ),
+            (&e.destination_service_name, "destinationServiceName"),
+            (&e.context_protocol, "contextProtocol"),
+            (&e.api_protocol, "apiProtocol"),
+        ];
+        for (got, want) in strings {
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn kubernetes_builds_every_field() {
+        let b = compile(
+            TemplateKind::Kubernetes,
+            params(
+                TemplateKind::Kubernetes,
+                json!({
+                    "source_ip": "source.ip",
+                    "destination_ip": "ip(\"10.0.0.2\")",
+                    "destination_port": "destination.port",
+                }),
+            ),
+        )
+        .unwrap();
+        let bag = bag();
+        let k = b.kubernetes(&bag, &mut NoRecording).unwrap();
+        assert_eq!(
+            (&*k.source_uid, &*k.destination_uid),
+            ("sourceUid", "destinationUid")
+        );
+        assert_eq!(k.source_ip.as_deref(), Some(&[10, 0, 0, 1][..]));
+        assert_eq!(k.destination_ip.as_deref().map(<[u8]>::len), Some(16));
+        assert_eq!(k.destination_port, 9080);
+    }
+
+    #[test]
+    fn a_map_entry_that_fails_names_its_key() {
+        let b = compile(
+            TemplateKind::Edge,
+            json!({"timestamp": "request.time", "sourceUid": "source.uid"}),
+        )
+        .unwrap();
+        let e = b
+            .edge(
+                &MapBag::new().with("request.time", Value::Timestamp(time())),
+                &mut NoRecording,
+            )
+            .unwrap_err();
+        assert_eq!(e.field, "sourceUid");
+        let q = compile(
+            TemplateKind::Quota,
+            json!({"dimensions": {"uid": "source.uid"}}),
+        )
+        .unwrap()
+        .quota(&MapBag::new(), &mut NoRecording)
+        .unwrap_err();
+        assert_eq!(q.field, "dimensions.uid");
     }
 }

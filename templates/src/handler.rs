@@ -8,8 +8,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use crate::instances::{
-    apikey, authorization, checknothing, edge, kubernetes, listentry, logentry, metric, quota,
-    reportnothing, tracespan,
+    apikey, authorization, checknothing, edge, listentry, logentry, metric, quota, reportnothing,
+    tracespan,
 };
 
 /// `google.rpc.Code` values used by handlers and the runtime.
@@ -144,15 +144,22 @@ pub struct QuotaResult {
 }
 
 /// A handler failed (as opposed to answering "no"): the runtime turns this into an RPC
-/// error or a counted event, never into a silent allow.
+/// error or a counted event, never into a silent allow. It displays as its message.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct HandlerError(pub String);
-
-impl HandlerError {
-    pub fn new(msg: impl Into<String>) -> HandlerError {
-        HandlerError(msg.into())
-    }
+pub enum HandlerError {
+    /// The backend could not be reached.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The backend did not answer in time.
+    #[error("{0}")]
+    Timeout(String),
+    /// The backend (or the sink) refused what it was given, or answered something
+    /// invalid.
+    #[error("{0}")]
+    Rejected(String),
+    /// The handler itself failed.
+    #[error("{0}")]
+    Internal(String),
 }
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -162,15 +169,6 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub enum Reply<'a, T> {
     Ready(T),
     Later(BoxFuture<'a, T>),
-}
-
-impl<'a, T> Reply<'a, T> {
-    pub async fn get(self) -> T {
-        match self {
-            Reply::Ready(v) => v,
-            Reply::Later(f) => f.await,
-        }
-    }
 }
 
 pub type CheckReply<'a> = Reply<'a, Result<CheckResult, HandlerError>>;
@@ -216,14 +214,6 @@ pub trait QuotaHandler: Send + Sync {
     fn handle_quota(&self, instance: &quota::Instance<'_>, args: QuotaArgs<'_>) -> QuotaReply<'_>;
 }
 
-/// ATTRIBUTE_GENERATOR handlers produce attributes before dispatch.
-pub trait KubernetesHandler: Send + Sync {
-    fn generate(
-        &self,
-        instance: &kubernetes::Instance<'_>,
-    ) -> Reply<'_, Result<kubernetes::Output, HandlerError>>;
-}
-
 /// A configured adapter. It exposes the template traits it implements; the defaults say
 /// "not supported".
 pub trait Handler: Send + Sync + 'static {
@@ -255,9 +245,6 @@ pub trait Handler: Send + Sync + 'static {
         None
     }
     fn quota(&self) -> Option<&dyn QuotaHandler> {
-        None
-    }
-    fn kubernetes(&self) -> Option<&dyn KubernetesHandler> {
         None
     }
     /// Stops background work and flushes buffered output. Called once, after the last

@@ -1,12 +1,15 @@
 //! Typed instances: what a handler receives for each template. Instances borrow from the
 //! request (attribute values) and from the config snapshot (names), so building one
 //! allocates only the vectors that hold map fields.
+//!
+//! Each template is declared once, by `template!`: one list of fields gives the
+//! instance struct, the field table params compile against (`TemplateKind::fields`)
+//! and the `InstanceBuilder` method that builds the instance. The builder reads the
+//! fields in the order the list gives them, which is the table's order by construction.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use expr_lang::Value;
-use expr_lang::golib::time::Timestamp;
 
 /// A map field (`dimensions`, `variables`, `span_tags`, ...): names from the config,
 /// values evaluated per request, in the same order.
@@ -36,189 +39,299 @@ impl<'a> Dims<'a> {
     }
 }
 
-pub mod metric {
-    use super::*;
+/// The Rust type of a field of shape `$shape`; the shape is also the name of the
+/// `FieldReader` method that reads it (`templates/src/builder.rs`).
+macro_rules! field_type {
+    (any) => { Option<expr_lang::Value<'a>> };
+    (dims) => { $crate::instances::Dims<'a> };
+    (string) => { std::borrow::Cow<'a, str> };
+    (int) => { i64 };
+    (boolean) => { bool };
+    (timestamp) => { Option<expr_lang::golib::time::Timestamp> };
+    (ip) => { Option<std::borrow::Cow<'a, [u8]>> };
+}
 
+/// What params may hold for a field of shape `$shape`.
+macro_rules! field_kind {
+    (any) => {
+        $crate::kinds::FieldKind::Value
+    };
+    (dims) => {
+        $crate::kinds::FieldKind::ValueMap
+    };
+    (string) => {
+        $crate::kinds::FieldKind::Typed(expr_lang::ValueType::String)
+    };
+    (int) => {
+        $crate::kinds::FieldKind::Typed(expr_lang::ValueType::Int64)
+    };
+    (boolean) => {
+        $crate::kinds::FieldKind::Typed(expr_lang::ValueType::Bool)
+    };
+    (timestamp) => {
+        $crate::kinds::FieldKind::Typed(expr_lang::ValueType::Timestamp)
+    };
+    (ip) => {
+        $crate::kinds::FieldKind::Typed(expr_lang::ValueType::IpAddress)
+    };
+}
+
+/// Declares a template in a module of its name: the `Instance` struct, its field table
+/// `FIELDS` and the `InstanceBuilder` method of the same name. Each field is written
+/// `rust_name: shape = "proto_name" / "jsonName"`. A template whose fields are grouped
+/// (authorization's `subject` and `action`) lists `group: GroupStruct { fields }`
+/// instead; its proto names carry the group (`subject.user`).
+macro_rules! template {
+    // No fields: the builder needs no attributes.
+    ($(#[$doc:meta])* $kind:ident {}) => {
+        pub mod $kind {
+            $(#[$doc])*
+            #[derive(Clone, Debug)]
+            pub struct Instance<'a> {
+                /// The instance's fully qualified name.
+                pub name: &'a str,
+            }
+
+            pub(crate) static FIELDS: &[$crate::kinds::FieldSpec] = &[];
+
+            impl $crate::builder::InstanceBuilder {
+                #[doc = concat!("Builds a `", stringify!($kind), "` instance.")]
+                pub fn $kind(&self) -> Instance<'_> {
+                    Instance { name: self.name() }
+                }
+            }
+        }
+    };
+    // Grouped fields.
+    (
+        $(#[$doc:meta])* $kind:ident {
+            $(
+                $group:ident : $Group:ident {
+                    $( $(#[$fdoc:meta])* $field:ident : $shape:ident = $proto:literal / $json:literal ),+ $(,)?
+                }
+            ),+ $(,)?
+        }
+    ) => {
+        pub mod $kind {
+            $(
+                #[derive(Clone, Debug)]
+                pub struct $Group<'a> {
+                    $( $(#[$fdoc])* pub $field: field_type!($shape), )+
+                }
+            )+
+
+            $(#[$doc])*
+            #[derive(Clone, Debug)]
+            pub struct Instance<'a> {
+                /// The instance's fully qualified name.
+                pub name: &'a str,
+                $( pub $group: $Group<'a>, )+
+            }
+
+            pub(crate) static FIELDS: &[$crate::kinds::FieldSpec] = &[
+                $($( $crate::kinds::FieldSpec {
+                    name: $proto,
+                    json: $json,
+                    kind: field_kind!($shape),
+                }, )+)+
+            ];
+
+            impl $crate::builder::InstanceBuilder {
+                #[doc = concat!("Builds an `", stringify!($kind), "` instance.")]
+                pub fn $kind<'a, B: expr_lang::Bag + ?Sized, R: expr_lang::Recorder>(
+                    &'a self,
+                    bag: &'a B,
+                    rec: &mut R,
+                ) -> Result<Instance<'a>, $crate::builder::BuildError> {
+                    let mut read = self.reader(bag, rec);
+                    $(
+                        let $group = $Group {
+                            $( $field: read.$shape()?, )+
+                        };
+                    )+
+                    Ok(Instance { name: self.name(), $( $group, )+ })
+                }
+            }
+        }
+    };
+    // Plain fields.
+    (
+        $(#[$doc:meta])* $kind:ident {
+            $( $(#[$fdoc:meta])* $field:ident : $shape:ident = $proto:literal / $json:literal ),+ $(,)?
+        }
+    ) => {
+        pub mod $kind {
+            $(#[$doc])*
+            #[derive(Clone, Debug)]
+            pub struct Instance<'a> {
+                /// The instance's fully qualified name (`requestcount.instance.istio-system`).
+                pub name: &'a str,
+                $( $(#[$fdoc])* pub $field: field_type!($shape), )+
+            }
+
+            pub(crate) static FIELDS: &[$crate::kinds::FieldSpec] = &[
+                $( $crate::kinds::FieldSpec {
+                    name: $proto,
+                    json: $json,
+                    kind: field_kind!($shape),
+                }, )+
+            ];
+
+            impl $crate::builder::InstanceBuilder {
+                #[doc = concat!("Builds a `", stringify!($kind), "` instance.")]
+                pub fn $kind<'a, B: expr_lang::Bag + ?Sized, R: expr_lang::Recorder>(
+                    &'a self,
+                    bag: &'a B,
+                    rec: &mut R,
+                ) -> Result<Instance<'a>, $crate::builder::BuildError> {
+                    let mut read = self.reader(bag, rec);
+                    // Struct expression fields are evaluated in the order written, the
+                    // order of `FIELDS`.
+                    Ok(Instance {
+                        name: self.name(),
+                        $( $field: read.$shape()?, )+
+                    })
+                }
+            }
+        }
+    };
+}
+
+template! {
     /// `metric` (REPORT).
-    #[derive(Clone, Debug)]
-    pub struct Instance<'a> {
-        /// The instance's fully qualified name (`requestcount.instance.istio-system`).
-        pub name: &'a str,
+    metric {
         /// The number reported; `None` when the instance does not set it.
-        pub value: Option<Value<'a>>,
-        pub dimensions: Dims<'a>,
-        pub monitored_resource_type: Cow<'a, str>,
-        pub monitored_resource_dimensions: Dims<'a>,
+        value: any = "value" / "value",
+        dimensions: dims = "dimensions" / "dimensions",
+        monitored_resource_type: string = "monitored_resource_type" / "monitoredResourceType",
+        monitored_resource_dimensions: dims =
+            "monitored_resource_dimensions" / "monitoredResourceDimensions",
     }
 }
 
-pub mod logentry {
-    use super::*;
-
+template! {
     /// `logentry` (REPORT).
-    #[derive(Clone, Debug)]
-    pub struct Instance<'a> {
-        pub name: &'a str,
-        pub variables: Dims<'a>,
+    logentry {
+        variables: dims = "variables" / "variables",
         /// `None` when unset (Mixer's zero time, `0001-01-01T00:00:00Z`).
-        pub timestamp: Option<Timestamp>,
-        pub severity: Cow<'a, str>,
-        pub monitored_resource_type: Cow<'a, str>,
-        pub monitored_resource_dimensions: Dims<'a>,
+        timestamp: timestamp = "timestamp" / "timestamp",
+        severity: string = "severity" / "severity",
+        monitored_resource_type: string = "monitored_resource_type" / "monitoredResourceType",
+        monitored_resource_dimensions: dims =
+            "monitored_resource_dimensions" / "monitoredResourceDimensions",
     }
 }
 
-pub mod tracespan {
-    use super::*;
-
+template! {
     /// `tracespan` (REPORT).
-    #[derive(Clone, Debug)]
-    pub struct Instance<'a> {
-        pub name: &'a str,
-        pub trace_id: Cow<'a, str>,
-        pub span_id: Cow<'a, str>,
-        pub parent_span_id: Cow<'a, str>,
-        pub span_name: Cow<'a, str>,
-        pub start_time: Option<Timestamp>,
-        pub end_time: Option<Timestamp>,
-        pub span_tags: Dims<'a>,
-        pub http_status_code: i64,
-        pub client_span: bool,
-        pub rewrite_client_span_id: bool,
-        pub source_name: Cow<'a, str>,
-        pub source_ip: Option<Cow<'a, [u8]>>,
-        pub destination_name: Cow<'a, str>,
-        pub destination_ip: Option<Cow<'a, [u8]>>,
-        pub request_size: i64,
-        pub request_total_size: i64,
-        pub response_size: i64,
-        pub response_total_size: i64,
-        pub api_protocol: Cow<'a, str>,
+    tracespan {
+        trace_id: string = "trace_id" / "traceId",
+        span_id: string = "span_id" / "spanId",
+        parent_span_id: string = "parent_span_id" / "parentSpanId",
+        span_name: string = "span_name" / "spanName",
+        start_time: timestamp = "start_time" / "startTime",
+        end_time: timestamp = "end_time" / "endTime",
+        span_tags: dims = "span_tags" / "spanTags",
+        // The proto field itself is camelCase.
+        http_status_code: int = "httpStatusCode" / "httpStatusCode",
+        client_span: boolean = "client_span" / "clientSpan",
+        rewrite_client_span_id: boolean = "rewrite_client_span_id" / "rewriteClientSpanId",
+        source_name: string = "source_name" / "sourceName",
+        source_ip: ip = "source_ip" / "sourceIp",
+        destination_name: string = "destination_name" / "destinationName",
+        destination_ip: ip = "destination_ip" / "destinationIp",
+        request_size: int = "request_size" / "requestSize",
+        request_total_size: int = "request_total_size" / "requestTotalSize",
+        response_size: int = "response_size" / "responseSize",
+        response_total_size: int = "response_total_size" / "responseTotalSize",
+        api_protocol: string = "api_protocol" / "apiProtocol",
     }
 }
 
-pub mod quota {
-    use super::*;
-
+template! {
     /// `quota` (QUOTA): the dimensions identify the counter.
-    #[derive(Clone, Debug)]
-    pub struct Instance<'a> {
-        pub name: &'a str,
-        pub dimensions: Dims<'a>,
+    quota {
+        dimensions: dims = "dimensions" / "dimensions",
     }
 }
 
-pub mod listentry {
-    use super::*;
-
+template! {
     /// `listentry` (CHECK): the value to look up in a list.
-    #[derive(Clone, Debug)]
-    pub struct Instance<'a> {
-        pub name: &'a str,
-        pub value: Option<Value<'a>>,
+    listentry {
+        value: any = "value" / "value",
     }
 }
 
-pub mod checknothing {
+template! {
     /// `checknothing` (CHECK): no fields; a rule match alone triggers the handler.
-    #[derive(Clone, Debug)]
-    pub struct Instance<'a> {
-        pub name: &'a str,
-    }
+    checknothing {}
 }
 
-pub mod reportnothing {
+template! {
     /// `reportnothing` (REPORT): no fields.
-    #[derive(Clone, Debug)]
-    pub struct Instance<'a> {
-        pub name: &'a str,
-    }
+    reportnothing {}
 }
 
-pub mod authorization {
-    use super::*;
-
-    #[derive(Clone, Debug)]
-    pub struct Subject<'a> {
-        pub user: Cow<'a, str>,
-        pub groups: Cow<'a, str>,
-        pub properties: Dims<'a>,
-    }
-
-    #[derive(Clone, Debug)]
-    pub struct Action<'a> {
-        pub namespace: Cow<'a, str>,
-        pub service: Cow<'a, str>,
-        pub method: Cow<'a, str>,
-        pub path: Cow<'a, str>,
-        pub properties: Dims<'a>,
-    }
-
+template! {
     /// `authorization` (CHECK).
-    #[derive(Clone, Debug)]
-    pub struct Instance<'a> {
-        pub name: &'a str,
-        pub subject: Subject<'a>,
-        pub action: Action<'a>,
+    authorization {
+        subject: Subject {
+            user: string = "subject.user" / "subject.user",
+            groups: string = "subject.groups" / "subject.groups",
+            properties: dims = "subject.properties" / "subject.properties",
+        },
+        action: Action {
+            namespace: string = "action.namespace" / "action.namespace",
+            service: string = "action.service" / "action.service",
+            method: string = "action.method" / "action.method",
+            path: string = "action.path" / "action.path",
+            properties: dims = "action.properties" / "action.properties",
+        },
     }
 }
 
-pub mod apikey {
-    use super::*;
-
+template! {
     /// `apikey` (CHECK).
-    #[derive(Clone, Debug)]
-    pub struct Instance<'a> {
-        pub name: &'a str,
-        pub api: Cow<'a, str>,
-        pub api_version: Cow<'a, str>,
-        pub api_operation: Cow<'a, str>,
-        pub api_key: Cow<'a, str>,
-        pub timestamp: Option<Timestamp>,
+    apikey {
+        api: string = "api" / "api",
+        api_version: string = "api_version" / "apiVersion",
+        api_operation: string = "api_operation" / "apiOperation",
+        api_key: string = "api_key" / "apiKey",
+        timestamp: timestamp = "timestamp" / "timestamp",
     }
 }
 
-pub mod edge {
-    use super::*;
-
+template! {
     /// `edge` (REPORT): one service-graph edge.
-    #[derive(Clone, Debug)]
-    pub struct Instance<'a> {
-        pub name: &'a str,
-        pub timestamp: Option<Timestamp>,
-        pub source_workload_namespace: Cow<'a, str>,
-        pub source_workload_name: Cow<'a, str>,
-        pub source_owner: Cow<'a, str>,
-        pub source_uid: Cow<'a, str>,
-        pub destination_workload_namespace: Cow<'a, str>,
-        pub destination_workload_name: Cow<'a, str>,
-        pub destination_owner: Cow<'a, str>,
-        pub destination_uid: Cow<'a, str>,
-        pub destination_service_namespace: Cow<'a, str>,
-        pub destination_service_name: Cow<'a, str>,
-        pub context_protocol: Cow<'a, str>,
-        pub api_protocol: Cow<'a, str>,
+    edge {
+        timestamp: timestamp = "timestamp" / "timestamp",
+        source_workload_namespace: string =
+            "source_workload_namespace" / "sourceWorkloadNamespace",
+        source_workload_name: string = "source_workload_name" / "sourceWorkloadName",
+        source_owner: string = "source_owner" / "sourceOwner",
+        source_uid: string = "source_uid" / "sourceUid",
+        destination_workload_namespace: string =
+            "destination_workload_namespace" / "destinationWorkloadNamespace",
+        destination_workload_name: string =
+            "destination_workload_name" / "destinationWorkloadName",
+        destination_owner: string = "destination_owner" / "destinationOwner",
+        destination_uid: string = "destination_uid" / "destinationUid",
+        destination_service_namespace: string =
+            "destination_service_namespace" / "destinationServiceNamespace",
+        destination_service_name: string =
+            "destination_service_name" / "destinationServiceName",
+        context_protocol: string = "context_protocol" / "contextProtocol",
+        api_protocol: string = "api_protocol" / "apiProtocol",
     }
 }
 
-pub mod kubernetes {
-    use super::*;
-
+template! {
     /// `kubernetes` (ATTRIBUTE_GENERATOR) input.
-    #[derive(Clone, Debug)]
-    pub struct Instance<'a> {
-        pub name: &'a str,
-        pub source_uid: Cow<'a, str>,
-        pub source_ip: Option<Cow<'a, [u8]>>,
-        pub destination_uid: Cow<'a, str>,
-        pub destination_ip: Option<Cow<'a, [u8]>>,
-        pub destination_port: i64,
-    }
-
-    /// What the generator produced: output field name → value. Fields it did not set
-    /// are absent, so `attributeBindings` fall back through `|`.
-    #[derive(Clone, Debug, Default)]
-    pub struct Output {
-        pub values: Vec<(&'static str, Value<'static>)>,
+    kubernetes {
+        source_uid: string = "source_uid" / "sourceUid",
+        source_ip: ip = "source_ip" / "sourceIp",
+        destination_uid: string = "destination_uid" / "destinationUid",
+        destination_ip: ip = "destination_ip" / "destinationIp",
+        destination_port: int = "destination_port" / "destinationPort",
     }
 }

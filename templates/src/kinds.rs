@@ -4,6 +4,8 @@ use std::fmt;
 
 use expr_lang::ValueType;
 
+use crate::instances;
+
 /// Which API call a template serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Variety {
@@ -15,17 +17,6 @@ pub enum Variety {
     Quota,
     /// Pre-processing that produces attributes, before Check and each Report record.
     AttributeGenerator,
-}
-
-impl Variety {
-    pub fn name(self) -> &'static str {
-        match self {
-            Variety::Check => "check",
-            Variety::Report => "report",
-            Variety::Quota => "quota",
-            Variety::AttributeGenerator => "attribute_generator",
-        }
-    }
 }
 
 /// A template compiled into the server.
@@ -96,24 +87,26 @@ impl TemplateKind {
         }
     }
 
-    /// The template's fields, in declaration order.
-    pub fn fields(self) -> &'static [FieldSpec] {
+    /// The template's fields, in declaration order (declared with the instance struct,
+    /// in `templates/src/instances.rs`).
+    pub(crate) fn fields(self) -> &'static [FieldSpec] {
         match self {
-            TemplateKind::Metric => METRIC,
-            TemplateKind::LogEntry => LOGENTRY,
-            TemplateKind::TraceSpan => TRACESPAN,
-            TemplateKind::Quota => QUOTA,
-            TemplateKind::ListEntry => LISTENTRY,
-            TemplateKind::CheckNothing | TemplateKind::ReportNothing => &[],
-            TemplateKind::Authorization => AUTHORIZATION,
-            TemplateKind::ApiKey => APIKEY,
-            TemplateKind::Edge => EDGE,
-            TemplateKind::Kubernetes => KUBERNETES,
+            TemplateKind::Metric => instances::metric::FIELDS,
+            TemplateKind::LogEntry => instances::logentry::FIELDS,
+            TemplateKind::TraceSpan => instances::tracespan::FIELDS,
+            TemplateKind::Quota => instances::quota::FIELDS,
+            TemplateKind::ListEntry => instances::listentry::FIELDS,
+            TemplateKind::CheckNothing => instances::checknothing::FIELDS,
+            TemplateKind::ReportNothing => instances::reportnothing::FIELDS,
+            TemplateKind::Authorization => instances::authorization::FIELDS,
+            TemplateKind::ApiKey => instances::apikey::FIELDS,
+            TemplateKind::Edge => instances::edge::FIELDS,
+            TemplateKind::Kubernetes => instances::kubernetes::FIELDS,
         }
     }
 
     /// Position of a field given by its proto name or its JSON (lowerCamel) name.
-    pub fn field_index(self, name: &str) -> Option<usize> {
+    pub(crate) fn field_index(self, name: &str) -> Option<usize> {
         self.fields()
             .iter()
             .position(|f| f.name == name || f.json == name)
@@ -121,7 +114,7 @@ impl TemplateKind {
 
     /// For attribute generators: the output fields and their types, visible to
     /// `attributeBindings` as `$out.<name>`.
-    pub fn outputs(self) -> &'static [(&'static str, ValueType)] {
+    pub(crate) fn outputs(self) -> &'static [(&'static str, ValueType)] {
         match self {
             TemplateKind::Kubernetes => KUBERNETES_OUTPUTS,
             _ => &[],
@@ -137,7 +130,7 @@ impl fmt::Display for TemplateKind {
 
 /// What an instance param may hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FieldKind {
+pub(crate) enum FieldKind {
     /// An expression of any type (`istio.policy.v1beta1.Value`).
     Value,
     /// A map of name → expression of any type.
@@ -148,7 +141,7 @@ pub enum FieldKind {
 
 /// One template field.
 #[derive(Clone, Copy, Debug)]
-pub struct FieldSpec {
+pub(crate) struct FieldSpec {
     /// The proto field name (`monitored_resource_type`); nested fields use a dot
     /// (`subject.user`).
     pub name: &'static str,
@@ -156,127 +149,6 @@ pub struct FieldSpec {
     pub json: &'static str,
     pub kind: FieldKind,
 }
-
-const fn field(name: &'static str, json: &'static str, kind: FieldKind) -> FieldSpec {
-    FieldSpec { name, json, kind }
-}
-
-use FieldKind::{Typed, Value as AnyValue, ValueMap};
-
-const STRING: FieldKind = Typed(ValueType::String);
-const INT64: FieldKind = Typed(ValueType::Int64);
-const BOOL: FieldKind = Typed(ValueType::Bool);
-const TIMESTAMP: FieldKind = Typed(ValueType::Timestamp);
-const IP: FieldKind = Typed(ValueType::IpAddress);
-
-static METRIC: &[FieldSpec] = &[
-    field("value", "value", AnyValue),
-    field("dimensions", "dimensions", ValueMap),
-    field("monitored_resource_type", "monitoredResourceType", STRING),
-    field(
-        "monitored_resource_dimensions",
-        "monitoredResourceDimensions",
-        ValueMap,
-    ),
-];
-
-static LOGENTRY: &[FieldSpec] = &[
-    field("variables", "variables", ValueMap),
-    field("timestamp", "timestamp", TIMESTAMP),
-    field("severity", "severity", STRING),
-    field("monitored_resource_type", "monitoredResourceType", STRING),
-    field(
-        "monitored_resource_dimensions",
-        "monitoredResourceDimensions",
-        ValueMap,
-    ),
-];
-
-static TRACESPAN: &[FieldSpec] = &[
-    field("trace_id", "traceId", STRING),
-    field("span_id", "spanId", STRING),
-    field("parent_span_id", "parentSpanId", STRING),
-    field("span_name", "spanName", STRING),
-    field("start_time", "startTime", TIMESTAMP),
-    field("end_time", "endTime", TIMESTAMP),
-    field("span_tags", "spanTags", ValueMap),
-    // The proto field itself is camelCase.
-    field("httpStatusCode", "httpStatusCode", INT64),
-    field("client_span", "clientSpan", BOOL),
-    field("rewrite_client_span_id", "rewriteClientSpanId", BOOL),
-    field("source_name", "sourceName", STRING),
-    field("source_ip", "sourceIp", IP),
-    field("destination_name", "destinationName", STRING),
-    field("destination_ip", "destinationIp", IP),
-    field("request_size", "requestSize", INT64),
-    field("request_total_size", "requestTotalSize", INT64),
-    field("response_size", "responseSize", INT64),
-    field("response_total_size", "responseTotalSize", INT64),
-    field("api_protocol", "apiProtocol", STRING),
-];
-
-static QUOTA: &[FieldSpec] = &[field("dimensions", "dimensions", ValueMap)];
-
-static LISTENTRY: &[FieldSpec] = &[field("value", "value", AnyValue)];
-
-static AUTHORIZATION: &[FieldSpec] = &[
-    field("subject.user", "subject.user", STRING),
-    field("subject.groups", "subject.groups", STRING),
-    field("subject.properties", "subject.properties", ValueMap),
-    field("action.namespace", "action.namespace", STRING),
-    field("action.service", "action.service", STRING),
-    field("action.method", "action.method", STRING),
-    field("action.path", "action.path", STRING),
-    field("action.properties", "action.properties", ValueMap),
-];
-
-static APIKEY: &[FieldSpec] = &[
-    field("api", "api", STRING),
-    field("api_version", "apiVersion", STRING),
-    field("api_operation", "apiOperation", STRING),
-    field("api_key", "apiKey", STRING),
-    field("timestamp", "timestamp", TIMESTAMP),
-];
-
-static EDGE: &[FieldSpec] = &[
-    field("timestamp", "timestamp", TIMESTAMP),
-    field(
-        "source_workload_namespace",
-        "sourceWorkloadNamespace",
-        STRING,
-    ),
-    field("source_workload_name", "sourceWorkloadName", STRING),
-    field("source_owner", "sourceOwner", STRING),
-    field("source_uid", "sourceUid", STRING),
-    field(
-        "destination_workload_namespace",
-        "destinationWorkloadNamespace",
-        STRING,
-    ),
-    field(
-        "destination_workload_name",
-        "destinationWorkloadName",
-        STRING,
-    ),
-    field("destination_owner", "destinationOwner", STRING),
-    field("destination_uid", "destinationUid", STRING),
-    field(
-        "destination_service_namespace",
-        "destinationServiceNamespace",
-        STRING,
-    ),
-    field("destination_service_name", "destinationServiceName", STRING),
-    field("context_protocol", "contextProtocol", STRING),
-    field("api_protocol", "apiProtocol", STRING),
-];
-
-static KUBERNETES: &[FieldSpec] = &[
-    field("source_uid", "sourceUid", STRING),
-    field("source_ip", "sourceIp", IP),
-    field("destination_uid", "destinationUid", STRING),
-    field("destination_ip", "destinationIp", IP),
-    field("destination_port", "destinationPort", INT64),
-];
 
 static KUBERNETES_OUTPUTS: &[(&str, ValueType)] = &[
     ("source_pod_uid", ValueType::String),

@@ -7,10 +7,10 @@ pub mod handler;
 pub mod instances;
 pub mod kinds;
 
-pub use builder::{BuildError, InstanceBuilder, OUTPUT_PREFIX, ParamError};
+pub use builder::{BuildError, InstanceBuilder, ParamError};
 pub use handler::{
     CheckReply, CheckResult, DirectHttpResponse, Handler, HandlerError, QuotaArgs, QuotaReply,
     QuotaResult, Reply, Status, code,
 };
 pub use instances::Dims;
-pub use kinds::{FieldKind, FieldSpec, TemplateKind, Variety};
+pub use kinds::{TemplateKind, Variety};

@@ -13,9 +13,6 @@ use crate::prometheus::pbjson::{decode_object, nullable};
 
 /// Default of [`Params::cache_refresh_duration`].
 pub const DEFAULT_CACHE_REFRESH_DURATION: Duration = Duration::from_secs(5 * 60);
-/// Namespace of the multicluster secrets when neither the param nor `POD_NAMESPACE`
-/// gives one.
-pub const DEFAULT_CLUSTER_REGISTRIES_NAMESPACE: &str = "istio-system";
 
 /// The handler params, as written under a `kubernetesenv` handler's `params:`.
 #[derive(Deserialize, Debug, Default)]
@@ -56,34 +53,14 @@ pub struct Params {
 /// Validated params: what a kubernetesenv handler is built from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// The configured kubeconfig path; `None`: in-cluster (see [`Config::kubeconfig`]).
+    /// The configured kubeconfig path; `None`: in-cluster. In Mixer the `KUBECONFIG`
+    /// environment variable wins whenever it is set (even empty, meaning in-cluster).
     pub kubeconfig_path: Option<String>,
     /// Full resync period; zero: no periodic resync.
     pub cache_refresh_duration: Duration,
-    /// The configured namespace; `None`: from the environment (see
-    /// [`Config::registries_namespace`]).
+    /// The configured namespace; `None`: the `POD_NAMESPACE` environment variable, else
+    /// `istio-system`.
     pub cluster_registries_namespace: Option<String>,
-}
-
-impl Config {
-    /// The kubeconfig to use given the `KUBECONFIG` environment variable: the variable
-    /// wins whenever it is set (even empty, which means in-cluster), as in Mixer.
-    /// `None`: in-cluster configuration.
-    pub fn kubeconfig<'a>(&'a self, kubeconfig_env: Option<&'a str>) -> Option<&'a str> {
-        match kubeconfig_env {
-            Some(path) => Some(path).filter(|p| !p.is_empty()),
-            None => self.kubeconfig_path.as_deref(),
-        }
-    }
-
-    /// The namespace of the cluster-registry secrets given the `POD_NAMESPACE`
-    /// environment variable: the param, else the variable, else `istio-system`.
-    pub fn registries_namespace<'a>(&'a self, pod_namespace_env: Option<&'a str>) -> &'a str {
-        self.cluster_registries_namespace
-            .as_deref()
-            .or(pod_namespace_env.filter(|n| !n.is_empty()))
-            .unwrap_or(DEFAULT_CLUSTER_REGISTRIES_NAMESPACE)
-    }
 }
 
 /// Whether `s` is a Kubernetes namespace name (an RFC 1123 label: at most 63
@@ -136,11 +113,6 @@ pub fn validate(input: &ValidateInput<'_>) -> Result<Config, Vec<ParamError>> {
     }
 }
 
-/// [`validate`], discarding the result (for adapters known by params only).
-pub fn check(input: &ValidateInput<'_>) -> Result<(), Vec<ParamError>> {
-    validate(input).map(|_| ())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,7 +123,6 @@ mod tests {
             handler: "kubernetesenv.istio-system",
             params: &params,
             instances: &[],
-            warnings: &Default::default(),
         })
     }
 
@@ -196,15 +167,14 @@ mod tests {
             "cluster_registries_namespace": "mesh-system"
         }));
         assert_eq!(camel, snake);
-        assert_eq!(camel.kubeconfig(None), Some("/etc/kube/config"));
-        assert_eq!(camel.kubeconfig(Some("/other")), Some("/other"));
-        assert_eq!(camel.kubeconfig(Some("")), None);
-        assert_eq!(camel.registries_namespace(Some("env-ns")), "mesh-system");
+        assert_eq!(camel.kubeconfig_path.as_deref(), Some("/etc/kube/config"));
+        assert_eq!(camel.cache_refresh_duration, Duration::from_secs(60));
+        assert_eq!(
+            camel.cluster_registries_namespace.as_deref(),
+            Some("mesh-system")
+        );
         let d = ok(json!({"cacheRefreshDuration": "0s"}));
         assert_eq!(d.cache_refresh_duration, Duration::ZERO);
-        assert_eq!(d.registries_namespace(Some("env-ns")), "env-ns");
-        assert_eq!(d.registries_namespace(Some("")), "istio-system");
-        assert_eq!(d.registries_namespace(None), "istio-system");
     }
 
     #[test]

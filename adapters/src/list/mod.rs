@@ -59,14 +59,14 @@ use expr_lang::Value;
 use expr_lang::golib::net::{format_ip, parse_ip};
 use templates::handler::{CheckReply, ListEntryHandler};
 use templates::instances::listentry;
-use templates::{CheckResult, Handler, ParamError, Reply, Status, TemplateKind, code};
+use templates::{CheckResult, Handler, Reply, Status, TemplateKind, code};
 use tokio::task::JoinHandle;
 
-use crate::{Adapter, BuildError, Env, ValidateInput, Validated};
+use crate::{Adapter, BuildError, Env, ValidateInput, Validation};
 use config::{Config, ListEntryType};
 use matcher::{IpRanges, Matcher, Probe, fold_case, ip_bits};
 use provider::Provider;
-pub use provider::{Clock, FetchError, SystemClock, Unavailable};
+pub use provider::{Clock, SystemClock, Unavailable};
 
 /// The `listchecker` adapter.
 pub struct ListAdapter;
@@ -75,6 +75,8 @@ pub struct ListAdapter;
 pub static ADAPTER: ListAdapter = ListAdapter;
 
 impl Adapter for ListAdapter {
+    type Config = Config;
+
     fn name(&self) -> &'static str {
         "listchecker"
     }
@@ -87,15 +89,12 @@ impl Adapter for ListAdapter {
         &[TemplateKind::ListEntry]
     }
 
-    fn validate(&self, input: &ValidateInput<'_>) -> Result<Validated, Vec<ParamError>> {
-        config::validate(input).map(|c| Box::new(c) as Validated)
+    fn validate(&self, input: &ValidateInput<'_>) -> Validation<Config> {
+        config::validate(input).into()
     }
 
-    fn build(&self, validated: Validated, env: &Env) -> Result<Arc<dyn Handler>, BuildError> {
-        let config = validated
-            .downcast::<Config>()
-            .map_err(|_| BuildError("listchecker: params of another adapter".to_owned()))?;
-        let handler = ListHandler::new(*config, env, Arc::new(SystemClock))?;
+    fn build(&self, config: Config, env: &Env) -> Result<Arc<dyn Handler>, BuildError> {
+        let handler = ListHandler::new(config, env, Arc::new(SystemClock))?;
         if handler.provider.is_some() {
             // Outside a server (tools, tests) the caller's runtime, if any, is used.
             let runtime = env
@@ -103,13 +102,10 @@ impl Adapter for ListAdapter {
                 .runtime
                 .clone()
                 .or_else(|| tokio::runtime::Handle::try_current().ok())
-                .ok_or_else(|| {
-                    BuildError(
-                        "listchecker: a handler with providerUrl needs an async runtime to fetch \
-                         its list"
-                            .to_owned(),
-                    )
-                })?;
+                .ok_or(BuildError::NoRuntime(
+                    "listchecker: a handler with providerUrl needs an async runtime to fetch its \
+                     list",
+                ))?;
             handler.start(&runtime);
         }
         Ok(Arc::new(handler))
@@ -140,7 +136,10 @@ impl ListHandler {
             Matcher::from_entries(config.entry_type, &config.overrides, |i| {
                 format!("overrides[{i}]")
             })
-            .map_err(|e| BuildError(format!("listchecker: {e}")))?
+            .map_err(|e| BuildError::InvalidConfig {
+                adapter: "listchecker",
+                reason: e.to_string(),
+            })?
         };
         let provider = match config.provider {
             None => None,
@@ -152,7 +151,10 @@ impl ListHandler {
                     clock,
                     &env.resources.metrics,
                 )
-                .map_err(|e| BuildError(format!("listchecker: {e}")))?,
+                .map_err(|reason| BuildError::Internal {
+                    adapter: "listchecker",
+                    reason,
+                })?,
             )),
         };
         Ok(ListHandler {

@@ -15,6 +15,7 @@ use serde_json::{Value as Json, json};
 use templates::instances::listentry;
 use templates::{CheckResult, Reply, Status, code};
 
+use super::provider::FetchError;
 use super::*;
 
 const CACHE: Duration = Duration::from_secs(300);
@@ -25,7 +26,6 @@ fn config(params: Json) -> Config {
         handler: "whitelist.default",
         params: &params,
         instances: &[],
-        warnings: &Default::default(),
     })
     .unwrap_or_else(|e| panic!("{e:#?}"))
 }
@@ -314,8 +314,8 @@ fn adapter_builds_handlers_from_real_configs() {
             handler: "ipoveride.listchecker.istio-system",
             params: &params,
             instances: &[],
-            warnings: &Default::default(),
         })
+        .config
         .unwrap();
     let h = adapter
         .build(
@@ -346,14 +346,15 @@ fn provider_needs_a_runtime() {
             handler: "h",
             params: &json!({"providerUrl": "http://127.0.0.1:9/list"}),
             instances: &[],
-            warnings: &Default::default(),
         })
+        .config
         .unwrap();
     let err = ADAPTER
         .build(validated, &Env::standalone("h"))
         .err()
         .unwrap();
-    assert!(err.0.contains("needs an async runtime"), "{err}");
+    assert!(matches!(err, BuildError::NoRuntime(_)), "{err}");
+    assert!(err.to_string().contains("needs an async runtime"), "{err}");
 }
 
 // ----- provider lists -----------------------------------------------------------------
@@ -754,8 +755,8 @@ async fn adapter_build_starts_fetching_on_the_env_runtime() {
             handler: "fetched.default",
             params: &json!({"providerUrl": server.url}),
             instances: &[],
-            warnings: &Default::default(),
         })
+        .config
         .unwrap();
     let h = ADAPTER.build(validated, &env).unwrap();
     let list = h.list_entry().unwrap();

@@ -4,9 +4,11 @@
 //! 100 ms ticks of memquota are aligned to the Unix epoch, and redisquota passes the
 //! time to its scripts so that every server sharing a Redis measures windows on the same
 //! scale. Handlers read the time through [`Clock`] so that tests can drive windows by
-//! setting a [`ManualClock`] instead of sleeping.
+//! setting a manual clock instead of sleeping.
 
+#[cfg(test)]
 use std::sync::Arc;
+#[cfg(test)]
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,10 +34,12 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told to (tests, simulations). Clones share the time.
+/// A clock that moves only when told to (tests). Clones share the time.
+#[cfg(test)]
 #[derive(Clone, Debug, Default)]
 pub struct ManualClock(Arc<AtomicI64>);
 
+#[cfg(test)]
 impl ManualClock {
     /// A clock showing `unix_nanos`.
     pub fn new(unix_nanos: i64) -> ManualClock {
@@ -56,6 +60,7 @@ impl ManualClock {
     }
 }
 
+#[cfg(test)]
 impl Clock for ManualClock {
     fn now_unix_nanos(&self) -> i64 {
         self.get()

@@ -218,11 +218,6 @@ pub fn validate(input: &ValidateInput<'_>) -> Result<Config, Vec<ParamError>> {
     }
 }
 
-/// [`validate`], discarding the result (for adapters known by params only).
-pub fn check(input: &ValidateInput<'_>) -> Result<(), Vec<ParamError>> {
-    validate(input).map(|_| ())
-}
-
 fn non_negative(field: &str, n: i64, errors: &mut Vec<ParamError>) {
     if n < 0 {
         errors.push(params::error(
@@ -266,7 +261,6 @@ mod tests {
             handler: "quotahandler.istio-system",
             params,
             instances,
-            warnings: &Default::default(),
         })
     }
 

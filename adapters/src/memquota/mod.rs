@@ -40,14 +40,14 @@ use std::sync::Arc;
 
 use templates::handler::{QuotaHandler, QuotaReply};
 use templates::instances::quota;
-use templates::{Handler, ParamError, QuotaArgs, QuotaResult, Reply, Status, TemplateKind};
+use templates::{Handler, QuotaArgs, QuotaResult, Reply, Status, TemplateKind};
 
 use self::clock::{Clock, SystemClock, nanos};
 use self::config::{Config, QuotaLimit};
 use self::counters::{Counter, Counters, lock};
 use self::dedup::{DedupTable, Record};
 use self::window::WindowSpec;
-use crate::{Adapter, BuildError, Env, ValidateInput, Validated};
+use crate::{Adapter, BuildError, Env, ValidateInput, Validation};
 
 /// The memquota adapter.
 pub struct MemQuotaAdapter;
@@ -56,6 +56,8 @@ pub struct MemQuotaAdapter;
 pub static ADAPTER: MemQuotaAdapter = MemQuotaAdapter;
 
 impl Adapter for MemQuotaAdapter {
+    type Config = Config;
+
     fn name(&self) -> &'static str {
         "memquota"
     }
@@ -65,15 +67,12 @@ impl Adapter for MemQuotaAdapter {
     fn templates(&self) -> &'static [TemplateKind] {
         &[TemplateKind::Quota]
     }
-    fn validate(&self, input: &ValidateInput<'_>) -> Result<Validated, Vec<ParamError>> {
-        config::validate(input).map(|c| Box::new(c) as Validated)
+    fn validate(&self, input: &ValidateInput<'_>) -> Validation<Config> {
+        config::validate(input).into()
     }
-    fn build(&self, validated: Validated, env: &Env) -> Result<Arc<dyn Handler>, BuildError> {
-        let config = validated
-            .downcast::<Config>()
-            .map_err(|_| BuildError("memquota: params of another adapter".to_owned()))?;
+    fn build(&self, config: Config, env: &Env) -> Result<Arc<dyn Handler>, BuildError> {
         tracing::debug!(handler = %env.handler, quotas = config.quotas.len(), "memquota handler built");
-        Ok(Arc::new(MemQuota::new(*config, Arc::new(SystemClock))))
+        Ok(Arc::new(MemQuota::new(config, Arc::new(SystemClock))))
     }
 }
 
@@ -194,7 +193,8 @@ impl MemQuota {
         result(record, now)
     }
 
-    /// Number of counters held (tests).
+    /// Number of counters held.
+    #[cfg(test)]
     pub fn counter_count(&self) -> usize {
         self.counters.count()
     }

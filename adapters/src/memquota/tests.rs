@@ -483,8 +483,8 @@ fn quota_adapter_validates_and_builds() {
             handler: "quotahandler.istio-system",
             params: &params,
             instances: &[],
-            warnings: &Default::default(),
         })
+        .config
         .unwrap();
     let handler = adapter
         .build(validated, &Env::standalone("quotahandler.istio-system"))

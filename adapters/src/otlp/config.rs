@@ -291,11 +291,6 @@ pub fn validate(input: &ValidateInput<'_>) -> Result<Config, Vec<ParamError>> {
     }
 }
 
-/// [`validate`], discarding the result.
-pub fn check(input: &ValidateInput<'_>) -> Result<(), Vec<ParamError>> {
-    validate(input).map(|_| ())
-}
-
 /// Validates Istio `zipkin` params into a [`ZipkinConfig`].
 pub fn validate_zipkin(input: &ValidateInput<'_>) -> Result<ZipkinConfig, Vec<ParamError>> {
     let p: ZipkinParams = decode_object(input.params)?;
@@ -318,11 +313,6 @@ pub fn validate_zipkin(input: &ValidateInput<'_>) -> Result<ZipkinConfig, Vec<Pa
     }
 }
 
-/// [`validate_zipkin`], discarding the result (for adapters known by params only).
-pub fn check_zipkin(input: &ValidateInput<'_>) -> Result<(), Vec<ParamError>> {
-    validate_zipkin(input).map(|_| ())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,7 +323,6 @@ mod tests {
             handler: "handler.istio-system",
             params,
             instances: &[],
-            warnings: Box::leak(Box::default()),
         }
     }
 
@@ -365,7 +354,6 @@ mod tests {
                 sample_probability: 1.0
             }
         );
-        assert!(check_zipkin(&input(&json!({"sampleProbability": 1.0}))).is_ok());
     }
 
     #[test]

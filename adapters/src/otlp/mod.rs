@@ -46,14 +46,14 @@ use std::time::Duration;
 use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use templates::handler::TraceSpanHandler;
 use templates::instances::tracespan;
-use templates::{Handler, HandlerError, ParamError, TemplateKind};
+use templates::{Handler, HandlerError, TemplateKind};
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::ClientTlsConfig;
 
-use crate::{Adapter, BuildError, Env, ValidateInput, Validated};
+use crate::{Adapter, BuildError, Env, ValidateInput, Validation};
 use config::{BatchConfig, Config, ZipkinConfig};
 use export::{Metrics, Queue, Worker};
 use span::{Sampler, Skipped};
@@ -78,6 +78,8 @@ pub static ZIPKIN_ADAPTER: ZipkinAdapter = ZipkinAdapter {
 pub struct OtlpAdapter;
 
 impl Adapter for OtlpAdapter {
+    type Config = Config;
+
     fn name(&self) -> &'static str {
         "otlp"
     }
@@ -90,15 +92,12 @@ impl Adapter for OtlpAdapter {
         &[TemplateKind::TraceSpan]
     }
 
-    fn validate(&self, input: &ValidateInput<'_>) -> Result<Validated, Vec<ParamError>> {
-        config::validate(input).map(|c| Box::new(c) as Validated)
+    fn validate(&self, input: &ValidateInput<'_>) -> Validation<Config> {
+        config::validate(input).into()
     }
 
-    fn build(&self, validated: Validated, env: &Env) -> Result<Arc<dyn Handler>, BuildError> {
-        let config = validated
-            .downcast::<Config>()
-            .map_err(|_| BuildError("otlp: params of another adapter".to_owned()))?;
-        Ok(TraceHandler::start(*config, env)?)
+    fn build(&self, config: Config, env: &Env) -> Result<Arc<dyn Handler>, BuildError> {
+        Ok(TraceHandler::start(config, env)?)
     }
 }
 
@@ -168,6 +167,8 @@ fn zipkin_to_otlp(z: &ZipkinConfig, endpoint: String) -> Config {
 }
 
 impl Adapter for ZipkinAdapter {
+    type Config = ZipkinConfig;
+
     fn name(&self) -> &'static str {
         "zipkin"
     }
@@ -184,15 +185,12 @@ impl Adapter for ZipkinAdapter {
         self.endpoint().err()
     }
 
-    fn validate(&self, input: &ValidateInput<'_>) -> Result<Validated, Vec<ParamError>> {
-        config::validate_zipkin(input).map(|c| Box::new(c) as Validated)
+    fn validate(&self, input: &ValidateInput<'_>) -> Validation<ZipkinConfig> {
+        config::validate_zipkin(input).into()
     }
 
-    fn build(&self, validated: Validated, env: &Env) -> Result<Arc<dyn Handler>, BuildError> {
-        let z = validated
-            .downcast::<ZipkinConfig>()
-            .map_err(|_| BuildError("zipkin: params of another adapter".to_owned()))?;
-        let endpoint = self.endpoint().map_err(BuildError)?;
+    fn build(&self, z: ZipkinConfig, env: &Env) -> Result<Arc<dyn Handler>, BuildError> {
+        let endpoint = self.endpoint().map_err(BuildError::InvalidEndpoint)?;
         if let Some(url) = &z.url {
             tracing::info!(
                 handler = %env.handler,
@@ -211,10 +209,8 @@ fn build_exporter(config: &Config) -> Result<opentelemetry_otlp::SpanExporter, B
     for (name, value) in &config.headers {
         // Validation accepted only names and values gRPC metadata can carry; a failure
         // here is still reported rather than sending the export without the header.
-        let key = MetadataKey::from_bytes(name.as_bytes())
-            .map_err(|e| BuildError(format!("header {name:?}: {e}")))?;
-        let value = MetadataValue::try_from(value.as_str())
-            .map_err(|e| BuildError(format!("header {name:?}: {e}")))?;
+        let key = MetadataKey::from_bytes(name.as_bytes()).map_err(|e| invalid_header(name, e))?;
+        let value = MetadataValue::try_from(value.as_str()).map_err(|e| invalid_header(name, e))?;
         metadata.insert(key, value);
     }
     let mut builder = opentelemetry_otlp::SpanExporter::builder()
@@ -231,11 +227,18 @@ fn build_exporter(config: &Config) -> Result<opentelemetry_otlp::SpanExporter, B
         builder = builder.with_tls_config(ClientTlsConfig::new().with_enabled_roots());
     }
     builder.build().map_err(|e| {
-        BuildError(format!(
+        BuildError::InvalidEndpoint(format!(
             "cannot create the OTLP exporter for {}: {e}",
             config.endpoint
         ))
     })
+}
+
+fn invalid_header(name: &str, reason: impl std::fmt::Display) -> BuildError {
+    BuildError::InvalidHeader {
+        name: name.to_owned(),
+        reason: reason.to_string(),
+    }
 }
 
 /// The export task of a handler, until `close()`.
@@ -266,13 +269,10 @@ impl TraceHandler {
             .runtime
             .clone()
             .or_else(|| Handle::try_current().ok())
-            .ok_or_else(|| {
-                BuildError(
-                    "trace handlers export from a background task and need the server's async \
-                     runtime"
-                        .to_owned(),
-                )
-            })?;
+            .ok_or(BuildError::NoRuntime(
+                "trace handlers export from a background task and need the server's async \
+                 runtime",
+            ))?;
         // The gRPC channel connects lazily but needs a runtime to attach its connection
         // task to when it is created.
         let exporter = {

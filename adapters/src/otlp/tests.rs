@@ -173,7 +173,7 @@ fn resources() -> Arc<Resources> {
 }
 
 fn build(
-    adapter: &dyn Adapter,
+    adapter: &dyn crate::DynAdapter,
     handler: &str,
     params: Json,
     resources: &Arc<Resources>,
@@ -183,8 +183,8 @@ fn build(
             handler,
             params: &params,
             instances: &[],
-            warnings: &Default::default(),
         })
+        .config
         .unwrap_or_else(|e| panic!("{e:#?}"));
     adapter
         .build(
@@ -705,14 +705,14 @@ fn building_needs_a_runtime_and_a_valid_endpoint() {
             handler: "h",
             params: &params,
             instances: &[],
-            warnings: &Default::default(),
         })
+        .config
         .unwrap();
     let err = ADAPTER
         .build(validated, &Env::standalone("h.istio-system"))
         .err()
         .expect("no runtime");
-    assert!(err.0.contains("runtime"), "{err}");
+    assert!(matches!(err, BuildError::NoRuntime(_)), "{err}");
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

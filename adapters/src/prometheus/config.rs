@@ -231,15 +231,6 @@ pub struct Config {
     pub max_series: Option<u64>,
 }
 
-impl Config {
-    /// The metric exporting instance `instance_name` (a fully qualified instance name).
-    pub fn metric_for(&self, instance_name: &str) -> Option<&Metric> {
-        self.metrics
-            .iter()
-            .find(|m| m.instance_name == instance_name)
-    }
-}
-
 /// One exported metric.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Metric {
@@ -383,11 +374,6 @@ pub fn validate(input: &ValidateInput<'_>) -> Result<Config, Vec<ParamError>> {
     } else {
         Err(errors)
     }
-}
-
-/// [`validate`], discarding the result (for adapters known by params only).
-pub fn check(input: &ValidateInput<'_>) -> Result<(), Vec<ParamError>> {
-    validate(input).map(|_| ())
 }
 
 fn expiration_policy(
@@ -722,12 +708,16 @@ mod tests {
             handler: "prometheus.istio-system",
             params,
             instances,
-            warnings: &Default::default(),
         })
     }
 
     fn ok(params: Json) -> Config {
         run(&params, &[]).unwrap_or_else(|e| panic!("{e:#?}"))
+    }
+
+    /// The metric exporting instance `instance_name`.
+    fn metric_for<'c>(c: &'c Config, instance_name: &str) -> Option<&'c Metric> {
+        c.metrics.iter().find(|m| m.instance_name == instance_name)
     }
 
     fn errs(params: Json) -> Vec<ParamError> {
@@ -816,7 +806,7 @@ mod tests {
                 "istio_tcp_connections_closed_total",
             ]
         );
-        let m = c.metric_for("requestsize.instance.istio-system").unwrap();
+        let m = metric_for(&c, "requestsize.instance.istio-system").unwrap();
         assert_eq!(m.help, "request_bytes");
         assert_eq!(
             m.kind,
@@ -826,7 +816,7 @@ mod tests {
         );
         assert_eq!(m.label_names.len(), 20);
         assert_eq!(
-            c.metric_for("requestduration.instance.istio-system")
+            metric_for(&c, "requestduration.instance.istio-system")
                 .unwrap()
                 .kind,
             MetricKind::Distribution {
@@ -1133,11 +1123,10 @@ mod tests {
         assert_eq!(c.metrics[0].full_name, "istio_a");
         assert_eq!(c.max_series, Some(DEFAULT_MAX_SERIES));
         assert!(
-            check(&ValidateInput {
+            validate(&ValidateInput {
                 handler: "h",
                 params: &json!([]),
                 instances: &[],
-                warnings: &Default::default(),
             })
             .is_err()
         );

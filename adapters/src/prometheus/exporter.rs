@@ -94,12 +94,14 @@ impl Clock for SystemClock {
     }
 }
 
-/// A [`Clock`] that moves only when told to.
+/// A [`Clock`] that moves only when told to (tests).
+#[cfg(test)]
 #[derive(Debug, Default)]
 pub struct ManualClock {
     nanos: AtomicU64,
 }
 
+#[cfg(test)]
 impl ManualClock {
     pub fn new() -> ManualClock {
         ManualClock::default()
@@ -116,6 +118,7 @@ impl ManualClock {
     }
 }
 
+#[cfg(test)]
 impl Clock for ManualClock {
     fn now(&self) -> Duration {
         Duration::from_nanos(self.nanos.load(Ordering::Acquire))
@@ -307,7 +310,7 @@ impl Exporter {
             }
         }
         if !conflicts.is_empty() {
-            return Err(BuildError(conflicts.join("; ")));
+            return Err(BuildError::Conflict(conflicts));
         }
 
         let mut families = Vec::with_capacity(defs.len());

@@ -221,7 +221,7 @@ impl MetricHandler for PrometheusHandler {
             total = instances.len(),
             "Metric instances not recorded."
         );
-        Err(HandlerError(format!(
+        Err(HandlerError::Rejected(format!(
             "{} of {} metric instances not recorded: {}",
             failed.len(),
             instances.len(),

@@ -17,13 +17,11 @@ use std::sync::Arc;
 use templates::{Handler, ParamError, TemplateKind};
 
 pub use exporter::{
-    Clock, DEFAULT_MAX_EXPOSITION_BYTES, DEFAULT_MAX_LABEL_VALUE_BYTES,
-    EXPOSITIONS_TRUNCATED_METRIC, Exporter, ExpositionChunks, ExpositionLimits,
-    LABELS_TRUNCATED_METRIC, ManualClock, SERIES_DROPPED_METRIC, SystemClock,
+    DEFAULT_MAX_EXPOSITION_BYTES, DEFAULT_MAX_LABEL_VALUE_BYTES, Exporter, ExpositionLimits,
 };
-pub use handler::{InstanceError, PrometheusHandler};
+use handler::PrometheusHandler;
 
-use crate::{Adapter, BuildError, Env, ValidateInput, Validated};
+use crate::{Adapter, BuildError, Env, ValidateInput, Validation};
 
 /// The prometheus adapter.
 pub struct PrometheusAdapter;
@@ -32,7 +30,7 @@ pub struct PrometheusAdapter;
 pub static ADAPTER: PrometheusAdapter = PrometheusAdapter;
 
 /// What validation hands to `build`.
-struct ValidatedParams {
+pub struct ValidatedParams {
     config: config::Config,
     /// Dimension names (in each instance's order) of the metric instances routed to the
     /// handler, by instance name: the handler maps them to labels once, at build.
@@ -40,6 +38,8 @@ struct ValidatedParams {
 }
 
 impl Adapter for PrometheusAdapter {
+    type Config = ValidatedParams;
+
     fn name(&self) -> &'static str {
         "prometheus"
     }
@@ -52,31 +52,34 @@ impl Adapter for PrometheusAdapter {
         &[TemplateKind::Metric]
     }
 
-    fn validate(&self, input: &ValidateInput<'_>) -> Result<Validated, Vec<ParamError>> {
-        let config = config::validate(input)?;
-        let dimensions = input
-            .instances
-            .iter()
-            .filter(|i| i.kind() == TemplateKind::Metric)
-            .map(|i| {
-                let names = i
-                    .map_field_types("dimensions")
-                    .into_iter()
-                    .map(|(name, _)| name)
-                    .collect();
-                (i.name().to_owned(), names)
-            })
-            .collect();
-        Ok(Box::new(ValidatedParams { config, dimensions }))
+    fn validate(&self, input: &ValidateInput<'_>) -> Validation<ValidatedParams> {
+        validate(input).into()
     }
 
-    fn build(&self, validated: Validated, env: &Env) -> Result<Arc<dyn Handler>, BuildError> {
-        let v = validated.downcast::<ValidatedParams>().map_err(|_| {
-            BuildError("prometheus: the params were not validated by this adapter".to_owned())
-        })?;
+    fn build(&self, v: ValidatedParams, env: &Env) -> Result<Arc<dyn Handler>, BuildError> {
         let handler = PrometheusHandler::build(&v.config, &v.dimensions, env)?;
         Ok(Arc::new(handler))
     }
+}
+
+/// Validates the params and records the dimensions of the metric instances routed to the
+/// handler.
+fn validate(input: &ValidateInput<'_>) -> Result<ValidatedParams, Vec<ParamError>> {
+    let config = config::validate(input)?;
+    let dimensions = input
+        .instances
+        .iter()
+        .filter(|i| i.kind() == TemplateKind::Metric)
+        .map(|i| {
+            let names = i
+                .map_field_types("dimensions")
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect();
+            (i.name().to_owned(), names)
+        })
+        .collect();
+    Ok(ValidatedParams { config, dimensions })
 }
 
 #[cfg(test)]

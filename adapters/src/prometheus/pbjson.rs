@@ -72,11 +72,7 @@ impl<T> From<Vec<T>> for Items<T> {
 }
 
 impl<T> Items<T> {
-    /// Number of elements written, decoded or not.
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
+    /// Whether no element was written, decoded or not.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
@@ -131,14 +127,6 @@ impl<V> Default for Entries<V> {
 }
 
 impl<V> Entries<V> {
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// The entries that decoded; every other one is appended to `errors` under `field`
     /// (`params.severityLevels` gives `params.severityLevels.warning`).
     pub fn into_decoded(self, field: &str, errors: &mut Vec<ParamError>) -> BTreeMap<String, V> {

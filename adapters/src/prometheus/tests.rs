@@ -12,6 +12,9 @@ use serde_json::{Value as Json, json};
 use templates::instances::{Dims, metric};
 use templates::{Handler, InstanceBuilder, TemplateKind};
 
+use super::exporter::{
+    EXPOSITIONS_TRUNCATED_METRIC, LABELS_TRUNCATED_METRIC, ManualClock, SERIES_DROPPED_METRIC,
+};
 use super::testdata;
 use super::*;
 use crate::{Resources, ValidateInput};
@@ -54,8 +57,8 @@ fn try_build(
             handler: &env.handler,
             params,
             instances,
-            warnings: &Default::default(),
         })
+        .config
         .unwrap_or_else(|e| panic!("{e:#?}"));
     ADAPTER.build(validated, env)
 }
@@ -68,7 +71,10 @@ fn report(h: &Arc<dyn Handler>, instances: &[metric::Instance<'_>]) -> Result<()
     h.metric()
         .expect("a metric handler")
         .handle_metric(instances)
-        .map_err(|e| e.0)
+        .map_err(|e| match e {
+            templates::HandlerError::Rejected(message) => message,
+            other => panic!("prometheus rejects instances, it does not fail with {other:?}"),
+        })
 }
 
 fn render(env: &Env) -> String {
@@ -493,14 +499,20 @@ fn adapter_is_in_the_inventory() {
             handler: HANDLER,
             params: &json!({"metrics": [{"instance_name": "a"}]}),
             instances: &[],
-            warnings: &Default::default(),
         })
+        .config
         .err()
         .unwrap();
     assert_eq!(e[0].field, "params.metrics[0].kind");
     // A build from something else's validation fails cleanly.
     let (env, _) = env();
-    assert!(a.build(Box::new(()), &env).is_err());
+    let noop = crate::find("noop").unwrap().validate(&ValidateInput {
+        handler: HANDLER,
+        params: &Json::Null,
+        instances: &[],
+    });
+    let e = a.build(noop.config.unwrap(), &env).err().unwrap();
+    assert_eq!(e.to_string(), "prometheus: params of another adapter");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1274,7 +1286,7 @@ fn handlers_of_other_names_share_identical_metrics_and_conflict_on_different_one
     .err()
     .unwrap();
     assert_eq!(
-        e.0,
+        e.to_string(),
         "metric 'istio_m' is already exported with a different definition by handler 'a.ns', 'b.ns'"
     );
     a.close();

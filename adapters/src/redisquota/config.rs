@@ -8,10 +8,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use templates::ParamError;
 
-use crate::ValidateInput;
 use crate::memquota::config::check_routed_instances;
 use crate::params::{self, opt_duration};
 use crate::prometheus::pbjson::{Items, decode_object, int, nullable, opt_int, pb_enum};
+use crate::{ValidateInput, Validation};
 
 /// Default of [`Params::redis_server_url`].
 pub const DEFAULT_REDIS_SERVER_URL: &str = "localhost:6379";
@@ -152,13 +152,6 @@ pub struct Config {
     pub quotas: Vec<QuotaLimit>,
 }
 
-impl Config {
-    /// The limit of quota instance `name` (its fully qualified name).
-    pub fn quota(&self, name: &str) -> Option<&QuotaLimit> {
-        self.quotas.iter().find(|q| q.name == name)
-    }
-}
-
 /// A validated [`Quota`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QuotaLimit {
@@ -227,7 +220,17 @@ pub fn check_address(addr: &str) -> Result<(), String> {
 
 /// Validates params (and the instances routed to the handler) into a [`Config`],
 /// reporting every problem with its field path.
-pub fn validate(input: &ValidateInput<'_>) -> Result<Config, Vec<ParamError>> {
+pub fn validate(input: &ValidateInput<'_>) -> Validation<Config> {
+    let mut warnings = Vec::new();
+    let config = validate_into(input, &mut warnings);
+    Validation { config, warnings }
+}
+
+/// [`validate`], with the warnings pushed to `warnings` whether or not it succeeds.
+fn validate_into(
+    input: &ValidateInput<'_>,
+    warnings: &mut Vec<ParamError>,
+) -> Result<Config, Vec<ParamError>> {
     let p: Params = decode_object(input.params)?;
     let mut errors = Vec::new();
 
@@ -308,7 +311,7 @@ pub fn validate(input: &ValidateInput<'_>) -> Result<Config, Vec<ParamError>> {
                 Ok(1) => QuotaAlgorithm::RollingWindow,
                 Ok(_) => QuotaAlgorithm::FixedWindow,
                 Err(msg) => {
-                    input.warnings.borrow_mut().push(params::error(
+                    warnings.push(params::error(
                         format!("{field}.rateLimitAlgorithm"),
                         format!("{msg}; FIXED_WINDOW is used"),
                     ));
@@ -412,11 +415,6 @@ fn too_large_for_lua(field: &str, n: i64, errors: &mut Vec<ParamError>) {
     }
 }
 
-/// [`validate`], discarding the result (for adapters known by params only).
-pub fn check(input: &ValidateInput<'_>) -> Result<(), Vec<ParamError>> {
-    validate(input).map(|_| ())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,8 +427,8 @@ mod tests {
             handler: "redishandler.istio-system",
             params,
             instances,
-            warnings: &Default::default(),
         })
+        .config
     }
 
     fn ok(params: Json) -> Config {
@@ -758,21 +756,36 @@ mod tests {
         // An unknown algorithm is a warning, and FIXED_WINDOW is used, as Mixer did.
         let params = json!({"quotas": [{"name": "requestcountquota.instance.istio-system",
                                         "validDuration": "1s", "rateLimitAlgorithm": "__RATE_LIMIT_ALGORITHM__"}]});
-        let warnings = std::cell::RefCell::new(Vec::new());
-        let config = validate(&ValidateInput {
+        let Validation { config, warnings } = validate(&ValidateInput {
             handler: "h",
             params: &params,
             instances: &[&known],
-            warnings: &warnings,
-        })
-        .unwrap();
-        assert_eq!(config.quotas[0].algorithm, Algorithm::FixedWindow);
-        let w = warnings.into_inner();
+        });
+        assert_eq!(config.unwrap().quotas[0].algorithm, Algorithm::FixedWindow);
+        let w = warnings;
         assert_eq!(w.len(), 1, "{w:#?}");
         has(
             &w,
             "params.quotas[0].rateLimitAlgorithm",
             "unknown value \"__RATE_LIMIT_ALGORITHM__\"",
+        );
+        // The warning is reported with the errors that reject the params.
+        let params = json!({"quotas": [{"name": "q", "validDuration": "1s", "maxAmount": -1,
+                                        "rateLimitAlgorithm": "SLIDING"}]});
+        let v = validate(&ValidateInput {
+            handler: "h",
+            params: &params,
+            instances: &[],
+        });
+        has(
+            &v.config.unwrap_err(),
+            "params.quotas[0].maxAmount",
+            "negative",
+        );
+        has(
+            &v.warnings,
+            "params.quotas[0].rateLimitAlgorithm",
+            "FIXED_WINDOW is used",
         );
     }
 

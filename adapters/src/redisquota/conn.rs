@@ -116,6 +116,7 @@ impl Connection {
     }
 
     /// Waits until the first connection attempt has finished; whether it succeeded.
+    #[cfg(test)]
     pub async fn wait_first_attempt(&self) -> bool {
         let mut rx = self.state.subscribe();
         matches!(

@@ -49,7 +49,7 @@ use std::time::Duration;
 use prometheus::{IntCounter, IntCounterVec, Opts};
 use templates::handler::{QuotaHandler, QuotaReply};
 use templates::instances::quota;
-use templates::{Handler, ParamError, QuotaArgs, QuotaResult, Reply, Status, TemplateKind, code};
+use templates::{Handler, QuotaArgs, QuotaResult, Reply, Status, TemplateKind, code};
 
 use self::config::{Algorithm, Config, FailureMode};
 use self::conn::{Connection, LogLimiter, Unavailable};
@@ -57,7 +57,7 @@ use self::scripts::{Answer, Call, Scripts, Window, parse_answer};
 use crate::memquota::clock::{self, Clock, SystemClock, nanos};
 use crate::memquota::keys;
 use crate::memquota::window::WindowSpec;
-use crate::{Adapter, BuildError, Env, ValidateInput, Validated};
+use crate::{Adapter, BuildError, Env, ValidateInput, Validation};
 
 /// How long a quota call may wait for Redis before the failure mode answers.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(1);
@@ -88,6 +88,8 @@ pub struct RedisQuotaAdapter;
 pub static ADAPTER: RedisQuotaAdapter = RedisQuotaAdapter;
 
 impl Adapter for RedisQuotaAdapter {
+    type Config = Config;
+
     fn name(&self) -> &'static str {
         "redisquota"
     }
@@ -97,14 +99,11 @@ impl Adapter for RedisQuotaAdapter {
     fn templates(&self) -> &'static [TemplateKind] {
         &[TemplateKind::Quota]
     }
-    fn validate(&self, input: &ValidateInput<'_>) -> Result<Validated, Vec<ParamError>> {
-        config::validate(input).map(|c| Box::new(c) as Validated)
+    fn validate(&self, input: &ValidateInput<'_>) -> Validation<Config> {
+        config::validate(input)
     }
-    fn build(&self, validated: Validated, env: &Env) -> Result<Arc<dyn Handler>, BuildError> {
-        let config = validated
-            .downcast::<Config>()
-            .map_err(|_| BuildError("redisquota: params of another adapter".to_owned()))?;
-        Ok(Arc::new(RedisQuota::new(*config, env, Options::default())?))
+    fn build(&self, config: Config, env: &Env) -> Result<Arc<dyn Handler>, BuildError> {
+        Ok(Arc::new(RedisQuota::new(config, env, Options::default())?))
     }
 }
 
@@ -159,7 +158,7 @@ impl RedisQuota {
     /// the current one, or the one serving the first request).
     pub fn new(config: Config, env: &Env, options: Options) -> Result<RedisQuota, BuildError> {
         let client = redis::Client::open(redis_url(&config.redis_server_url)).map_err(|e| {
-            BuildError(format!(
+            BuildError::InvalidEndpoint(format!(
                 "redisquota: invalid Redis address {:?}: {e}",
                 config.redis_server_url
             ))
@@ -214,11 +213,14 @@ impl RedisQuota {
     }
 
     /// Waits for the first connection attempt; whether Redis was reached.
+    #[cfg(test)]
     pub async fn wait_first_attempt(&self) -> bool {
         self.inner.conn.wait_first_attempt().await
     }
 
-    /// Allocates (`amount > 0`) or releases (`amount < 0`) quota for `instance`.
+    /// Allocates (`amount > 0`) or releases (`amount < 0`) quota for `instance`, as
+    /// `handle_quota` does, awaiting the answer.
+    #[cfg(test)]
     pub async fn allocate(
         &self,
         instance: &quota::Instance<'_>,

@@ -759,8 +759,8 @@ async fn quota_redis_build_while_down_then_connects() {
             handler: "down.redisquota.istio-system",
             params: &params,
             instances: &[],
-            warnings: &Default::default(),
         })
+        .config
         .unwrap();
     let handler = adapter
         .build(validated, &Env::standalone("down.redisquota.istio-system"))

@@ -263,11 +263,6 @@ pub fn validate(input: &ValidateInput<'_>) -> Result<Config, Vec<ParamError>> {
     }
 }
 
-/// [`validate`], discarding the result (for adapters known by params only).
-pub fn check(input: &ValidateInput<'_>) -> Result<(), Vec<ParamError>> {
-    validate(input).map(|_| ())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,7 +273,6 @@ mod tests {
             handler: "stdio.istio-system",
             params: &params,
             instances: &[],
-            warnings: &Default::default(),
         })
     }
 

@@ -29,9 +29,9 @@ use expr_lang::Value;
 use expr_lang::golib::time::Timestamp;
 use templates::handler::{LogEntryHandler, MetricHandler};
 use templates::instances::{Dims, logentry, metric};
-use templates::{Handler, HandlerError, ParamError, TemplateKind};
+use templates::{Handler, HandlerError, TemplateKind};
 
-use crate::{Adapter, BuildError, Env, ValidateInput, Validated};
+use crate::{Adapter, BuildError, Env, ValidateInput, Validation};
 use config::{Config, Level, Stream};
 use format::{IpStyle, Line, ZERO_TIME};
 use rotate::{Limits, RotatingFile};
@@ -53,6 +53,8 @@ pub struct StdioAdapter;
 pub static ADAPTER: StdioAdapter = StdioAdapter;
 
 impl Adapter for StdioAdapter {
+    type Config = Config;
+
     fn name(&self) -> &'static str {
         "stdio"
     }
@@ -65,26 +67,29 @@ impl Adapter for StdioAdapter {
         &[TemplateKind::LogEntry, TemplateKind::Metric]
     }
 
-    fn validate(&self, input: &ValidateInput<'_>) -> Result<Validated, Vec<ParamError>> {
-        config::validate(input).map(|c| Box::new(c) as Validated)
+    fn validate(&self, input: &ValidateInput<'_>) -> Validation<Config> {
+        config::validate(input).into()
     }
 
-    fn build(&self, validated: Validated, env: &Env) -> Result<Arc<dyn Handler>, BuildError> {
-        let config = validated
-            .downcast::<Config>()
-            .map_err(|_| BuildError("stdio: params were not validated by stdio".to_owned()))?;
-        let sink = open_sink(&config).map_err(|e| {
-            BuildError(format!(
-                "stdio: cannot open {}: {e}",
+    fn build(&self, config: Config, env: &Env) -> Result<Arc<dyn Handler>, BuildError> {
+        let sink = open_sink(&config).map_err(|error| BuildError::Io {
+            adapter: "stdio",
+            action: format!(
+                "open {}",
                 config
                     .output_path
                     .as_deref()
                     .unwrap_or(config.log_stream.name())
-            ))
+            ),
+            error,
         })?;
         let handler =
-            StdioHandler::with_sink(*config, &env.handler, sink, QUEUE_LINES, dropped(env))
-                .map_err(|e| BuildError(format!("stdio: cannot start the writer thread: {e}")))?;
+            StdioHandler::with_sink(config, &env.handler, sink, QUEUE_LINES, dropped(env))
+                .map_err(|error| BuildError::Io {
+                    adapter: "stdio",
+                    action: "start the writer thread".to_owned(),
+                    error,
+                })?;
         Ok(Arc::new(handler))
     }
 }

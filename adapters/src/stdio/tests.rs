@@ -182,14 +182,13 @@ fn accesslog() -> InstanceBuilder {
 }
 
 fn build(params: Json, instances: &[&InstanceBuilder], env: &Env) -> Arc<dyn Handler> {
-    let warnings = Default::default();
     let validated = ADAPTER
         .validate(&ValidateInput {
             handler: &env.handler,
             params: &params,
             instances,
-            warnings: &warnings,
         })
+        .config
         .unwrap_or_else(|e| panic!("{e:#?}"));
     ADAPTER
         .build(validated, env)
@@ -735,7 +734,6 @@ fn full_queue_drops_counts_and_never_blocks() {
         handler: &env.handler,
         params: &json!({}),
         instances: &[],
-        warnings: &Default::default(),
     })
     .unwrap();
 
@@ -923,24 +921,28 @@ fn streams_build_and_bad_files_fail() {
             handler: "stdio.istio-system",
             params: &json!({"logStream": "FILE", "outputPath": missing.to_str().unwrap()}),
             instances: &[],
-            warnings: &Default::default(),
         })
+        .config
         .unwrap();
     let e = match ADAPTER.build(validated, &env) {
         Ok(_) => panic!("a file in a missing directory cannot be opened"),
         Err(e) => e,
     };
+    assert!(matches!(e, BuildError::Io { .. }), "{e}");
+    let message = e.to_string();
     assert!(
-        e.0.contains("cannot open") && e.0.contains("out.log"),
+        message.starts_with("stdio: cannot open ") && message.contains("out.log"),
         "{e}"
     );
     // Invalid params are reported by validation, with the field path.
-    let errs = match ADAPTER.validate(&ValidateInput {
-        handler: "stdio.istio-system",
-        params: &json!({"logStream": "FILE"}),
-        instances: &[],
-        warnings: &Default::default(),
-    }) {
+    let errs = match ADAPTER
+        .validate(&ValidateInput {
+            handler: "stdio.istio-system",
+            params: &json!({"logStream": "FILE"}),
+            instances: &[],
+        })
+        .config
+    {
         Ok(_) => panic!("FILE without a path is invalid"),
         Err(e) => e,
     };

@@ -178,7 +178,6 @@ fn cut_short(bytes: &[u8], written: usize, lines: u64, torn: &mut bool, source: 
 }
 
 enum Msg {
-    Line(String),
     /// The lines of one handler call, sent together so that a Report batch wakes the
     /// writer thread once rather than once per line.
     Lines(Vec<String>),
@@ -240,25 +239,16 @@ impl Writer {
     }
 
     /// The same writer with room for at most `max_bytes` of queued lines.
+    #[cfg(test)]
     pub fn with_max_queued_bytes(mut self, max_bytes: usize) -> Writer {
         self.max_bytes = max_bytes;
         self
     }
 
-    /// Queues a line without ever waiting; returns whether it was accepted.
+    /// Queues one line without ever waiting; returns whether it was accepted.
+    #[cfg(test)]
     pub fn push(&self, line: String) -> bool {
-        if self.reserve(std::slice::from_ref(&line)) == 0 {
-            return false;
-        }
-        let bytes = line.len();
-        match self.tx.try_send(Msg::Line(line)) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.release(1, bytes);
-                self.dropped.inc();
-                false
-            }
-        }
+        self.push_lines(vec![line]) == 1
     }
 
     /// Queues several lines as one message, without ever waiting: as many as the queue
@@ -476,11 +466,6 @@ fn run(rx: &Receiver<Msg>, mut out: Output, queued: &Taken) {
             }
         };
         match msg {
-            Some(Msg::Line(line)) => {
-                queued.take(std::slice::from_ref(&line));
-                out.write(&line);
-                unflushed = true;
-            }
             Some(Msg::Lines(lines)) => {
                 queued.take(&lines);
                 for line in &lines {
@@ -492,7 +477,6 @@ fn run(rx: &Receiver<Msg>, mut out: Output, queued: &Taken) {
                 // Lines racing with close (pushed after its marker) are still written.
                 while let Ok(msg) = rx.try_recv() {
                     match msg {
-                        Msg::Line(line) => out.write(&line),
                         Msg::Lines(lines) => lines.iter().for_each(|l| out.write(l)),
                         Msg::Close => {}
                     }

@@ -2,7 +2,6 @@
 //! tempdir and compiled with their handlers really built, the server service over the
 //! same directory, and pre-encoded Envoy-shaped requests.
 
-use std::cell::RefCell;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -566,14 +565,13 @@ pub fn memquota() -> MemQuotaSetup {
         "minDeduplicationDuration": "10ms",
     });
     let adapter = adapters::find("memquota").expect("memquota adapter");
-    let warnings = RefCell::new(Vec::new());
     let validated = adapter
         .validate(&ValidateInput {
             handler: "quota.istio-system",
             params: &params,
             instances: &[&builder],
-            warnings: &warnings,
         })
+        .config
         .expect("memquota params validate");
     let handler = adapter
         .build(validated, &adapters::Env::standalone("quota.istio-system"))

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use adapters::{Adapter, ValidateInput};
+use adapters::{DynAdapter, ErasedConfig, ValidateInput};
 use serde_json::Value as Json;
 use templates::{InstanceBuilder, ParamError};
 
@@ -22,7 +22,7 @@ pub(super) struct HandlerDecl<'d> {
     pub res: Res<'d>,
     /// Internal name (`name.namespace`, or `name.kind.namespace` for legacy kinds).
     pub name: String,
-    pub adapter: &'static dyn Adapter,
+    pub adapter: &'static dyn DynAdapter,
     pub params: Json,
 }
 
@@ -91,7 +91,7 @@ fn declare(res: &Res<'_>, diags: &mut Diags) -> Option<(String, Json, String)> {
     ))
 }
 
-fn find_adapter(res: &Res<'_>, name: &str, diags: &mut Diags) -> Option<&'static dyn Adapter> {
+fn find_adapter(res: &Res<'_>, name: &str, diags: &mut Diags) -> Option<&'static dyn DynAdapter> {
     let adapter = adapters::find(name);
     if adapter.is_none() {
         if adapters::KNOWN_UNSUPPORTED.contains(&name) {
@@ -186,20 +186,18 @@ fn validate(
     decl: &HandlerDecl<'_>,
     instances: &[Arc<InstanceBuilder>],
     diags: &mut Diags,
-) -> Option<adapters::Validated> {
+) -> Option<ErasedConfig> {
     let refs: Vec<&InstanceBuilder> = instances.iter().map(|i| &**i).collect();
-    let warnings = std::cell::RefCell::new(Vec::new());
-    let validated = decl.adapter.validate(&ValidateInput {
+    let validation = decl.adapter.validate(&ValidateInput {
         handler: &decl.name,
         params: &decl.params,
         instances: &refs,
-        warnings: &warnings,
     });
-    for w in warnings.into_inner() {
+    for w in validation.warnings {
         let w = unprefixed(decl, w);
         diags.warning(&decl.res, Some(&w.field), w.message);
     }
-    match validated {
+    match validation.config {
         Ok(v) => Some(v),
         Err(errors) => {
             let errors = errors.into_iter().map(|e| unprefixed(decl, e)).collect();
@@ -213,37 +211,20 @@ fn validate(
 /// keeping its state (counters, series). Params are canonical (object keys sorted), so
 /// reordering a YAML mapping keeps the handler.
 fn signature(decl: &HandlerDecl<'_>, instances: &[Arc<InstanceBuilder>]) -> String {
-    let mut signature = format!("{}|{}|", decl.adapter.name(), canonical_json(&decl.params));
+    let mut signature = format!(
+        "{}|{}|",
+        decl.adapter.name(),
+        adapters::params::canonical_json(&decl.params)
+    );
     let mut sigs: Vec<String> = instances.iter().map(|i| i.signature()).collect();
     sigs.sort();
     signature.push_str(&sigs.join("|"));
     signature
 }
 
-/// `value` as JSON text with every object's keys in sorted order.
-fn canonical_json(value: &Json) -> String {
-    fn sorted(value: &Json) -> Json {
-        match value {
-            Json::Object(map) => {
-                let mut entries: Vec<(&String, &Json)> = map.iter().collect();
-                entries.sort_by(|a, b| a.0.cmp(b.0));
-                Json::Object(
-                    entries
-                        .into_iter()
-                        .map(|(k, v)| (k.clone(), sorted(v)))
-                        .collect(),
-                )
-            }
-            Json::Array(items) => Json::Array(items.iter().map(sorted).collect()),
-            other => other.clone(),
-        }
-    }
-    sorted(value).to_string()
-}
-
 fn build(
     decl: &HandlerDecl<'_>,
-    validated: adapters::Validated,
+    validated: ErasedConfig,
     instances: &[Arc<InstanceBuilder>],
     opts: &CompileOptions,
     previous: Option<&Snapshot>,
@@ -276,22 +257,5 @@ fn build(
             );
             None
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn canonical_params_ignore_key_order() {
-        let a: Json =
-            serde_json::from_str(r#"{"b": 1, "a": {"y": [1, {"q": 1, "p": 2}], "x": 2}}"#).unwrap();
-        let b: Json =
-            serde_json::from_str(r#"{"a": {"x": 2, "y": [1, {"p": 2, "q": 1}]}, "b": 1}"#).unwrap();
-        assert_eq!(canonical_json(&a), canonical_json(&b));
-        let c: Json =
-            serde_json::from_str(r#"{"a": {"x": 3, "y": [1, {"p": 2, "q": 1}]}, "b": 1}"#).unwrap();
-        assert_ne!(canonical_json(&a), canonical_json(&c));
     }
 }
