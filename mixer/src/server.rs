@@ -1,7 +1,7 @@
 //! The server process: gRPC API, monitoring HTTP, config watcher, graceful shutdown.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,6 +43,9 @@ pub struct ServerOptions {
     pub connections: ConnectionLimits,
     /// Bounds of the Prometheus exposition (label value length, scrape size).
     pub exposition: adapters::prometheus::ExpositionLimits,
+    /// Where to write the bound addresses and the process id as JSON once the server is
+    /// ready (see [`start`]), for scripts and tests that bind port 0.
+    pub ready_file: Option<PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -63,6 +66,7 @@ impl Default for ServerOptions {
             decode_limits: DecodeLimits::default(),
             connections: ConnectionLimits::default(),
             exposition: adapters::prometheus::ExpositionLimits::default(),
+            ready_file: None,
         }
     }
 }
@@ -87,6 +91,11 @@ pub enum ServerError {
     },
     #[error("server failed: {0}")]
     Serve(String),
+    #[error("cannot write the ready file {}: {source}", path.display())]
+    ReadyFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A started server.
@@ -147,7 +156,9 @@ impl RunningServer {
     }
 }
 
-/// Loads the configuration, binds both listeners and starts serving.
+/// Loads the configuration, binds the listeners and starts serving. With
+/// [`ServerOptions::ready_file`], once every listener is bound and the first configuration
+/// load is done, writes `{"api", "monitoring", "prometheus", "pid"}` there.
 pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError> {
     let resources = Arc::new(adapters::Resources {
         runtime: Some(tokio::runtime::Handle::current()),
@@ -246,7 +257,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
             .await
     });
     tracing::info!(address = %api_address, "gRPC API listening (istio.mixer.v1.Mixer).");
-    Ok(RunningServer {
+    let server = RunningServer {
         api_address,
         monitoring_address,
         prometheus_address,
@@ -255,6 +266,38 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
         tasks,
         api,
         shutdown_phase: Arc::default(),
+    };
+    if let Some(path) = &options.ready_file
+        && let Err(source) = write_ready_file(path, &server)
+    {
+        let _ = server.shutdown().await;
+        return Err(ServerError::ReadyFile {
+            path: path.clone(),
+            source,
+        });
+    }
+    Ok(server)
+}
+
+/// Writes the ready file: to a temporary file in the same directory, then renamed over
+/// `path`, so a reader polling for it never sees a partial document.
+fn write_ready_file(path: &Path, server: &RunningServer) -> std::io::Result<()> {
+    let name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path names no file")
+    })?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let doc = serde_json::json!({
+        "api": server.api_address.to_string(),
+        "monitoring": server.monitoring_address.to_string(),
+        "prometheus": server.prometheus_address.to_string(),
+        "pid": std::process::id(),
+    });
+    std::fs::write(&tmp, format!("{doc}\n"))?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
     })
 }
 

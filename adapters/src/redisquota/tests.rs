@@ -7,8 +7,6 @@
 //! (`apt-get install -y redis-server` on Debian/Ubuntu).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,6 +15,8 @@ use expr_lang::Value;
 use serde_json::json;
 use templates::instances::{Dims, quota};
 use templates::{QuotaArgs, QuotaResult, Reply, Status, code};
+use test_support::free_port;
+use test_support::redis::RedisServer;
 
 use super::config::{Algorithm, Config, FailureMode, OverrideLimit, QuotaLimit};
 use super::*;
@@ -32,101 +32,15 @@ const MS: i64 = 1_000_000;
 const T0: i64 = 1_700_000_007 * SECOND;
 
 // ---------------------------------------------------------------------------------
-// A redis-server per test.
+// A redis-server per test (`test_support::redis::RedisServer`).
 
-/// A `redis-server` child process on a loopback port, killed on drop.
-struct RedisServer {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        for _ in 0..10 {
-            let mut server = RedisServer {
-                port: free_port(),
-                child: None,
-            };
-            if server.spawn() {
-                return server;
-            }
-        }
-        panic!("redis-server did not start on any free port");
-    }
-
-    /// Starts redis-server on `self.port`; false when it exits before accepting
-    /// connections (e.g. the port was taken meanwhile).
-    fn spawn(&mut self) -> bool {
-        let mut child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "the redisquota tests need the `redis-server` binary on PATH, and it \
-                     could not be run ({e}); install it, e.g. `apt-get install -y redis-server`"
-                )
-            });
-        // Redis logs "Ready to accept connections" once listening; EOF means it exited.
-        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-        let ready = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .any(|l| l.contains("Ready to accept connections"));
-        if !ready {
-            let _ = child.kill();
-            let _ = child.wait();
-            return false;
-        }
-        // Keep draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        self.child = Some(child);
-        true
-    }
-
-    fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn restart(&mut self) {
-        assert!(
-            self.spawn(),
-            "redis-server did not restart on port {}",
-            self.port
-        );
-    }
-
-    /// A direct connection, to look at keys.
-    async fn client(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(format!("redis://{}/", self.address()))
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+/// A direct connection to `server`, to look at keys.
+async fn client(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(format!("redis://{}/", server.address()))
         .unwrap()
-        .local_addr()
+        .get_multiplexed_async_connection()
+        .await
         .unwrap()
-        .port()
 }
 
 // ---------------------------------------------------------------------------------
@@ -464,7 +378,7 @@ async fn quota_redis_overrides_by_dimensions() {
     assert_eq!(ask(&h, Q, &reviews, 5, true).await.granted_amount, 2);
     assert_eq!(ask(&h, Q, &details, 50, true).await.granted_amount, 10);
     // Keys: the counter key plus, for overrides, `-<hash of the override>`.
-    let mut redis = server.client().await;
+    let mut redis = client(&server).await;
     let meta_key = |base: &str, o: Option<&BTreeMap<String, String>>| match o {
         Some(o) => format!("{base}-{}.meta", keys::override_hash(o)),
         None => format!("{base}.meta"),
@@ -554,7 +468,7 @@ async fn quota_redis_keys_expire() {
     let d = Dimensions::strings(&[]);
     assert_eq!(ask_id(&h, Q, &d, "x-", 1, false).await.granted_amount, 1);
     assert_eq!(ask_id(&h, Q2, &d, "y-", 1, false).await.granted_amount, 1);
-    let mut redis = server.client().await;
+    let mut redis = client(&server).await;
     for (key, window) in [
         (format!("{Q}.meta"), 10_000),
         (format!("x--{Q}.meta"), 10_000),
@@ -792,7 +706,7 @@ async fn quota_redis_build_while_down_then_connects() {
     assert_eq!(r, granted(0, Duration::ZERO));
 
     // Redis starts: the background task connects (with backoff) and counting begins.
-    let mut server = RedisServer { port, child: None };
+    let mut server = RedisServer::stopped(port);
     server.restart();
     eventually("the handler connects once Redis is up", || async {
         call().await.status.is_ok()

@@ -24,6 +24,7 @@ use prost::Message;
 use serde_json::json;
 use tempfile::TempDir;
 use templates::{Handler, InstanceBuilder, TemplateKind};
+use test_support::config::{config_dir, read_sample, write_file};
 
 pub const DEFAULT_NAMESPACE: &str = "istio-system";
 
@@ -32,15 +33,6 @@ pub const QUOTA_NAME: &str = "requestcount";
 
 /// Report elements per batch, as Envoy batches them.
 pub const BATCH: usize = 100;
-
-fn samples_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/default")
-}
-
-fn read_sample(name: &str) -> String {
-    let path = samples_dir().join(name);
-    fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
 
 /// Replaces `from` with `to` in `text`, which must contain it exactly once.
 fn replace_once(text: &str, from: &str, to: &str) -> String {
@@ -63,11 +55,11 @@ pub struct ConfigDir {
 /// standard output. With `tracing`, `tracing.yaml` too, exporting to a loopback port
 /// where nothing listens (spans are queued, exports fail and are counted).
 pub fn telemetry_config(tracing: bool) -> ConfigDir {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = config_dir(&[
+        ("metrics.yaml", &read_sample("metrics.yaml")),
+        ("policy.yaml", &read_sample("policy.yaml")),
+    ]);
     let log = dir.path().join("access.log");
-    for name in ["attributes.yaml", "metrics.yaml", "policy.yaml"] {
-        fs::write(dir.path().join(name), read_sample(name)).expect("write config");
-    }
     let accesslog = replace_once(
         &read_sample("accesslog.yaml"),
         "    outputAsJson: true\n",
@@ -76,14 +68,14 @@ pub fn telemetry_config(tracing: bool) -> ConfigDir {
             log.display()
         ),
     );
-    fs::write(dir.path().join("accesslog.yaml"), accesslog).expect("write config");
+    write_file(dir.path(), "accesslog.yaml", &accesslog);
     if tracing {
         let tracing = replace_once(
             &read_sample("tracing.yaml"),
             "endpoint: http://localhost:4317",
             "endpoint: http://127.0.0.1:9",
         );
-        fs::write(dir.path().join("tracing.yaml"), tracing).expect("write config");
+        write_file(dir.path(), "tracing.yaml", &tracing);
     }
     ConfigDir {
         dir,
@@ -344,13 +336,7 @@ spec:
 
 /// The 10-rule policy (see [`POLICY`]) with the sample attribute manifests.
 pub fn policy_config() -> ConfigDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    fs::write(
-        dir.path().join("attributes.yaml"),
-        read_sample("attributes.yaml"),
-    )
-    .expect("write config");
-    fs::write(dir.path().join("policy.yaml"), POLICY).expect("write config");
+    let dir = config_dir(&[("policy.yaml", POLICY)]);
     ConfigDir { dir, log: None }
 }
 

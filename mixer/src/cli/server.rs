@@ -212,6 +212,11 @@ pub struct ServerArgs {
     /// with status 1 and a log line saying what did not finish.
     #[arg(long = "shutdown-timeout", default_value_t = SHUTDOWN_TIMEOUT)]
     shutdown_timeout: GoDuration,
+    /// Once every listener is bound and the first configuration load is done, write the
+    /// bound addresses and the process id here as JSON:
+    /// `{"api": "127.0.0.1:9091", "monitoring": ..., "prometheus": ..., "pid": N}`.
+    #[arg(long = "ready-file", value_name = "PATH")]
+    ready_file: Option<PathBuf>,
     /// Log filter (`info`, `debug`, `mixer=debug,warn`, ...); RUST_LOG also works.
     #[arg(long = "log-level", default_value = "info")]
     log_level: String,
@@ -298,6 +303,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode> {
         max_label_value_bytes: args.prometheus_max_label_value_length,
         max_exposition_bytes: args.prometheus_max_exposition_bytes,
     };
+    options.ready_file = args.ready_file;
     let shutdown_timeout = args.shutdown_timeout.0;
     options.shedding = SheddingOptions {
         mode: args.load_shedding_mode.into(),

@@ -3,7 +3,7 @@
 use mixer::wire::pb::istio::mixer::v1::mixer_client::MixerClient;
 use tonic::Code;
 
-use crate::common::process::ServerProcess;
+use crate::common::{MIXER, ServerProcess};
 use crate::common::{check_request, config_dir, s};
 
 const QUOTA: &str = r#"
@@ -39,7 +39,7 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row17_negative_quota_amounts_are_refused() {
     let dir = config_dir(&[("quota.yaml", QUOTA)]);
-    let server = ServerProcess::start(dir.path(), &[]);
+    let server = ServerProcess::start(MIXER, dir.path(), &[]);
     let mut c = MixerClient::connect(server.api_url()).await.unwrap();
     let attrs = [("request.path", s("/x"))];
     let granted = |amount: i64, dedup: &str| {

@@ -2,17 +2,16 @@
 //! the Prometheus exporter's memory or its scrape without bound, and access-log lines
 //! lost to a failing output file are counted.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use expr_lang::Value;
-use expr_lang::golib::time::Timestamp;
 use mixer::attrs::{GLOBAL_WORD_COUNT, encode_report};
 use mixer::wire::pb::istio::mixer::v1::mixer_client::MixerClient;
+use test_support::envoy::inbound_http_request;
+use test_support::http;
 
-use crate::common::process::ServerProcess;
-use crate::common::{config_dir, map, metric_value, s};
+use crate::common::{MIXER, ServerProcess, config_dir, metric_value};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -21,91 +20,13 @@ const LABELS_TRUNCATED: &str = "mixer_adapter_prometheus_label_values_truncated_
 /// Name of the stdio adapter's lost-lines self-metric.
 const STDIO_DROPPED: &str = "mixer_adapter_stdio_dropped_lines_total";
 
-/// An inbound HTTP request as Envoy reports it, to `host`.
-fn http_request(host: &str) -> Vec<(String, Value<'static>)> {
-    [
-        ("context.reporter.kind", s("inbound")),
-        ("context.protocol", s("http")),
-        ("response.code", Value::Int64(200)),
-        ("response.duration", Value::Duration(12_000_000)),
-        ("request.size", Value::Int64(10)),
-        ("response.size", Value::Int64(295)),
-        ("request.path", s("/reviews/0")),
-        ("request.method", s("GET")),
-        ("request.useragent", s("curl/7.64")),
-        ("source.workload.name", s("productpage-v1")),
-        ("source.workload.namespace", s("default")),
-        ("destination.workload.name", s("reviews-v1")),
-        ("destination.workload.namespace", s("default")),
-        ("destination.labels", map(&[("app", "reviews")])),
-        ("destination.service.host", s(host)),
-        ("destination.service.name", s("reviews")),
-        ("destination.service.namespace", s("default")),
-        (
-            "request.time",
-            Value::Timestamp(Timestamp::from_unix(1_600_000_000, 0)),
-        ),
-        (
-            "response.time",
-            Value::Timestamp(Timestamp::from_unix(1_600_000_000, 12_000_000)),
-        ),
-    ]
-    .into_iter()
-    .map(|(n, v)| (n.to_owned(), v))
-    .collect()
-}
-
-/// A GET over HTTP/1.1 that reads at most `cap` body bytes, decoding a chunked body:
-/// (status, body). `None` when the server did not answer in `timeout`.
-fn http_get_capped(
-    addr: &str,
-    path: &str,
-    cap: usize,
-    timeout: Duration,
-) -> Option<(u16, Vec<u8>)> {
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(timeout)).ok()?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).ok()?;
-    let mut raw = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let deadline = Instant::now() + timeout;
-    // Headers plus chunk framing are small next to the cap.
-    while raw.len() < cap + 64 * 1024 && Instant::now() < deadline {
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-            Err(_) => return None,
-        }
-    }
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    let body = &raw[split + 4..];
-    if !head.contains("transfer-encoding: chunked") {
-        return Some((status, body.to_vec()));
-    }
-    let (mut out, mut rest) = (Vec::new(), body);
-    loop {
-        let eol = rest.windows(2).position(|w| w == b"\r\n")?;
-        let size =
-            usize::from_str_radix(std::str::from_utf8(&rest[..eol]).ok()?.trim(), 16).ok()?;
-        if size == 0 {
-            break;
-        }
-        let data = rest.get(eol + 2..eol + 2 + size)?;
-        out.extend_from_slice(data);
-        rest = rest.get(eol + 4 + size..)?;
-    }
-    Some((status, out))
-}
-
 /// The server's self-metrics (monitoring `/metrics`).
 fn self_metrics(server: &ServerProcess) -> String {
-    let (status, body, _) = server
+    let response = server
         .monitoring_get("/metrics", Duration::from_secs(10))
         .expect("monitoring /metrics answers");
-    assert_eq!(status, 200, "{body}");
+    let body = response.text();
+    assert_eq!(response.status, 200, "{body}");
     body
 }
 
@@ -127,7 +48,7 @@ fn wait_for_metric(server: &ServerProcess, name: &str, labels: &[&str], at_least
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row4_huge_label_values_stay_bounded_and_the_scrape_streams() {
     let samples = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../samples/default"));
-    let server = ServerProcess::start(samples, &["--request-read-timeout", "2s"]);
+    let server = ServerProcess::start(MIXER, samples, &["--request-read-timeout", "2s"]);
     let mut client = MixerClient::connect(server.api_url()).await.unwrap();
     let filler = "h".repeat(900 * 1024);
     for i in 0..200 {
@@ -135,7 +56,7 @@ async fn row4_huge_label_values_stay_bounded_and_the_scrape_streams() {
         client
             .report(encode_report(
                 GLOBAL_WORD_COUNT as u32,
-                &[http_request(&host)],
+                &[inbound_http_request(&host)],
             ))
             .await
             .unwrap_or_else(|e| panic!("report {i}: {e}"));
@@ -147,13 +68,14 @@ async fn row4_huge_label_values_stay_bounded_and_the_scrape_streams() {
     assert!(truncated >= 200.0, "label values truncated: {truncated}");
 
     let started = Instant::now();
-    let (status, body) = http_get_capped(
-        &server.prometheus,
+    let scrape = http::get_capped(
+        &*server.prometheus,
         "/metrics",
         256 * MIB as usize,
         Duration::from_secs(30),
     )
     .expect("the scrape answers");
+    let (status, body) = (scrape.status, scrape.body);
     let took = started.elapsed();
     let peak = server.peak_rss_bytes();
     eprintln!(
@@ -189,13 +111,13 @@ async fn row4_huge_label_values_stay_bounded_and_the_scrape_streams() {
         .collect();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let recovered = (0..60).any(|_| {
-        let answer = http_get_capped(
-            &server.prometheus,
+        let answer = http::get_capped(
+            &*server.prometheus,
             "/metrics",
             256 * MIB as usize,
             Duration::from_secs(30),
         );
-        if matches!(answer, Some((200, _))) {
+        if answer.is_ok_and(|r| r.status == 200) {
             return true;
         }
         std::thread::sleep(Duration::from_secs(1));
@@ -257,13 +179,13 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row16_lines_lost_to_a_full_disk_are_counted() {
     let dir = config_dir(&[("fulldisk.yaml", FULL_DISK_CONFIG)]);
-    let server = ServerProcess::start(dir.path(), &[]);
+    let server = ServerProcess::start(MIXER, dir.path(), &[]);
     let mut client = MixerClient::connect(server.api_url()).await.unwrap();
     const REPORTS: usize = 50;
     const PER_REPORT: usize = 10;
     for i in 0..REPORTS {
         let batch: Vec<_> = (0..PER_REPORT)
-            .map(|j| http_request(&format!("svc-{i}-{j}.default.svc.cluster.local")))
+            .map(|j| inbound_http_request(&format!("svc-{i}-{j}.default.svc.cluster.local")))
             .collect();
         client
             .report(encode_report(GLOBAL_WORD_COUNT as u32, &batch))
@@ -276,14 +198,15 @@ async fn row16_lines_lost_to_a_full_disk_are_counted() {
     assert_eq!(dropped, lines, "{}", server.log());
 
     // Still serving, and the failure is in the log once, not once per line.
-    let (status, _, _) = server
+    let status = server
         .monitoring_get("/healthz", Duration::from_secs(10))
-        .expect("healthz answers");
+        .expect("healthz answers")
+        .status;
     assert_eq!(status, 200);
     client
         .report(encode_report(
             GLOBAL_WORD_COUNT as u32,
-            &[http_request("late")],
+            &[inbound_http_request("late")],
         ))
         .await
         .expect("reports are still accepted");

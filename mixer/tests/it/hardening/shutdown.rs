@@ -6,8 +6,8 @@ use std::time::Duration;
 use mixer::attrs::{GLOBAL_WORD_COUNT, encode_report};
 use mixer::wire::pb::istio::mixer::v1::mixer_client::MixerClient;
 
-use crate::common::process::ServerProcess;
 use crate::common::s;
+use crate::common::{MIXER, ServerProcess};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row13_shutdown_has_a_deadline() {
@@ -17,8 +17,12 @@ async fn row13_shutdown_has_a_deadline() {
         std::fs::copy(format!("{samples}/{f}"), dir.path().join(f)).unwrap();
     }
     // stdout is a pipe this test holds and never reads.
-    let mut server =
-        ServerProcess::start_with(dir.path(), &["--shutdown-timeout", "2s"], Stdio::piped());
+    let mut server = ServerProcess::start_with(
+        MIXER,
+        dir.path(),
+        &["--shutdown-timeout", "2s"],
+        Stdio::piped(),
+    );
     let _unread = server.child.stdout.take();
     let mut c = MixerClient::connect(server.api_url()).await.unwrap();
     let now = expr_lang::golib::time::Timestamp::from_unix(1_700_000_000, 0);

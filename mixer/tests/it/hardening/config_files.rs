@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use mixer::wire::pb::istio::mixer::v1::mixer_client::MixerClient;
 use tonic::transport::Channel;
 
-use crate::common::process::{ServerProcess, mixer_command};
+use crate::common::{MIXER, ServerProcess, mixer_command};
 use crate::common::{check_request, config_dir, s, status_of, write_file};
 
 const OK: i32 = 0;
@@ -153,7 +153,7 @@ async fn churn(
 async fn row14_policy_rewritten_in_place_never_lets_a_check_through() {
     let dir = config_dir(&[("policy.yaml", &deny_all())]);
     let policy = dir.path().join("policy.yaml");
-    let server = ServerProcess::start(dir.path(), &[]);
+    let server = ServerProcess::start(MIXER, dir.path(), &[]);
     let mut c = client(&server).await;
     assert!(
         until_check_is(&mut c, PERMISSION_DENIED, Duration::from_secs(10)).await,
@@ -275,7 +275,7 @@ fn row15_deeply_nested_yaml_fails_fast_in_validate_naming_file_line_and_limit() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row15_deeply_nested_yaml_leaves_a_running_server_on_its_last_good_config() {
     let dir = config_dir(&[("policy.yaml", &deny_all())]);
-    let server = ServerProcess::start(dir.path(), &[]);
+    let server = ServerProcess::start(MIXER, dir.path(), &[]);
     let mut c = client(&server).await;
     assert!(until_check_is(&mut c, PERMISSION_DENIED, Duration::from_secs(10)).await);
 
@@ -300,8 +300,9 @@ async fn row15_deeply_nested_yaml_leaves_a_running_server_on_its_last_good_confi
     );
 
     assert_eq!(check_code(&mut c).await, PERMISSION_DENIED);
-    let (status, _, _) = server
+    let status = server
         .monitoring_get("/healthz", Duration::from_secs(5))
-        .expect("healthz answers");
+        .expect("healthz answers")
+        .status;
     assert_eq!(status, 200);
 }

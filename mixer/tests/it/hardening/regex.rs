@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use mixer::wire::pb::istio::mixer::v1::mixer_client::MixerClient;
 
-use crate::common::process::{ServerProcess, mixer_command};
+use crate::common::{MIXER, ServerProcess, mixer_command};
 use crate::common::{check_request, config_dir, metric_value, s, status_of, write_file};
 
 const PERMISSION_DENIED: i32 = 7;
@@ -91,7 +91,10 @@ fn wait_for_last_load(server: &ServerProcess, pred: impl Fn(&serde_json::Value) 
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut body = String::new();
     while Instant::now() < deadline {
-        if let Some((200, b, _)) = server.monitoring_get("/debug/config", Duration::from_secs(5)) {
+        if let Ok(r) = server.monitoring_get("/debug/config", Duration::from_secs(5))
+            && r.status == 200
+        {
+            let b = r.text();
             let json: serde_json::Value = serde_json::from_str(&b).unwrap_or_default();
             if pred(&json["last_load"]) {
                 return b;
@@ -139,7 +142,7 @@ fn row10_oversized_constant_regex_never_replaces_a_good_deny_rule() {
         "deny.yaml",
         &deny_rule("block-short-words", GOOD_PATTERN_RULE),
     )]);
-    let server = ServerProcess::start(dir.path(), &[]);
+    let server = ServerProcess::start(MIXER, dir.path(), &[]);
     let rt = runtime();
     let mut client = rt.block_on(connect(&server));
     let (code, message) = rt.block_on(check_path(&mut client, "/abc"));
@@ -185,7 +188,7 @@ fn row10_oversized_constant_regex_is_reported_on_first_load() {
         "deny.yaml",
         &deny_rule("block-long-words", OVERSIZED_PATTERN_RULE),
     )]);
-    let server = ServerProcess::start(dir.path(), &[]);
+    let server = ServerProcess::start(MIXER, dir.path(), &[]);
     let body = wait_for_last_load(&server, |l| l["generation"].as_u64() >= Some(1));
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     let diagnostics = json["last_load"]["diagnostics"].as_array().unwrap();
@@ -246,7 +249,7 @@ fn send_hostile_checks(
 #[test]
 fn row11_hostile_paths_as_patterns_cost_little_cpu_and_are_counted_and_logged_rarely() {
     let dir = config_dir(&[("admin.yaml", &deny_rule("admin-only", PATH_AS_PATTERN_RULE))]);
-    let server = ServerProcess::start(dir.path(), &[]);
+    let server = ServerProcess::start(MIXER, dir.path(), &[]);
     // Every Check a different pattern: each costs one compile, cut short at the size limit.
     let (answered, cpu, answers) = send_hostile_checks(&server, hostile_path);
     assert_eq!(
@@ -263,9 +266,10 @@ fn row11_hostile_paths_as_patterns_cost_little_cpu_and_are_counted_and_logged_ra
     assert!(answers.iter().all(|(code, _)| *code == 0), "{answers:?}");
 
     // ... but every failure is counted ...
-    let (status, scrape, _) = server
+    let response = server
         .monitoring_get("/metrics", Duration::from_secs(10))
         .expect("/metrics answers");
+    let (status, scrape) = (response.status, response.text());
     assert_eq!(status, 200);
     let failures = metric_value(
         &scrape,
@@ -302,7 +306,7 @@ fn row11_hostile_paths_as_patterns_cost_little_cpu_and_are_counted_and_logged_ra
 #[test]
 fn row11_hostile_path_as_pattern_is_denied_naming_the_rule_when_closed() {
     let dir = config_dir(&[("admin.yaml", &deny_rule("admin-only", PATH_AS_PATTERN_RULE))]);
-    let server = ServerProcess::start(dir.path(), &["--policy-errors", "closed"]);
+    let server = ServerProcess::start(MIXER, dir.path(), &["--policy-errors", "closed"]);
     // The same hostile pattern every time: its failed compile is cached, so it costs one
     // compile in all (before: one per Check, ~0.4 s each in a debug build).
     let (answered, cpu, answers) = send_hostile_checks(&server, |_| hostile_path(0));

@@ -1,8 +1,10 @@
-//! Shared test support: a real server on loopback, a tonic client, Envoy-style encoding.
+//! Helpers that need mixer's own types: an in-process server on loopback, a tonic client,
+//! Check requests encoded as Envoy encodes them. Protocol-level helpers (server processes,
+//! HTTP, config directories, attribute sets) come from the `test-support` crate.
 
-#![allow(dead_code)]
-
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use expr_lang::Value;
@@ -13,12 +15,20 @@ use mixer::wire::pb::istio::mixer::v1::mixer_client::MixerClient;
 use mixer::wire::pb::istio::mixer::v1::{CheckRequest, CheckResponse, check_request};
 use tonic::transport::Channel;
 
-pub mod process;
+pub use test_support::config::{ATTRIBUTES_YAML, config_dir, write_file};
+pub use test_support::envoy::{map, s};
+pub use test_support::process::ServerProcess;
 
-pub const ATTRIBUTES_YAML: &str = include_str!("../../../samples/default/attributes.yaml");
+/// The `mixer` binary of this build, for [`ServerProcess`].
+pub const MIXER: &str = env!("CARGO_BIN_EXE_mixer");
 
-/// Starts a server on loopback (free ports) over `dir`, with quick reloads.
-pub async fn start_server(dir: &Path, mode: PolicyErrorMode) -> RunningServer {
+/// A command running the `mixer` binary of this build.
+pub fn mixer_command() -> Command {
+    Command::new(MIXER)
+}
+
+/// Loopback options with free ports and quick reloads, serving `dir`.
+pub fn loopback_options(dir: &Path, mode: PolicyErrorMode) -> ServerOptions {
     let mut options = ServerOptions::new(vec![dir.to_path_buf()]);
     options.address = "127.0.0.1:0".parse().unwrap();
     options.monitoring_address = "127.0.0.1:0".parse().unwrap();
@@ -26,44 +36,20 @@ pub async fn start_server(dir: &Path, mode: PolicyErrorMode) -> RunningServer {
     options.policy_errors = mode;
     options.reload_poll = Duration::from_millis(25);
     options.reload_debounce = Duration::from_millis(75);
-    start(options).await.expect("server starts")
+    options
+}
+
+/// Starts a server on loopback (free ports) over `dir`, with quick reloads.
+pub async fn start_server(dir: &Path, mode: PolicyErrorMode) -> RunningServer {
+    start(loopback_options(dir, mode))
+        .await
+        .expect("server starts")
 }
 
 pub async fn client(server: &RunningServer) -> MixerClient<Channel> {
     MixerClient::connect(format!("http://{}", server.api_address))
         .await
         .expect("connects")
-}
-
-/// A config directory holding Istio's attribute manifests plus `files`.
-pub fn config_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("attributes.yaml"), ATTRIBUTES_YAML).unwrap();
-    for (name, body) in files {
-        write_file(dir.path(), name, body);
-    }
-    dir
-}
-
-pub fn write_file(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let path = dir.join(name);
-    // Write-then-rename, as editors and ConfigMap updates do, so a poll never sees half a file.
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, body).unwrap();
-    std::fs::rename(&tmp, &path).unwrap();
-    path
-}
-
-pub fn s(v: &str) -> Value<'static> {
-    Value::String(v.to_owned().into())
-}
-
-pub fn map(entries: &[(&str, &str)]) -> Value<'static> {
-    let m: std::collections::BTreeMap<String, String> = entries
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    Value::StringMap(expr_lang::StringMapRef::Owned(std::sync::Arc::new(m)))
 }
 
 /// A Check request encoded as Envoy does (global words where known, message words else).
@@ -117,27 +103,22 @@ pub fn status_of(r: &CheckResponse) -> (i32, String) {
     (s.code, s.message)
 }
 
-/// GETs a monitoring endpoint over real HTTP.
+/// GETs a monitoring endpoint of an in-process server over real HTTP: (status, body).
 pub async fn http_get(server: &RunningServer, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(server.monitoring_address)
-        .await
-        .unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    stream.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status: u16 = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    http_get_at(server.monitoring_address, path).await
+}
+
+/// GETs `path` from `addr` over real HTTP: (status, body). Off the async workers: the
+/// client blocks, and the server it asks may run on this test's runtime.
+pub async fn http_get_at(addr: SocketAddr, path: &str) -> (u16, String) {
+    let path = path.to_owned();
+    let response = tokio::task::spawn_blocking(move || {
+        test_support::http::get(addr, &path, Duration::from_secs(30))
+    })
+    .await
+    .expect("the GET does not panic")
+    .unwrap_or_else(|e| panic!("GET {addr}: {e}"));
+    (response.status, response.text())
 }
 
 /// Polls `f` until it returns true or `timeout` passes.

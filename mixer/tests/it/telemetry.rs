@@ -4,19 +4,18 @@
 //!
 //! Set `MIXER_SCRAPE_OUT=<file>` to keep the scrape (CI checks it with `promtool`).
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::process::ServerProcess;
-use common::{map, s};
-use expr_lang::Value;
 use mixer::attrs::{GLOBAL_WORD_COUNT, encode_report};
 use mixer::wire::pb::istio::mixer::v1::mixer_client::MixerClient;
+use test_support::envoy::{bookinfo_http_request, bookinfo_tcp_event};
+use test_support::http;
+
+use crate::common::{MIXER, ServerProcess};
 
 /// The server process and the lines of its stdout (the access log).
 struct Server {
@@ -25,7 +24,7 @@ struct Server {
 }
 
 fn start(config: &Path) -> Server {
-    let mut process = ServerProcess::start_with(config, &[], Stdio::piped());
+    let mut process = ServerProcess::start_with(MIXER, config, &[], Stdio::piped());
     let stdout = process.child.stdout.take().expect("stdout is piped");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -39,111 +38,10 @@ fn start(config: &Path) -> Server {
     }
 }
 
-/// productpage-v1 → reviews-v1 over HTTP, reported by the server side (Istio's documented
-/// example scrape).
-fn http_request(reporter: &str) -> Vec<(String, Value<'static>)> {
-    let mut v = vec![
-        ("context.reporter.kind", s(reporter)),
-        ("context.protocol", s("http")),
-        ("connection.mtls", Value::Bool(true)),
-        ("response.code", Value::Int64(200)),
-        ("response.duration", Value::Duration(12_000_000)),
-        ("request.size", Value::Int64(0)),
-        ("response.size", Value::Int64(295)),
-        ("request.path", s("/reviews/0")),
-        ("request.method", s("GET")),
-        ("request.host", s("reviews:9080")),
-        ("request.useragent", s("curl/7.64")),
-        (
-            "request.headers",
-            map(&[(":path", "/reviews/0"), ("x-request-id", "abc")]),
-        ),
-        ("source.workload.name", s("productpage-v1")),
-        ("source.workload.namespace", s("default")),
-        (
-            "source.principal",
-            s("cluster.local/ns/default/sa/bookinfo-productpage"),
-        ),
-        (
-            "source.labels",
-            map(&[("app", "productpage"), ("version", "v1")]),
-        ),
-        ("destination.workload.name", s("reviews-v1")),
-        ("destination.workload.namespace", s("default")),
-        (
-            "destination.principal",
-            s("cluster.local/ns/default/sa/bookinfo-reviews"),
-        ),
-        (
-            "destination.labels",
-            map(&[("app", "reviews"), ("version", "v1")]),
-        ),
-        (
-            "destination.service.host",
-            s("reviews.default.svc.cluster.local"),
-        ),
-        ("destination.service.name", s("reviews")),
-        ("destination.service.namespace", s("default")),
-    ];
-    v.push((
-        "request.time",
-        Value::Timestamp(expr_lang::golib::time::Timestamp::from_unix(
-            1_600_000_000,
-            0,
-        )),
-    ));
-    v.push((
-        "response.time",
-        Value::Timestamp(expr_lang::golib::time::Timestamp::from_unix(
-            1_600_000_000,
-            12_000_000,
-        )),
-    ));
-    v.into_iter().map(|(n, v)| (n.to_owned(), v)).collect()
-}
-
-fn tcp_event(event: &str, sent: i64, received: i64) -> Vec<(String, Value<'static>)> {
-    vec![
-        ("context.reporter.kind", s("inbound")),
-        ("context.protocol", s("tcp")),
-        ("connection.event", s(event)),
-        ("connection.mtls", Value::Bool(false)),
-        ("connection.sent.bytes", Value::Int64(sent)),
-        ("connection.received.bytes", Value::Int64(received)),
-        ("source.workload.name", s("ratings-v1")),
-        ("source.workload.namespace", s("default")),
-        (
-            "source.labels",
-            map(&[("app", "ratings"), ("version", "v1")]),
-        ),
-        ("destination.workload.name", s("mongodb-v1")),
-        ("destination.workload.namespace", s("default")),
-        (
-            "destination.labels",
-            map(&[("app", "mongodb"), ("version", "v1")]),
-        ),
-        (
-            "destination.service.host",
-            s("mongodb.default.svc.cluster.local"),
-        ),
-        ("destination.service.name", s("mongodb")),
-        ("destination.service.namespace", s("default")),
-    ]
-    .into_iter()
-    .map(|(n, v)| (n.to_owned(), v))
-    .collect()
-}
-
 fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut buf = String::new();
-    stream.read_to_string(&mut buf).unwrap();
-    assert!(buf.starts_with("HTTP/1.1 200"), "{buf}");
-    buf.split_once("\r\n\r\n").unwrap().1.to_owned()
+    let response = http::get(addr, "/metrics", Duration::from_secs(30)).unwrap();
+    assert!(response.head.starts_with("HTTP/1.1 200"), "{response:?}");
+    response.text()
 }
 
 const HTTP_LABELS: &str = r#"connection_security_policy="mutual_tls",destination_app="reviews",destination_principal="cluster.local/ns/default/sa/bookinfo-reviews",destination_service="reviews.default.svc.cluster.local",destination_service_name="reviews",destination_service_namespace="default",destination_version="v1",destination_workload="reviews-v1",destination_workload_namespace="default",permissive_response_code="none",permissive_response_policyid="none",reporter="destination",request_protocol="http",response_code="200",response_flags="-",source_app="productpage",source_principal="cluster.local/ns/default/sa/bookinfo-productpage",source_version="v1",source_workload="productpage-v1",source_workload_namespace="default""#;
@@ -158,12 +56,12 @@ async fn default_samples_produce_istio_metrics_and_access_log() {
 
     // One Envoy batch: two inbound HTTP requests, one outbound, and TCP events.
     let batch = vec![
-        http_request("inbound"),
-        http_request("inbound"),
-        http_request("outbound"),
-        tcp_event("open", 0, 0),
-        tcp_event("continue", 100, 200),
-        tcp_event("close", 50, 25),
+        bookinfo_http_request("inbound"),
+        bookinfo_http_request("inbound"),
+        bookinfo_http_request("outbound"),
+        bookinfo_tcp_event("open", 0, 0),
+        bookinfo_tcp_event("continue", 100, 200),
+        bookinfo_tcp_event("close", 50, 25),
     ];
     client
         .report(encode_report(GLOBAL_WORD_COUNT as u32, &batch))

@@ -1,10 +1,8 @@
 //! The real server on loopback, called with a tonic client built from the project's protos.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use expr_lang::Value;
 use mixer::api::mixer::decode_referenced;
 use mixer::attrs::{GLOBAL_WORD_COUNT, encode_report};
@@ -775,4 +773,38 @@ async fn load_shedding_rejects_with_unavailable_and_keeps_health_up() {
         Some(20.0)
     );
     server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn ready_file_holds_the_bound_addresses_and_pid() {
+    let dir = config_dir(&[]);
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("ready.json");
+    let mut options = loopback_options(dir.path(), PolicyErrorMode::Mixer);
+    options.ready_file = Some(path.clone());
+    let server = mixer::server::start(options).await.unwrap();
+    let ready =
+        test_support::process::Ready::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(
+        ready,
+        test_support::process::Ready {
+            api: server.api_address.to_string(),
+            monitoring: server.monitoring_address.to_string(),
+            prometheus: server.prometheus_address.to_string(),
+            pid: std::process::id(),
+        }
+    );
+    assert_ne!(server.api_address.port(), 0);
+    server.shutdown().await.unwrap();
+
+    // A ready file that cannot be written fails the start, naming the file.
+    let mut options = loopback_options(dir.path(), PolicyErrorMode::Mixer);
+    options.ready_file = Some(out.path().join("missing/ready.json"));
+    match mixer::server::start(options).await {
+        Err(e @ mixer::server::ServerError::ReadyFile { .. }) => {
+            assert!(e.to_string().contains("missing/ready.json"), "{e}");
+        }
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(_) => panic!("started without its ready file"),
+    }
 }

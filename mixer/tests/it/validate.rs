@@ -1,11 +1,8 @@
 //! `mixer validate` on Istio's own configuration files, and on broken variants.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn mixer() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mixer"))
-}
+use crate::common::{ATTRIBUTES_YAML, mixer_command};
 
 fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/istio-configs")
@@ -27,7 +24,7 @@ fn with_default_namespace(text: &str) -> String {
 }
 
 fn validate(path: &Path) -> (bool, String) {
-    let out = mixer()
+    let out = mixer_command()
         .arg("validate")
         .arg(path)
         .output()
@@ -84,11 +81,7 @@ fn the_whole_mixer_testdata_directory_validates_together() {
 
 fn broken(name: &str, yaml: &str) -> (bool, String) {
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(
-        tmp.path().join("attributes.yaml"),
-        include_str!("../../samples/default/attributes.yaml"),
-    )
-    .unwrap();
+    std::fs::write(tmp.path().join("attributes.yaml"), ATTRIBUTES_YAML).unwrap();
     std::fs::write(tmp.path().join(name), yaml).unwrap();
     let r = validate(tmp.path());
     assert!(!r.0, "{name} should be rejected:\n{}", r.1);
@@ -168,9 +161,13 @@ fn strict_mode_fails_on_warnings() {
         "kind: rule\nmetadata: {name: r, namespace: istio-system}\nspec:\n  actions:\n  - handler: missing\n    instances: [gone]\n",
     )
     .unwrap();
-    let out = mixer().arg("validate").arg(tmp.path()).output().unwrap();
+    let out = mixer_command()
+        .arg("validate")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
     assert!(out.status.success());
-    let out = mixer()
+    let out = mixer_command()
         .args(["validate", "--strict"])
         .arg(tmp.path())
         .output()

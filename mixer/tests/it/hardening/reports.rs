@@ -13,7 +13,7 @@ use mixer::wire::pb::istio::mixer::v1::{
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::common::process::ServerProcess;
+use crate::common::{MIXER, ServerProcess};
 use crate::common::{config_dir, metric_value};
 
 const MIB: u64 = 1024 * 1024;
@@ -69,7 +69,7 @@ fn cpu_used(server: &ServerProcess, since: Duration) -> Duration {
 /// Sends the row-1 Report to a server started with `flags`: RESOURCE_EXHAUSTED naming
 /// `flag`, within `cpu_secs` of server CPU.
 async fn refused_cheaply(config: &std::path::Path, flags: &[&str], flag: &str, cpu_secs: u64) {
-    let server = ServerProcess::start(config, flags);
+    let server = ServerProcess::start(MIXER, config, flags);
     let mut c = client(&server).await;
     let cpu = server.cpu_time();
     let err = c.report(delta_report(20_000, 150_000)).await.unwrap_err();
@@ -97,6 +97,7 @@ async fn row1_delta_report_shares_inherited_state() {
     // instead of copying it per set (which took minutes of CPU and more memory than the
     // machine has).
     let server = ServerProcess::start(
+        MIXER,
         dir.path(),
         &[
             "--max-report-attribute-sets",
@@ -125,7 +126,7 @@ async fn row1_delta_report_shares_inherited_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn row2_many_empty_sets_are_refused_before_decoding() {
     let dir = config_dir(&[]);
-    let server = ServerProcess::start(dir.path(), &[]);
+    let server = ServerProcess::start(MIXER, dir.path(), &[]);
     let baseline = server.rss_bytes();
     let request = empty_sets_report(520_000);
     assert!(prost::Message::encoded_len(&request) < 1024 * 1024);
@@ -139,9 +140,10 @@ async fn row2_many_empty_sets_are_refused_before_decoding() {
     let health = tokio::task::spawn_blocking(move || {
         let mut worst = Duration::ZERO;
         for _ in 0..20 {
-            let (status, _, took) =
-                crate::common::process::http_get(&monitoring, "/healthz", Duration::from_secs(10))
+            let healthz =
+                test_support::http::get(&*monitoring, "/healthz", Duration::from_secs(10))
                     .expect("/healthz answers");
+            let (status, took) = (healthz.status, healthz.elapsed);
             assert_eq!(status, 200);
             worst = worst.max(took);
             std::thread::sleep(Duration::from_millis(10));
@@ -166,7 +168,7 @@ async fn row2_many_empty_sets_are_refused_before_decoding() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn row3_heavy_reports_leave_checks_and_memory_alone() {
     let dir = config_dir(&[]);
-    let server = ServerProcess::start(dir.path(), &[]);
+    let server = ServerProcess::start(MIXER, dir.path(), &[]);
     // Largest allowed Reports (1000 sets, each a few attributes) and over-limit ones, four
     // senders, while Checks run.
     let heavy = {
@@ -246,7 +248,7 @@ async fn row12_a_bad_word_fails_only_its_set() {
     for f in ["attributes.yaml", "metrics.yaml"] {
         std::fs::copy(format!("{samples}/{f}"), dir.path().join(f)).unwrap();
     }
-    let server = ServerProcess::start(dir.path(), &[]);
+    let server = ServerProcess::start(MIXER, dir.path(), &[]);
     let mut c = client(&server).await;
 
     // 100 sets; set 37 alone names word -2, which is not UTF-8.
@@ -278,13 +280,10 @@ async fn row12_a_bad_word_fails_only_its_set() {
     assert!(m.contains("not valid UTF-8"), "{m}");
     // The 99 good sets were counted.
     let counted = crate::common::eventually(Duration::from_secs(5), || async {
-        let scrape = crate::common::process::http_get(
-            &server.prometheus,
-            "/metrics",
-            Duration::from_secs(5),
-        )
-        .map(|(_, body, _)| body)
-        .unwrap_or_default();
+        let scrape =
+            test_support::http::get(&*server.prometheus, "/metrics", Duration::from_secs(5))
+                .map(|r| r.text())
+                .unwrap_or_default();
         metric_value(&scrape, "istio_requests_total", &[]) == Some(99.0)
     })
     .await;

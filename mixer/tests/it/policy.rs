@@ -1,32 +1,28 @@
 //! Policy end to end, through the real gRPC server on loopback: list checks (an IP
 //! whitelist, a label blacklist), denier direct responses, quotas requested in
 //! `CheckRequest.quotas` (memquota in process; redisquota shared by two `mixer server`
-//! processes over a `redis-server` this file starts), and the configurations in
+//! processes over a `redis-server` each test starts), and the configurations in
 //! `samples/policy/` answering as their README says.
 //!
 //! The redisquota tests need the `redis-server` binary on PATH; without it they fail and
 //! say so (`apt-get install -y redis-server` on Debian/Ubuntu). Every wait is a bounded
 //! poll; quota windows are an hour long, so no window rolls during a test.
 
-mod common;
-
-use std::borrow::Cow;
-use std::io::{BufRead, BufReader};
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::*;
 use expr_lang::Value;
 use mixer::api::mixer::decode_referenced;
 use mixer::runtime::Condition;
 use mixer::runtime::PolicyErrorMode;
 use mixer::wire::pb::istio::mixer::v1::CheckResponse;
 use mixer::wire::pb::istio::mixer::v1::mixer_client::MixerClient;
+use test_support::envoy::ip;
+use test_support::redis::RedisServer;
 use tonic::transport::Channel;
+
+use crate::common::*;
 
 const OK: i32 = 0;
 const PERMISSION_DENIED: i32 = 7;
@@ -36,15 +32,6 @@ const MINUTE: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------------
 // Requests and answers.
-
-/// An IP_ADDRESS attribute: 4 bytes for IPv4, 16 for IPv6, as Envoy sends them.
-fn ip(text: &str) -> Value<'static> {
-    let bytes = match text.parse::<IpAddr>().expect("an IP address") {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    };
-    Value::IpAddress(Cow::Owned(bytes))
-}
 
 /// `request.headers` holding only `x-user: <user>`.
 fn user(name: &str) -> (&'static str, Value<'static>) {
@@ -803,115 +790,21 @@ async fn quotas_are_not_allocated_when_the_precondition_is_denied() {
 }
 
 // ---------------------------------------------------------------------------------
-// redis-server and mixer server processes.
-
-/// A `redis-server` child process on a free loopback port, killed on drop.
-struct RedisServer {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        for _ in 0..10 {
-            let mut server = RedisServer {
-                port: free_port(),
-                child: None,
-            };
-            if server.spawn() {
-                return server;
-            }
-        }
-        panic!("redis-server did not start on any free port");
-    }
-
-    /// Starts redis-server on `self.port`, without persistence; false when it does not
-    /// get ready (e.g. the port was taken meanwhile).
-    fn spawn(&mut self) -> bool {
-        let mut child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "these tests need the `redis-server` binary on PATH, and it could not be \
-                     run ({e}); install it, e.g. `apt-get install -y redis-server`"
-                )
-            });
-        // Redis logs "Ready to accept connections" once it listens. The log is read (and
-        // then drained, so the server never blocks on a full pipe) by a thread, so that
-        // this wait is bounded.
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("Ready to accept connections")
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        if rx.recv_timeout(Duration::from_secs(20)).is_err() {
-            let _ = child.kill();
-            let _ = child.wait();
-            return false;
-        }
-        self.child = Some(child);
-        true
-    }
-
-    fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Starts it again on the same port (empty: nothing was persisted).
-    fn restart(&mut self) {
-        assert!(
-            self.spawn(),
-            "redis-server did not restart on port {}",
-            self.port
-        );
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+// mixer server processes over one redis-server.
 
 /// A tonic client of a server process.
-async fn process_client(server: &process::ServerProcess) -> MixerClient<Channel> {
+async fn process_client(server: &ServerProcess) -> MixerClient<Channel> {
     MixerClient::connect(server.api_url())
         .await
         .expect("connects to the mixer process")
 }
 
 /// The monitoring `/metrics` scrape of a server process.
-fn process_metrics(server: &process::ServerProcess) -> String {
+fn process_metrics(server: &ServerProcess) -> String {
     server
         .monitoring_get("/metrics", Duration::from_secs(10))
         .expect("the scrape finishes")
-        .1
+        .text()
 }
 
 /// Two handlers on one Redis: `redisclosed` (failure mode CLOSED) limits every user to
@@ -1169,8 +1062,8 @@ async fn redisquota_shared_by_two_server_processes_and_redis_outage() {
     let dir = config_dir(&[("redis.yaml", &redis_config(&redis.address()))]);
     let (a, b) = tokio::task::block_in_place(|| {
         (
-            process::ServerProcess::start(dir.path(), &[]),
-            process::ServerProcess::start(dir.path(), &[]),
+            ServerProcess::start(MIXER, dir.path(), &[]),
+            ServerProcess::start(MIXER, dir.path(), &[]),
         )
     });
     let clients = [process_client(&a).await, process_client(&b).await];
@@ -1277,7 +1170,7 @@ fn policy_samples_validate_without_warnings() {
         "memquota-ratelimit",
         "redisquota-ratelimit",
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_mixer"))
+        let out = mixer_command()
             .args(["validate", "--strict"])
             .arg(sample_dir(name))
             .output()

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tonic::Code;
 
 use crate::common::config_dir;
-use crate::common::process::{ServerProcess, http_get};
+use crate::common::{MIXER, ServerProcess};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -48,6 +48,7 @@ fn report_request() -> http::Request<()> {
 async fn row5_stalled_streams_cannot_hold_memory() {
     let dir = config_dir(&[]);
     let server = ServerProcess::start(
+        MIXER,
         dir.path(),
         &[
             "--max-connection-buffered-bytes",
@@ -155,7 +156,7 @@ fn closed_by_server(conn: &mut TcpStream, wait: Duration) -> bool {
 #[test]
 fn row6_idle_connections_are_closed() {
     let dir = config_dir(&[]);
-    let server = ServerProcess::start(dir.path(), &["--connection-idle-timeout", "1s"]);
+    let server = ServerProcess::start(MIXER, dir.path(), &["--connection-idle-timeout", "1s"]);
     let mut api = idle_connections(&server.api, 50);
     let mut monitoring = idle_connections(&server.monitoring, 50);
     assert_eq!(api.len() + monitoring.len(), 100);
@@ -177,6 +178,7 @@ fn row6_connection_cap_keeps_healthz_answering() {
     let dir = config_dir(&[]);
     // 64 descriptors: a few hundred connections would exhaust them.
     let server = ServerProcess::start_prlimited(
+        MIXER,
         dir.path(),
         64,
         &[
@@ -189,8 +191,9 @@ fn row6_connection_cap_keeps_healthz_answering() {
     let held = idle_connections(&server.api, 200);
     std::thread::sleep(Duration::from_millis(300));
     let cpu = server.cpu_time();
-    let (status, _, took) = http_get(&server.monitoring, "/healthz", Duration::from_secs(5))
+    let healthz = test_support::http::get(&*server.monitoring, "/healthz", Duration::from_secs(5))
         .expect("/healthz answers while the gRPC listener is at its cap");
+    let (status, took) = (healthz.status, healthz.elapsed);
     assert_eq!(status, 200);
     std::thread::sleep(Duration::from_secs(2));
     let spent = server.cpu_time().saturating_sub(cpu);
@@ -206,6 +209,7 @@ fn row6_connection_cap_keeps_healthz_answering() {
 fn row6_out_of_descriptors_backs_off_and_recovers() {
     let dir = config_dir(&[]);
     let server = ServerProcess::start_prlimited(
+        MIXER,
         dir.path(),
         64,
         &[
@@ -224,10 +228,8 @@ fn row6_out_of_descriptors_backs_off_and_recovers() {
     // The idle connections are closed, descriptors return, /healthz answers again.
     let recovered = (0..100).any(|_| {
         std::thread::sleep(Duration::from_millis(100));
-        matches!(
-            http_get(&server.monitoring, "/healthz", Duration::from_secs(1)),
-            Some((200, _, _))
-        )
+        test_support::http::get(&*server.monitoring, "/healthz", Duration::from_secs(1))
+            .is_ok_and(|r| r.status == 200)
     });
     eprintln!(
         "row 6: out of descriptors with {} connections: server CPU over 1 s {spent:?}; /healthz recovered: {recovered}",

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use mixer::wire::pb::istio::mixer::v1::mixer_client::MixerClient;
 use tonic::transport::Channel;
 
-use crate::common::process::ServerProcess;
+use crate::common::{MIXER, ServerProcess};
 use crate::common::{check, config_dir, map, status_of};
 
 const MIB: u64 = 1024 * 1024;
@@ -278,7 +278,7 @@ async fn row7_huge_provider_body_is_cut_at_the_cap() {
         ("instance.yaml", SOURCE_APP_INSTANCE),
         ("biglist.yaml", &list_config("biglist", "", &url)),
     ]);
-    let server = ServerProcess::start(dir.path(), &[]);
+    let server = ServerProcess::start(MIXER, dir.path(), &[]);
     let mut client = MixerClient::connect(server.api_url()).await.unwrap();
     let (code, message) = wait_for_code(&mut client, "biglist", "alpha", OK).await;
     assert_eq!(code, OK, "the first list never arrived: {message}");
@@ -348,7 +348,7 @@ async fn row8_hostile_regex_list_is_rejected_off_the_async_workers() {
             &list_config("regexlist", "    entryType: REGEX", &url),
         ),
     ]);
-    let server = ServerProcess::start(dir.path(), &[]);
+    let server = ServerProcess::start(MIXER, dir.path(), &[]);
     let mut client = MixerClient::connect(server.api_url()).await.unwrap();
     let (code, message) = wait_for_code(&mut client, "regexlist", "alpha", OK).await;
     assert_eq!(code, OK, "the first list never arrived: {message}");
@@ -371,9 +371,10 @@ async fn row8_hostile_regex_list_is_rejected_off_the_async_workers() {
         let mut slowest = Duration::ZERO;
         let started = Instant::now();
         while started.elapsed() < window {
-            let (status, _, took) =
-                crate::common::process::http_get(&monitoring, "/healthz", Duration::from_secs(20))
+            let healthz =
+                test_support::http::get(&*monitoring, "/healthz", Duration::from_secs(20))
                     .expect("/healthz answers");
+            let (status, took) = (healthz.status, healthz.elapsed);
             assert_eq!(status, 200);
             slowest = slowest.max(took);
             std::thread::sleep(Duration::from_millis(20));
@@ -449,7 +450,7 @@ async fn row9_provider_url_credentials_are_never_shown() {
         ("refused.yaml", &list_config("refused", "", &refused)),
         ("malformed.yaml", &list_config("malformed", "", malformed)),
     ]);
-    let server = ServerProcess::start(dir.path(), &[]);
+    let server = ServerProcess::start(MIXER, dir.path(), &[]);
     let mut client = MixerClient::connect(server.api_url()).await.unwrap();
 
     // The credentials still reach the provider.
@@ -478,9 +479,10 @@ async fn row9_provider_url_credentials_are_never_shown() {
         );
     }
 
-    let (status, debug_config, _) = server
+    let response = server
         .monitoring_get("/debug/config", Duration::from_secs(10))
         .expect("/debug/config answers");
+    let (status, debug_config) = (response.status, response.text());
     assert_eq!(status, 200);
     let log = server.log();
     // The three URLs were each shown somewhere: a fetch, a failure, a validation error.

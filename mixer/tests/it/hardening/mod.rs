@@ -3,9 +3,6 @@
 //! time, and measures memory from `/proc` where it matters. The table rows they cover are
 //! named in each module.
 
-#[path = "../common/mod.rs"]
-mod common;
-
 mod config_files;
 mod connections;
 mod listchecker;

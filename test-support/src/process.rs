@@ -1,16 +1,81 @@
-//! A real `mixer server` process on loopback: started with free ports, addresses read from
-//! its log, memory read from `/proc`, stopped (SIGKILL) when dropped.
+//! A real `mixer server` process on loopback: started on free ports with
+//! `--ready-file`, its addresses read from that file, its log (stderr) kept, memory and CPU
+//! read from `/proc`, stopped (SIGKILL) when dropped.
+//!
+//! The binary's path is an argument (a mixer test passes `env!("CARGO_BIN_EXE_mixer")`):
+//! this crate cannot depend on mixer.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The `mixer` binary of this build.
-pub fn mixer_command() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mixer"))
+use crate::http;
+
+/// How long a server may take to bind its listeners and load its configuration.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a server wrote to its `--ready-file`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ready {
+    /// `IP:PORT` of the gRPC API.
+    pub api: String,
+    /// `IP:PORT` of the monitoring endpoints.
+    pub monitoring: String,
+    /// `IP:PORT` of the Prometheus exposition.
+    pub prometheus: String,
+    pub pid: u32,
+}
+
+impl Ready {
+    /// Parses a ready file's JSON document.
+    pub fn parse(text: &str) -> Result<Ready, String> {
+        let doc: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("{e}: {text:?}"))?;
+        let field = |name: &str| {
+            doc[name]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("no string {name:?} in {text:?}"))
+        };
+        let pid = doc["pid"]
+            .as_u64()
+            .and_then(|p| u32::try_from(p).ok())
+            .ok_or_else(|| format!("no pid in {text:?}"))?;
+        Ok(Ready {
+            api: field("api")?,
+            monitoring: field("monitoring")?,
+            prometheus: field("prometheus")?,
+            pid,
+        })
+    }
+}
+
+/// Waits up to `timeout` for `child` to write its ready file at `path`. An error says why
+/// not: the process exited, or the time passed.
+pub fn wait_for_ready_file(
+    path: &Path,
+    child: &mut Child,
+    timeout: Duration,
+) -> Result<Ready, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        // The server renames a complete file into place, so a file that is there is whole.
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return Ready::parse(&text);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("the server exited ({status}) before it was ready"));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "no ready file at {} after {timeout:?}",
+                path.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// A running `mixer server`.
@@ -24,31 +89,45 @@ pub struct ServerProcess {
     pub prometheus: String,
     /// Every stderr line so far (the server's log).
     log: Arc<Mutex<Vec<String>>>,
+    /// Holds the ready file.
+    _ready_dir: tempfile::TempDir,
 }
 
 impl ServerProcess {
-    /// `mixer server --config-dir DIR` on free loopback ports, plus `extra` flags.
-    pub fn start(config: &Path, extra: &[&str]) -> ServerProcess {
-        Self::start_with(config, extra, Stdio::null())
+    /// `BINARY server --config-dir DIR` on free loopback ports, plus `extra` flags.
+    pub fn start(binary: impl AsRef<Path>, config: &Path, extra: &[&str]) -> ServerProcess {
+        Self::start_with(binary, config, extra, Stdio::null())
     }
 
     /// As [`ServerProcess::start`], with the server's stdout connected to `stdout`.
-    pub fn start_with(config: &Path, extra: &[&str], stdout: Stdio) -> ServerProcess {
-        Self::spawn(mixer_command(), config, extra, stdout)
+    pub fn start_with(
+        binary: impl AsRef<Path>,
+        config: &Path,
+        extra: &[&str],
+        stdout: Stdio,
+    ) -> ServerProcess {
+        Self::spawn(Command::new(binary.as_ref()), config, extra, stdout)
     }
 
     /// As [`ServerProcess::start`], with at most `files` open file descriptors (run under
     /// util-linux `prlimit`, which execs the server: the PID is the server's).
-    pub fn start_prlimited(config: &Path, files: u32, extra: &[&str]) -> ServerProcess {
+    pub fn start_prlimited(
+        binary: impl AsRef<Path>,
+        config: &Path,
+        files: u32,
+        extra: &[&str],
+    ) -> ServerProcess {
         let mut command = Command::new("prlimit");
         command
             .arg(format!("--nofile={files}:{files}"))
             .arg("--")
-            .arg(env!("CARGO_BIN_EXE_mixer"));
+            .arg(binary.as_ref());
         Self::spawn(command, config, extra, Stdio::null())
     }
 
     fn spawn(mut command: Command, config: &Path, extra: &[&str], stdout: Stdio) -> ServerProcess {
+        let ready_dir = tempfile::tempdir().expect("creates a tempdir");
+        let ready_file = ready_dir.path().join("ready.json");
         let mut child = command
             .args([
                 "server",
@@ -63,6 +142,8 @@ impl ServerProcess {
                 "--reload-debounce",
                 "100ms",
             ])
+            .arg("--ready-file")
+            .arg(&ready_file)
             .arg("--config-dir")
             .arg(config)
             .args(extra)
@@ -75,45 +156,30 @@ impl ServerProcess {
             .expect("mixer server starts");
         let stderr = child.stderr.take().expect("stderr is piped");
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
+                sink.lock().unwrap().push(line);
             }
         });
-        let (mut api, mut monitoring, mut prometheus) = (None, None, None);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while api.is_none() || monitoring.is_none() || prometheus.is_none() {
-            let line = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) => line,
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!(
-                        "server did not log its addresses: {:?}",
-                        log.lock().unwrap()
-                    );
-                }
-            };
-            let addr = line
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("address="))
-                .map(str::to_owned);
-            if line.contains("gRPC API listening") {
-                api = addr;
-            } else if line.contains("Monitoring endpoints listening") {
-                monitoring = addr;
-            } else if line.contains("Prometheus exposition listening") {
-                prometheus = addr;
+        let ready = match wait_for_ready_file(&ready_file, &mut child, READY_TIMEOUT) {
+            Ok(ready) => ready,
+            Err(why) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                // The reader thread gets the rest of the log once the pipe closes.
+                std::thread::sleep(Duration::from_millis(100));
+                panic!("{why}; the server's log: {:?}", log.lock().unwrap());
             }
-        }
+        };
+        assert_eq!(ready.pid, child.id(), "the ready file is the child's");
         ServerProcess {
             child,
-            api: api.unwrap(),
-            monitoring: monitoring.unwrap(),
-            prometheus: prometheus.unwrap(),
+            api: ready.api,
+            monitoring: ready.monitoring,
+            prometheus: ready.prometheus,
             log,
+            _ready_dir: ready_dir,
         }
     }
 
@@ -152,7 +218,7 @@ impl ServerProcess {
     }
 
     /// Waits up to `timeout` for the process to exit; its status, or None if still running.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -175,9 +241,9 @@ impl ServerProcess {
         assert!(ok, "kill -TERM");
     }
 
-    /// GET `path` on the monitoring listener: (status, body, time taken).
-    pub fn monitoring_get(&self, path: &str, timeout: Duration) -> Option<(u16, String, Duration)> {
-        http_get(&self.monitoring, path, timeout)
+    /// GET `path` on the monitoring listener, within `timeout`.
+    pub fn monitoring_get(&self, path: &str, timeout: Duration) -> std::io::Result<http::Response> {
+        http::get(&*self.monitoring, path, timeout)
     }
 }
 
@@ -195,25 +261,4 @@ fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
-}
-
-/// A blocking HTTP/1.1 GET with a deadline: (status, body, time taken), or None when the
-/// server did not answer in time.
-pub fn http_get(addr: &str, path: &str, timeout: Duration) -> Option<(u16, String, Duration)> {
-    let started = Instant::now();
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(timeout)).ok()?;
-    stream.set_write_timeout(Some(timeout)).ok()?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).ok()?;
-    let mut buf = Vec::new();
-    stream.read_to_end(&mut buf).ok()?;
-    let took = started.elapsed();
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status: u16 = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Some((status, body, took))
 }
