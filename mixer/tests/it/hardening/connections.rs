@@ -127,10 +127,13 @@ async fn row5_stalled_streams_cannot_hold_memory() {
     assert!(message.contains("--max-message-size"), "{message}");
 }
 
-/// Opens `n` TCP connections to `addr` that never send a byte.
+/// Opens up to `n` TCP connections to `addr` that never send a byte. Stops at the first
+/// that does not connect within a second: the listen backlog is full, and the kernel would
+/// only make later ones wait tens of seconds in SYN retries.
 fn idle_connections(addr: &str, n: usize) -> Vec<TcpStream> {
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
     (0..n)
-        .filter_map(|_| TcpStream::connect(addr).ok())
+        .map_while(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok())
         .collect()
 }
 
