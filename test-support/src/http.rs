@@ -22,6 +22,14 @@ pub struct Response {
 }
 
 impl Response {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
     /// The body as text (invalid UTF-8 replaced).
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -31,7 +39,18 @@ impl Response {
 /// GET `path` from `addr`; the whole exchange, connecting included, must finish within
 /// `timeout` (an error of kind `TimedOut` otherwise).
 pub fn get(addr: impl ToSocketAddrs, path: &str, timeout: Duration) -> io::Result<Response> {
-    fetch(addr, path, timeout, usize::MAX)
+    fetch(addr, "GET", path, &[], timeout, usize::MAX)
+}
+
+/// `method path` with extra request `headers` (a proxy test's request).
+pub fn request(
+    addr: impl ToSocketAddrs,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> io::Result<Response> {
+    fetch(addr, method, path, headers, timeout, usize::MAX)
 }
 
 /// As [`get`], reading at most about `cap` body bytes: a longer body is an error (of kind
@@ -42,12 +61,14 @@ pub fn get_capped(
     cap: usize,
     timeout: Duration,
 ) -> io::Result<Response> {
-    fetch(addr, path, timeout, cap)
+    fetch(addr, "GET", path, &[], timeout, cap)
 }
 
 fn fetch(
     addr: impl ToSocketAddrs,
+    method: &str,
     path: &str,
+    headers: &[(&str, &str)],
     timeout: Duration,
     cap: usize,
 ) -> io::Result<Response> {
@@ -59,7 +80,14 @@ fn fetch(
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_write_timeout(Some(remaining(deadline)?))?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        req.push_str("Host: localhost\r\n");
+    }
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    req.push_str("Connection: close\r\n\r\n");
     stream.write_all(req.as_bytes())?;
     let limit = cap.saturating_add(FRAMING_SLACK);
     let mut raw = Vec::new();

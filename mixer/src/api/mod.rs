@@ -1,5 +1,6 @@
 //! Front ends: one module per protocol, translating its wire messages into bags and the
 //! runtime's answers back into its wire messages. No policy lives here.
 
+pub mod envoy;
 pub mod mixer;
 pub mod shed;
