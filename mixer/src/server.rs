@@ -160,70 +160,25 @@ impl RunningServer {
 /// [`ServerOptions::ready_file`], once every listener is bound and the first configuration
 /// load is done, writes `{"api", "monitoring", "prometheus", "pid"}` there.
 pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError> {
-    let resources = Arc::new(adapters::Resources {
-        runtime: Some(tokio::runtime::Handle::current()),
-        ..Default::default()
-    });
-    // Before any handler exists: a metric family keeps the limits it was created with.
-    resources.prometheus.set_limits(options.exposition);
-    let runtime = Arc::new(Runtime::new(
-        RuntimeOptions {
-            config_dirs: options.config_dirs.clone(),
-            resources: resources.clone(),
-            default_namespace: options.default_namespace.clone(),
-            policy_errors: options.policy_errors,
-            check_cache_size: options.check_cache_size,
-        },
-        Metrics::new(),
-    ));
-
-    let monitoring = bind(options.monitoring_address).await?;
-    let monitoring_address = monitoring
-        .local_addr()
-        .map_err(|source| ServerError::Bind {
-            address: options.monitoring_address,
-            source,
-        })?;
-    let router = monitoring::router(runtime.clone());
-    let mut tasks = vec![tokio::spawn(crate::net::serve_http(
-        monitoring,
-        options.connections.clone(),
+    let (runtime, resources) = new_runtime(&options);
+    let (monitoring_address, monitoring) = serve_listener(
+        options.monitoring_address,
+        &options,
         "monitoring",
-        router,
-    ))];
+        monitoring::router(runtime.clone()),
+    )
+    .await?;
     tracing::info!(address = %monitoring_address, "Monitoring endpoints listening (/metrics, /healthz, /readyz, /version, /debug/config).");
-
-    let exposition = bind(options.prometheus_address).await?;
-    let prometheus_address = exposition
-        .local_addr()
-        .map_err(|source| ServerError::Bind {
-            address: options.prometheus_address,
-            source,
-        })?;
-    let scrape = exposition_router(resources.prometheus.clone());
-    tasks.push(tokio::spawn(crate::net::serve_http(
-        exposition,
-        options.connections.clone(),
+    let (prometheus_address, exposition) = serve_listener(
+        options.prometheus_address,
+        &options,
         "prometheus",
-        scrape,
-    )));
+        exposition_router(resources.prometheus.clone()),
+    )
+    .await?;
     tracing::info!(address = %prometheus_address, "Prometheus exposition listening (/metrics).");
-
-    // The first load happens before the API accepts calls.
-    let rt = runtime.clone();
-    let _ = tokio::task::spawn_blocking(move || rt.reload()).await;
-
-    let rt = runtime.clone();
-    let debounce = options.reload_debounce;
-    tasks.push(spawn_watcher(
-        options.config_dirs.clone(),
-        options.reload_poll,
-        options.reload_debounce,
-        move || match rt.reload_settled(debounce) {
-            Some(_) => Reaction::Done,
-            None => Reaction::Retry,
-        },
-    ));
+    let mut tasks = vec![monitoring, exposition];
+    tasks.push(load_and_watch(&runtime, &options).await);
 
     let api = bind(options.address).await?;
     let api_address = api.local_addr().map_err(|source| ServerError::Bind {
@@ -277,6 +232,65 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
         });
     }
     Ok(server)
+}
+
+/// The runtime, with the resources every handler shares.
+fn new_runtime(options: &ServerOptions) -> (Arc<Runtime>, Arc<adapters::Resources>) {
+    let resources = Arc::new(adapters::Resources {
+        runtime: Some(tokio::runtime::Handle::current()),
+        ..Default::default()
+    });
+    // Before any handler exists: a metric family keeps the limits it was created with.
+    resources.prometheus.set_limits(options.exposition);
+    let runtime = Arc::new(Runtime::new(
+        RuntimeOptions {
+            config_dirs: options.config_dirs.clone(),
+            resources: resources.clone(),
+            default_namespace: options.default_namespace.clone(),
+            policy_errors: options.policy_errors,
+            check_cache_size: options.check_cache_size,
+        },
+        Metrics::new(),
+    ));
+    (runtime, resources)
+}
+
+/// Binds `address` and serves `router` there over HTTP/1.1, within the connection limits.
+async fn serve_listener(
+    address: SocketAddr,
+    options: &ServerOptions,
+    name: &'static str,
+    router: axum::Router,
+) -> Result<(SocketAddr, JoinHandle<()>), ServerError> {
+    let listener = bind(address).await?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { address, source })?;
+    let task = tokio::spawn(crate::net::serve_http(
+        listener,
+        options.connections.clone(),
+        name,
+        router,
+    ));
+    Ok((bound, task))
+}
+
+/// The first configuration load (before the API accepts calls), then the watcher that
+/// reloads on changes.
+async fn load_and_watch(runtime: &Arc<Runtime>, options: &ServerOptions) -> JoinHandle<()> {
+    let rt = runtime.clone();
+    let _ = tokio::task::spawn_blocking(move || rt.reload()).await;
+    let rt = runtime.clone();
+    let debounce = options.reload_debounce;
+    spawn_watcher(
+        options.config_dirs.clone(),
+        options.reload_poll,
+        options.reload_debounce,
+        move || match rt.reload_settled(debounce) {
+            Some(_) => Reaction::Done,
+            None => Reaction::Retry,
+        },
+    )
 }
 
 /// Writes the ready file: to a temporary file in the same directory, then renamed over

@@ -160,23 +160,12 @@ impl Runtime {
         }
     }
 
+    /// One load: compile what was read beside the serving snapshot, then apply it (or,
+    /// with errors, keep the last good one) and record the outcome.
     fn load(&self, read: ReadResult, settle: Option<Duration>) -> Option<LoadStatus> {
         let mut generation = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
         let started = Instant::now();
-        let mut diagnostics: Vec<Diagnostic> = read
-            .errors
-            .iter()
-            .map(|e| Diagnostic {
-                severity: Severity::Error,
-                file: Some(e.file.clone()),
-                line: e.line,
-                resource: None,
-                field: None,
-                message: e.message.clone(),
-            })
-            .collect();
         let previous = self.snapshot();
-        let first = !self.is_ready();
         let compiled = compile(
             &read.documents,
             &CompileOptions {
@@ -187,6 +176,7 @@ impl Runtime {
             },
             Some(&previous),
         );
+        let mut diagnostics = store_diagnostics(&read);
         diagnostics.extend(compiled.diagnostics);
         let removes_every_rule = previous.summary.rules > 0 && compiled.snapshot.summary.rules == 0;
         if removes_every_rule
@@ -199,24 +189,12 @@ impl Runtime {
             );
             return None;
         }
-        let errors = diagnostics
-            .iter()
-            .filter(|d| d.severity == Severity::Error)
-            .count();
-        let warnings = diagnostics.len() - errors;
-        for d in &diagnostics {
-            match d.severity {
-                Severity::Error => tracing::error!("Config: {d}"),
-                Severity::Warning => tracing::warn!("Config: {d}"),
-            }
-        }
-        let applied = errors == 0 || first;
-        let m = &self.metrics;
-        m.config_errors.set(errors as i64);
-        m.config_warnings.set(warnings as i64);
+        let (errors, warnings) = log_diagnostics(&diagnostics);
+        self.metrics.config_errors.set(errors as i64);
+        self.metrics.config_warnings.set(warnings as i64);
+        let applied = errors == 0 || !self.is_ready();
         if applied {
             *generation += 1;
-            let snap = Arc::new(compiled.snapshot);
             if removes_every_rule {
                 tracing::warn!(
                     rules_before = previous.summary.rules,
@@ -224,42 +202,66 @@ impl Runtime {
                     "The new configuration removes every rule of the one serving; applying it."
                 );
             }
-            m.config_loads.with_label_values(&["applied"]).inc();
-            m.config_generation.set(*generation as i64);
-            m.config_rules.set(snap.summary.rules as i64);
-            m.config_instances.set(snap.summary.instances as i64);
-            m.config_handlers.set(snap.summary.handlers as i64);
-            m.config_attributes.set(snap.summary.attributes as i64);
-            let old = self.current.swap(snap.clone());
-            // Entries carry their snapshot's generation, so none can be served across the
-            // change; dropping them frees the memory at once.
-            if let Some(cache) = &self.check_cache {
-                cache.clear();
-            }
-            close_replaced(old, &snap);
-            self.ready.store(true, Ordering::Release);
+            self.apply(Arc::new(compiled.snapshot), *generation);
             tracing::info!(
                 generation = *generation,
-                rules = snap.summary.rules,
-                instances = snap.summary.instances,
-                handlers = snap.summary.handlers,
                 errors,
                 warnings,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "Configuration applied."
             );
         } else {
-            m.config_loads.with_label_values(&["rejected"]).inc();
+            self.metrics
+                .config_loads
+                .with_label_values(&["rejected"])
+                .inc();
             tracing::error!(
                 errors,
                 "Configuration rejected; the last good configuration keeps serving."
             );
         }
+        Some(self.record(*generation, applied, read.files, diagnostics))
+    }
+
+    /// Serves `snap` from now on: swaps it in, empties the Check cache, and retires the
+    /// handlers it no longer uses.
+    fn apply(&self, snap: Arc<Snapshot>, generation: u64) {
+        let m = &self.metrics;
+        m.config_loads.with_label_values(&["applied"]).inc();
+        m.config_generation.set(generation as i64);
+        m.config_rules.set(snap.summary.rules as i64);
+        m.config_instances.set(snap.summary.instances as i64);
+        m.config_handlers.set(snap.summary.handlers as i64);
+        m.config_attributes.set(snap.summary.attributes as i64);
+        tracing::info!(
+            rules = snap.summary.rules,
+            instances = snap.summary.instances,
+            handlers = snap.summary.handlers,
+            "Serving a new configuration snapshot."
+        );
+        let old = self.current.swap(snap.clone());
+        // Entries carry their snapshot's generation, so none can be served across the
+        // change; dropping them frees the memory at once.
+        if let Some(cache) = &self.check_cache {
+            cache.clear();
+        }
+        close_replaced(old, &snap);
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Remembers the outcome of a load for `/debug/config`.
+    fn record(
+        &self,
+        generation: u64,
+        applied: bool,
+        files: usize,
+        diagnostics: Vec<Diagnostic>,
+    ) -> LoadStatus {
         let now = SystemTime::now();
         let status = LoadStatus {
-            generation: *generation,
+            generation,
             applied,
-            files: read.files,
+            files,
             diagnostics,
             at: Some(now),
             at_unix_seconds: now
@@ -270,7 +272,7 @@ impl Runtime {
         if let Ok(mut last) = self.last_load.lock() {
             *last = status.clone();
         }
-        Some(status)
+        status
     }
 
     /// Decides one Check on `bag` (decoded against `snapshot`, which must be the snapshot
@@ -369,6 +371,36 @@ impl Runtime {
             h.handler.close();
         }
     }
+}
+
+/// The store's problems (unreadable files, YAML errors) as diagnostics.
+fn store_diagnostics(read: &ReadResult) -> Vec<Diagnostic> {
+    read.errors
+        .iter()
+        .map(|e| Diagnostic {
+            severity: Severity::Error,
+            file: Some(e.file.clone()),
+            line: e.line,
+            resource: None,
+            field: None,
+            message: e.message.clone(),
+        })
+        .collect()
+}
+
+/// Logs every diagnostic; returns the numbers of errors and warnings.
+fn log_diagnostics(diagnostics: &[Diagnostic]) -> (usize, usize) {
+    let mut errors = 0;
+    for d in diagnostics {
+        match d.severity {
+            Severity::Error => {
+                errors += 1;
+                tracing::error!("Config: {d}");
+            }
+            Severity::Warning => tracing::warn!("Config: {d}"),
+        }
+    }
+    (errors, diagnostics.len() - errors)
 }
 
 /// Whether files that rested `rested` may take every rule away. A file rewritten in place
