@@ -93,24 +93,6 @@ impl Expr {
             offset,
         }
     }
-
-    /// Depth of the tree (a leaf is 1). Iterative, so it is safe on any tree.
-    pub fn depth(&self) -> usize {
-        let mut max = 0;
-        let mut stack = vec![(self, 1usize)];
-        while let Some((e, d)) = stack.pop() {
-            max = max.max(d);
-            if let ExprKind::Call(c) = &e.kind {
-                if let Some(t) = &c.target {
-                    stack.push((t, d + 1));
-                }
-                for a in &c.args {
-                    stack.push((a, d + 1));
-                }
-            }
-        }
-        max
-    }
 }
 
 impl fmt::Display for Expr {

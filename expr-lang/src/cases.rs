@@ -1,8 +1,8 @@
 //! The conformance case-file format (JSON Lines, one case per line): running a case,
-//! encoding its outcome, and comparing the outcome with the case's expectations.
+//! encoding its outcome, and judging the outcome against the case's expectations.
 //!
-//! Shared by `cargo test` and the `mixer expr run|test` commands, so that both judge a
-//! case the same way.
+//! Shared by the crate's tests (tests/conformance.rs) and the `mixer expr run|test`
+//! commands: [`judge`] is the one definition of whether a case passes.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -12,12 +12,12 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::ast::Literal;
 use crate::bag::MapBag;
-use crate::compile::Program;
 use crate::error::EvalError;
 use crate::functions::{CustomFn, FunctionTable};
 use crate::golib;
 use crate::manifest::Manifest;
 use crate::parse::{extract_eq_matches, parse};
+use crate::program::Program;
 use crate::referenced::ReferencedSet;
 use crate::value::{StringMapRef, Value, ValueType};
 
@@ -100,11 +100,19 @@ pub enum CaseError {
     BadAttribute { name: String, problem: String },
 }
 
-fn case_name(case: &Json) -> String {
+/// The case's `"name"`, or `<unnamed>`.
+pub fn case_name(case: &Json) -> &str {
     case.get("name")
         .and_then(Json::as_str)
         .unwrap_or("<unnamed>")
-        .to_owned()
+}
+
+/// Each non-blank line of a case file, with its 1-based line number, parsed as JSON.
+pub fn case_lines(text: &str) -> impl Iterator<Item = (usize, serde_json::Result<Json>)> + '_ {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| (i + 1, serde_json::from_str(l)))
 }
 
 /// Runs one case: parse, check against its manifest, evaluate against its bag.
@@ -116,7 +124,7 @@ pub fn run_case(case: &Json) -> Result<CaseRun, CaseError> {
         .ok_or(CaseError::NoExpr)?;
     let kind = obj.get("kind").and_then(Json::as_str).unwrap_or("eval");
     let mut run = CaseRun {
-        name: case_name(case),
+        name: case_name(case).to_owned(),
         outcome: Outcome::Result,
         value: None,
         value_type: None,
@@ -254,7 +262,7 @@ fn case_functions(obj: &Map<String, Json>) -> FunctionTable {
 
 /// Builds the case's bag. Values keep the JSON's own type even when it contradicts the
 /// manifest (`ill_typed_attrs`): reading such a value is the evaluator's conversion error.
-pub fn case_bag(attrs: Option<&Json>, manifest: &Manifest) -> Result<MapBag, CaseError> {
+fn case_bag(attrs: Option<&Json>, manifest: &Manifest) -> Result<MapBag, CaseError> {
     let mut bag = MapBag::new();
     if let Some(Json::Object(attrs)) = attrs {
         for (name, v) in attrs {
@@ -270,7 +278,7 @@ pub fn case_bag(attrs: Option<&Json>, manifest: &Manifest) -> Result<MapBag, Cas
 }
 
 /// Decodes the case-file value encoding. `declared` picks the string flavour.
-pub fn decode_value(v: &Json, declared: Option<ValueType>) -> Result<Value<'static>, String> {
+fn decode_value(v: &Json, declared: Option<ValueType>) -> Result<Value<'static>, String> {
     Ok(match v {
         Json::String(s) => {
             let s = Cow::Owned(s.clone());
@@ -340,7 +348,7 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 }
 
 /// Encodes a value like the case files do.
-pub fn encode_value(v: &Value<'_>) -> Json {
+fn encode_value(v: &Value<'_>) -> Json {
     match v {
         Value::String(s) | Value::DnsName(s) | Value::EmailAddress(s) | Value::Uri(s) => {
             json!(s)
@@ -372,7 +380,7 @@ fn literal_json(l: &Literal) -> Json {
 }
 
 /// The case's expected outcome, from whichever outcome field it carries.
-pub fn expected_outcome(case: &Json) -> Option<Outcome> {
+fn expected_outcome(case: &Json) -> Option<Outcome> {
     [
         ("result", Outcome::Result),
         ("eval_error", Outcome::EvalError),
@@ -391,14 +399,57 @@ pub fn expected_outcome(case: &Json) -> Option<Outcome> {
     })
 }
 
+/// The verdict on one case.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The line has no `"expr"`: a note about the source tests, not a runnable case.
+    Note,
+    /// The outcome meets every expectation.
+    Pass,
+    /// A case marked `"quirk": true` that DIFFERENCES.md names: it exercises a Mixer quirk
+    /// this crate deliberately does not reproduce, so it may differ. The mismatches.
+    KnownDifference(Vec<String>),
+    /// The mismatches, each as "what: expected X, got Y".
+    Fail(Vec<String>),
+}
+
+/// The document naming every quirk case that may differ.
+const DIFFERENCES: &str = include_str!("../DIFFERENCES.md");
+
+/// Runs `case` and judges its outcome: the one definition of "passes".
+pub fn judge(case: &Json) -> Verdict {
+    if case.get("expr").is_none() {
+        return Verdict::Note;
+    }
+    let mut problems = match run_case(case) {
+        Ok(run) => match compare(case, &run) {
+            Ok(()) => return Verdict::Pass,
+            Err(problems) => problems,
+        },
+        Err(e) => vec![format!("case unreadable: {e}")],
+    };
+    if !is_quirk(case) {
+        return Verdict::Fail(problems);
+    }
+    match case.get("name").and_then(Json::as_str) {
+        Some(name) if DIFFERENCES.contains(name) => Verdict::KnownDifference(problems),
+        _ => {
+            problems.push(
+                "marked as a quirk, but expr-lang/DIFFERENCES.md does not name it".to_owned(),
+            );
+            Verdict::Fail(problems)
+        }
+    }
+}
+
 /// Whether the case is marked as exercising a Mixer quirk.
-pub fn is_quirk(case: &Json) -> bool {
+fn is_quirk(case: &Json) -> bool {
     case.get("quirk").and_then(Json::as_bool).unwrap_or(false)
 }
 
 /// Compares a run with the case's expectations. `Err` lists each mismatch as
 /// "what: expected X, got Y".
-pub fn compare(case: &Json, run: &CaseRun) -> Result<(), Vec<String>> {
+fn compare(case: &Json, run: &CaseRun) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
     let expected = expected_outcome(case);
     if let Some(exp) = expected
@@ -494,6 +545,47 @@ fn json_numbers_equal(a: &Json, b: &Json) -> bool {
 pub struct Tally {
     pub passed: usize,
     pub failed: usize,
-    /// Quirk cases that differ on purpose (documented in DIFFERENCES.md).
+    /// Notes, and quirk cases that differ on purpose (documented in DIFFERENCES.md).
     pub skipped: usize,
+}
+
+impl Tally {
+    /// Counts one verdict.
+    pub fn record(&mut self, verdict: &Verdict) {
+        match verdict {
+            Verdict::Pass => self.passed += 1,
+            Verdict::Note | Verdict::KnownDifference(_) => self.skipped += 1,
+            Verdict::Fail(_) => self.failed += 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quirks_may_differ_only_when_differences_md_names_them() {
+        let case = |name: &str, quirk: bool| json!({"name": name, "expr": "1 == 2", "result": true, "quirk": quirk});
+        assert_eq!(judge(&json!({"name": "a note"})), Verdict::Note);
+        assert_eq!(
+            judge(&json!({"name": "x", "expr": "1 == 1", "result": true})),
+            Verdict::Pass
+        );
+        assert!(matches!(judge(&case("x", false)), Verdict::Fail(_)));
+        let Verdict::Fail(problems) = judge(&case("not-a-documented-quirk", true)) else {
+            panic!("an undocumented quirk fails");
+        };
+        assert!(problems.last().unwrap().contains("does not name it"));
+        // Any name DIFFERENCES.md contains stands in for a documented quirk case.
+        assert!(matches!(
+            judge(&case("stack underflow", true)),
+            Verdict::KnownDifference(_)
+        ));
+        let mut tally = Tally::default();
+        for v in [Verdict::Pass, Verdict::Note, Verdict::Fail(vec![])] {
+            tally.record(&v);
+        }
+        assert_eq!((tally.passed, tally.failed, tally.skipped), (1, 1, 1));
+    }
 }

@@ -1,22 +1,46 @@
 //! Type checking against an attribute manifest, with Mixer's rules: exact type equality,
 //! no implicit conversions, the first generic operand fixes the type of the others.
+//!
+//! Checking also resolves every name: an attribute to its manifest id, a call to its
+//! implementation. The compiler works from the resulting [`Typed`] tree alone.
 
-use crate::ast::{Call, Expr, ExprKind};
+use crate::ast::{Call, Expr, ExprKind, Literal};
 use crate::error::{CompileError, CompileErrorKind};
-use crate::functions::FunctionTable;
+use crate::functions::{FunctionImpl, FunctionMeta, FunctionTable};
 use crate::manifest::Manifest;
 use crate::value::ValueType;
 
-/// The checked type of every node, mirroring the tree's shape.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Typed {
+/// A checked node: its type, where it starts in the source, and what it is.
+#[derive(Clone, Debug)]
+pub(crate) struct Typed {
     pub ty: ValueType,
+    pub offset: usize,
+    pub kind: TypedKind,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum TypedKind {
+    Const(Literal),
+    /// A declared attribute, with its manifest id.
+    Attr {
+        name: String,
+        id: u32,
+    },
+    Call(TypedCall),
+}
+
+/// A call resolved to its implementation.
+#[derive(Clone, Debug)]
+pub(crate) struct TypedCall {
+    pub name: String,
+    pub function: FunctionImpl,
+    /// The receiver of a method call.
     pub target: Option<Box<Typed>>,
     pub args: Vec<Typed>,
 }
 
-/// Checks `expr` and returns the type tree; the root's `ty` is the expression's type.
-pub fn check(
+/// Checks `expr`; the root's `ty` is the expression's type.
+pub(crate) fn check(
     expr: &Expr,
     manifest: &Manifest,
     functions: &FunctionTable,
@@ -42,17 +66,58 @@ impl Checker<'_> {
     }
 
     fn check(&self, expr: &Expr) -> Result<Typed, CompileError> {
-        match &expr.kind {
-            ExprKind::Const(c) => Ok(leaf(c.value.value_type())),
-            ExprKind::Var(name) => match self.manifest.value_type(name) {
-                Some(ty) => Ok(leaf(ty)),
-                None => Err(self.error(format!("unknown attribute {name}"), expr.offset)),
+        let (ty, kind) = match &expr.kind {
+            ExprKind::Const(c) => (c.value.value_type(), TypedKind::Const(c.value.clone())),
+            ExprKind::Var(name) => match self.manifest.get(name) {
+                Some(info) => (
+                    info.value_type,
+                    TypedKind::Attr {
+                        name: name.clone(),
+                        id: info.id,
+                    },
+                ),
+                None => return Err(self.error(format!("unknown attribute {name}"), expr.offset)),
             },
-            ExprKind::Call(call) => self.check_call(expr, call),
-        }
+            ExprKind::Call(call) => {
+                let (ty, call) = self.check_call(expr, call)?;
+                (ty, TypedKind::Call(call))
+            }
+        };
+        Ok(Typed {
+            ty,
+            offset: expr.offset,
+            kind,
+        })
     }
 
-    fn check_call(&self, expr: &Expr, call: &Call) -> Result<Typed, CompileError> {
+    fn check_call(&self, expr: &Expr, call: &Call) -> Result<(ValueType, TypedCall), CompileError> {
+        let meta = self.resolve(expr, call)?;
+        let mut template = ValueType::Unspecified;
+        let target = match &call.target {
+            Some(t) => Some(Box::new(self.check_target(expr, t, meta, &mut template)?)),
+            None => None,
+        };
+        self.check_arity(expr, call, meta)?;
+        let mut args = Vec::with_capacity(call.args.len());
+        for (i, (arg, &declared)) in call.args.iter().zip(&meta.arg_types).enumerate() {
+            args.push(self.check_arg(expr, i, arg, declared, &mut template)?);
+        }
+        let ty = if meta.return_type == ValueType::Unspecified {
+            template
+        } else {
+            meta.return_type
+        };
+        let call = TypedCall {
+            name: call.name.clone(),
+            function: meta.implementation.clone(),
+            target,
+            args,
+        };
+        Ok((ty, call))
+    }
+
+    /// The signature the call's name resolves to, called the way it declares.
+    fn resolve(&self, expr: &Expr, call: &Call) -> Result<&FunctionMeta, CompileError> {
         let Some(meta) = self.functions.get(&call.name) else {
             return Err(self.error(format!("unknown function: {}", call.name), expr.offset));
         };
@@ -74,77 +139,83 @@ impl Checker<'_> {
                 expr.offset,
             ));
         }
-        let mut template = ValueType::Unspecified;
-        let target = match &call.target {
-            Some(t) => {
-                let typed = self.check(t)?;
-                if meta.target_type == ValueType::Unspecified {
-                    template = typed.ty;
-                } else if typed.ty != meta.target_type {
-                    return Err(self.error(
-                        format!(
-                            "{expr} target typeError got {}, expected {}",
-                            typed.ty, meta.target_type
-                        ),
-                        t.offset,
-                    ));
-                }
-                Some(Box::new(typed))
-            }
-            None => None,
-        };
-        // Mixer accepted surplus arguments and then misbehaved at run time (see
-        // DIFFERENCES.md); an arity mismatch in either direction is rejected here.
-        if call.args.len() != meta.arg_types.len() {
+        Ok(meta)
+    }
+
+    fn check_target(
+        &self,
+        expr: &Expr,
+        target: &Expr,
+        meta: &FunctionMeta,
+        template: &mut ValueType,
+    ) -> Result<Typed, CompileError> {
+        let typed = self.check(target)?;
+        if meta.target_type == ValueType::Unspecified {
+            *template = typed.ty;
+        } else if typed.ty != meta.target_type {
             return Err(self.error(
                 format!(
-                    "{expr} arity mismatch. Got {} arg(s), expected {} arg(s)",
-                    call.args.len(),
-                    meta.arg_types.len()
+                    "{expr} target typeError got {}, expected {}",
+                    typed.ty, meta.target_type
                 ),
-                expr.offset,
+                target.offset,
             ));
         }
-        let mut args = Vec::with_capacity(call.args.len());
-        for (i, (arg, &declared)) in call.args.iter().zip(&meta.arg_types).enumerate() {
-            let typed = self.check(arg)?;
-            let expected = if declared == ValueType::Unspecified {
-                if template == ValueType::Unspecified {
-                    template = typed.ty;
-                    args.push(typed);
-                    continue;
-                }
-                template
-            } else {
-                declared
-            };
-            if typed.ty != expected {
-                return Err(self.error(
-                    format!(
-                        "{expr} arg {} ({arg}) typeError got {}, expected {}",
-                        i + 1,
-                        typed.ty,
-                        expected
-                    ),
-                    arg.offset,
-                ));
-            }
-            args.push(typed);
-        }
-        let ty = if meta.return_type == ValueType::Unspecified {
-            template
-        } else {
-            meta.return_type
-        };
-        Ok(Typed { ty, target, args })
+        Ok(typed)
     }
-}
 
-fn leaf(ty: ValueType) -> Typed {
-    Typed {
-        ty,
-        target: None,
-        args: Vec::new(),
+    /// Mixer accepted surplus arguments and then misbehaved at run time (see
+    /// DIFFERENCES.md); an arity mismatch in either direction is rejected here.
+    fn check_arity(
+        &self,
+        expr: &Expr,
+        call: &Call,
+        meta: &FunctionMeta,
+    ) -> Result<(), CompileError> {
+        if call.args.len() == meta.arg_types.len() {
+            return Ok(());
+        }
+        Err(self.error(
+            format!(
+                "{expr} arity mismatch. Got {} arg(s), expected {} arg(s)",
+                call.args.len(),
+                meta.arg_types.len()
+            ),
+            expr.offset,
+        ))
+    }
+
+    /// Argument `i`, against its declared type; the first generic position fixes the
+    /// `template` for the later ones.
+    fn check_arg(
+        &self,
+        expr: &Expr,
+        i: usize,
+        arg: &Expr,
+        declared: ValueType,
+        template: &mut ValueType,
+    ) -> Result<Typed, CompileError> {
+        let typed = self.check(arg)?;
+        let expected = match declared {
+            ValueType::Unspecified if *template == ValueType::Unspecified => {
+                *template = typed.ty;
+                return Ok(typed);
+            }
+            ValueType::Unspecified => *template,
+            declared => declared,
+        };
+        if typed.ty != expected {
+            return Err(self.error(
+                format!(
+                    "{expr} arg {} ({arg}) typeError got {}, expected {}",
+                    i + 1,
+                    typed.ty,
+                    expected
+                ),
+                arg.offset,
+            ));
+        }
+        Ok(typed)
     }
 }
 

@@ -1,5 +1,9 @@
 //! The one table of function signatures: intrinsics (operators, `conditional`, `size`) and
 //! externs (`match`, `ip`, `timestamp`, ...), plus any custom functions a host registers.
+//!
+//! Every builtin is an enum value (`Intrinsic`, `Extern`) that knows its name and
+//! signature; the table is built from those values, so the checker resolves a call's name to
+//! its implementation once and nothing later dispatches on names.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,13 +22,195 @@ use ValueType::{
 pub type CustomFn =
     Arc<dyn for<'a> Fn(&[Value<'a>]) -> Result<Value<'static>, EvalError> + Send + Sync>;
 
+/// An ordering operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CmpOp {
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl CmpOp {
+    /// How Mixer's code generator named the operation in "not yet implemented" errors.
+    pub(crate) fn description(self) -> &'static str {
+        match self {
+            CmpOp::Lt => "less than",
+            CmpOp::Le => "less or equal",
+            CmpOp::Gt => "greater than",
+            CmpOp::Ge => "greater or equal",
+        }
+    }
+}
+
+/// A function built into the compiler: an operator (the parser names `a == b` `EQ(a, b)`,
+/// see parse.rs), `conditional` or `size`. Each compiles to its own node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Intrinsic {
+    Lor,
+    Land,
+    Eq,
+    Neq,
+    Order(CmpOp),
+    /// `|`: the first operand that resolves.
+    Or,
+    Add,
+    Index,
+    Conditional,
+    Size,
+}
+
+impl Intrinsic {
+    const ALL: [Intrinsic; 13] = [
+        Intrinsic::Lor,
+        Intrinsic::Land,
+        Intrinsic::Eq,
+        Intrinsic::Neq,
+        Intrinsic::Order(CmpOp::Lt),
+        Intrinsic::Order(CmpOp::Le),
+        Intrinsic::Order(CmpOp::Gt),
+        Intrinsic::Order(CmpOp::Ge),
+        Intrinsic::Or,
+        Intrinsic::Add,
+        Intrinsic::Index,
+        Intrinsic::Conditional,
+        Intrinsic::Size,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Intrinsic::Lor => "LOR",
+            Intrinsic::Land => "LAND",
+            Intrinsic::Eq => "EQ",
+            Intrinsic::Neq => "NEQ",
+            Intrinsic::Order(CmpOp::Lt) => "LT",
+            Intrinsic::Order(CmpOp::Le) => "LEQ",
+            Intrinsic::Order(CmpOp::Gt) => "GT",
+            Intrinsic::Order(CmpOp::Ge) => "GEQ",
+            Intrinsic::Or => "OR",
+            Intrinsic::Add => "ADD",
+            Intrinsic::Index => "INDEX",
+            Intrinsic::Conditional => "conditional",
+            Intrinsic::Size => "size",
+        }
+    }
+
+    /// Argument types and return type.
+    fn signature(self) -> (&'static [ValueType], ValueType) {
+        match self {
+            Intrinsic::Eq | Intrinsic::Neq | Intrinsic::Order(_) => (&[Any, Any], Bool),
+            Intrinsic::Lor | Intrinsic::Land => (&[Bool, Bool], Bool),
+            Intrinsic::Or | Intrinsic::Add => (&[Any, Any], Any),
+            Intrinsic::Index => (&[StringMap, Str], Str),
+            Intrinsic::Conditional => (&[Bool, Any, Any], Any),
+            Intrinsic::Size => (&[Str], Int64),
+        }
+    }
+}
+
+/// A standard function taking two strings to a BOOL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StringTest {
+    /// `match(subject, glob)`.
+    Match,
+    /// `regex.matches(subject)`: the target is the pattern.
+    Matches,
+    /// `subject.startsWith(prefix)`.
+    StartsWith,
+    /// `subject.endsWith(suffix)`.
+    EndsWith,
+}
+
+/// A standard function converting one string to a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Conversion {
+    Ip,
+    Timestamp,
+    DnsName,
+    Email,
+    Uri,
+    ToLower,
+}
+
+/// A standard extern: a function Mixer implemented outside its code generator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Extern {
+    Test(StringTest),
+    Convert(Conversion),
+    ConditionalString,
+    EmptyStringMap,
+}
+
+impl Extern {
+    const ALL: [Extern; 12] = [
+        Extern::Test(StringTest::Match),
+        Extern::Test(StringTest::Matches),
+        Extern::Test(StringTest::StartsWith),
+        Extern::Test(StringTest::EndsWith),
+        Extern::EmptyStringMap,
+        Extern::ConditionalString,
+        Extern::Convert(Conversion::Ip),
+        Extern::Convert(Conversion::Timestamp),
+        Extern::Convert(Conversion::DnsName),
+        Extern::Convert(Conversion::Email),
+        Extern::Convert(Conversion::Uri),
+        Extern::Convert(Conversion::ToLower),
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Extern::Test(StringTest::Match) => "match",
+            Extern::Test(StringTest::Matches) => "matches",
+            Extern::Test(StringTest::StartsWith) => "startsWith",
+            Extern::Test(StringTest::EndsWith) => "endsWith",
+            Extern::EmptyStringMap => "emptyStringMap",
+            Extern::ConditionalString => "conditionalString",
+            Extern::Convert(Conversion::Ip) => "ip",
+            Extern::Convert(Conversion::Timestamp) => "timestamp",
+            Extern::Convert(Conversion::DnsName) => "dnsName",
+            Extern::Convert(Conversion::Email) => "email",
+            Extern::Convert(Conversion::Uri) => "uri",
+            Extern::Convert(Conversion::ToLower) => "toLower",
+        }
+    }
+
+    /// Whether it is called as a method, with a STRING target.
+    fn instance(self) -> bool {
+        matches!(
+            self,
+            Extern::Test(StringTest::Matches | StringTest::StartsWith | StringTest::EndsWith)
+        )
+    }
+
+    /// Argument types (after the target, if any) and return type.
+    fn signature(self) -> (&'static [ValueType], ValueType) {
+        match self {
+            Extern::Test(StringTest::Match) => (&[Str, Str], Bool),
+            Extern::Test(_) => (&[Str], Bool),
+            Extern::EmptyStringMap => (&[], StringMap),
+            Extern::ConditionalString => (&[Bool, Str, Str], Str),
+            Extern::Convert(c) => (
+                &[Str],
+                match c {
+                    Conversion::Ip => IpAddress,
+                    Conversion::Timestamp => Timestamp,
+                    Conversion::DnsName => DnsName,
+                    Conversion::Email => EmailAddress,
+                    Conversion::Uri => Uri,
+                    Conversion::ToLower => Str,
+                },
+            ),
+        }
+    }
+}
+
 /// Which implementation a function name resolves to.
 #[derive(Clone)]
-pub enum FunctionImpl {
+pub(crate) enum FunctionImpl {
     /// Built into the compiler (operators, `conditional`, `size`).
-    Intrinsic,
-    /// One of the standard externs, by name.
-    Extern,
+    Intrinsic(Intrinsic),
+    /// One of the standard externs.
+    Extern(Extern),
     /// Registered by the host.
     Custom(CustomFn),
     /// Known to the checker only (signature registered without an implementation).
@@ -33,12 +219,12 @@ pub enum FunctionImpl {
 
 impl fmt::Debug for FunctionImpl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            FunctionImpl::Intrinsic => "Intrinsic",
-            FunctionImpl::Extern => "Extern",
-            FunctionImpl::Custom(_) => "Custom",
-            FunctionImpl::SignatureOnly => "SignatureOnly",
-        })
+        match self {
+            FunctionImpl::Intrinsic(i) => f.debug_tuple("Intrinsic").field(i).finish(),
+            FunctionImpl::Extern(e) => f.debug_tuple("Extern").field(e).finish(),
+            FunctionImpl::Custom(_) => f.write_str("Custom"),
+            FunctionImpl::SignatureOnly => f.write_str("SignatureOnly"),
+        }
     }
 }
 
@@ -52,25 +238,32 @@ pub struct FunctionMeta {
     pub target_type: ValueType,
     pub arg_types: Vec<ValueType>,
     pub return_type: ValueType,
-    pub implementation: FunctionImpl,
+    pub(crate) implementation: FunctionImpl,
 }
 
 impl FunctionMeta {
-    fn builtin(
-        name: &str,
-        instance: bool,
-        target_type: ValueType,
-        arg_types: &[ValueType],
-        return_type: ValueType,
-        implementation: FunctionImpl,
-    ) -> FunctionMeta {
+    fn intrinsic(op: Intrinsic) -> FunctionMeta {
+        let (args, ret) = op.signature();
         FunctionMeta {
-            name: name.to_owned(),
+            name: op.name().to_owned(),
+            instance: false,
+            target_type: Any,
+            arg_types: args.to_vec(),
+            return_type: ret,
+            implementation: FunctionImpl::Intrinsic(op),
+        }
+    }
+
+    fn standard_extern(ext: Extern) -> FunctionMeta {
+        let (args, ret) = ext.signature();
+        let instance = ext.instance();
+        FunctionMeta {
+            name: ext.name().to_owned(),
             instance,
-            target_type,
-            arg_types: arg_types.to_vec(),
-            return_type,
-            implementation,
+            target_type: if instance { Str } else { Any },
+            arg_types: args.to_vec(),
+            return_type: ret,
+            implementation: FunctionImpl::Extern(ext),
         }
     }
 }
@@ -93,103 +286,18 @@ impl FunctionTable {
         let mut t = FunctionTable {
             functions: HashMap::new(),
         };
-        let i = FunctionImpl::Intrinsic;
-        for name in ["EQ", "NEQ", "LT", "LEQ", "GT", "GEQ"] {
-            t.add(FunctionMeta::builtin(
-                name,
-                false,
-                Any,
-                &[Any, Any],
-                Bool,
-                i.clone(),
-            ));
+        for op in Intrinsic::ALL {
+            t.add(FunctionMeta::intrinsic(op));
         }
-        for name in ["LOR", "LAND"] {
-            t.add(FunctionMeta::builtin(
-                name,
-                false,
-                Any,
-                &[Bool, Bool],
-                Bool,
-                i.clone(),
-            ));
-        }
-        t.add(FunctionMeta::builtin(
-            "OR",
-            false,
-            Any,
-            &[Any, Any],
-            Any,
-            i.clone(),
-        ));
-        t.add(FunctionMeta::builtin(
-            "ADD",
-            false,
-            Any,
-            &[Any, Any],
-            Any,
-            i.clone(),
-        ));
-        t.add(FunctionMeta::builtin(
-            "INDEX",
-            false,
-            Any,
-            &[StringMap, Str],
-            Str,
-            i.clone(),
-        ));
-        t.add(FunctionMeta::builtin(
-            "conditional",
-            false,
-            Any,
-            &[Bool, Any, Any],
-            Any,
-            i.clone(),
-        ));
-        t.add(FunctionMeta::builtin("size", false, Any, &[Str], Int64, i));
         t
     }
 
     /// The intrinsics plus every standard extern: what Mixer configuration is checked with.
     pub fn standard() -> FunctionTable {
         let mut t = FunctionTable::intrinsics();
-        let e = FunctionImpl::Extern;
-        let f = |name: &str, args: &[ValueType], ret: ValueType| {
-            FunctionMeta::builtin(name, false, Any, args, ret, FunctionImpl::Extern)
-        };
-        t.add(f("match", &[Str, Str], Bool));
-        t.add(FunctionMeta::builtin(
-            "matches",
-            true,
-            Str,
-            &[Str],
-            Bool,
-            e.clone(),
-        ));
-        t.add(FunctionMeta::builtin(
-            "startsWith",
-            true,
-            Str,
-            &[Str],
-            Bool,
-            e.clone(),
-        ));
-        t.add(FunctionMeta::builtin(
-            "endsWith",
-            true,
-            Str,
-            &[Str],
-            Bool,
-            e,
-        ));
-        t.add(f("emptyStringMap", &[], StringMap));
-        t.add(f("conditionalString", &[Bool, Str, Str], Str));
-        t.add(f("ip", &[Str], IpAddress));
-        t.add(f("timestamp", &[Str], Timestamp));
-        t.add(f("dnsName", &[Str], DnsName));
-        t.add(f("email", &[Str], EmailAddress));
-        t.add(f("uri", &[Str], Uri));
-        t.add(f("toLower", &[Str], Str));
+        for ext in Extern::ALL {
+            t.add(FunctionMeta::standard_extern(ext));
+        }
         t
     }
 
@@ -210,11 +318,13 @@ impl FunctionTable {
     ) {
         // Re-registering an intrinsic name only changes its signature; its code stays.
         let implementation = match (self.functions.get(name), implementation) {
-            (Some(existing), None)
-                if matches!(existing.implementation, FunctionImpl::Intrinsic) =>
-            {
-                FunctionImpl::Intrinsic
-            }
+            (
+                Some(FunctionMeta {
+                    implementation: FunctionImpl::Intrinsic(op),
+                    ..
+                }),
+                None,
+            ) => FunctionImpl::Intrinsic(*op),
             (_, Some(f)) => FunctionImpl::Custom(f),
             (_, None) => FunctionImpl::SignatureOnly,
         };
@@ -228,7 +338,27 @@ impl FunctionTable {
         });
     }
 
+    /// The signature registered under `name`.
     pub fn get(&self, name: &str) -> Option<&FunctionMeta> {
         self.functions.get(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_is_found_under_its_own_name() {
+        let t = FunctionTable::standard();
+        assert_eq!(t.functions.len(), Intrinsic::ALL.len() + Extern::ALL.len());
+        for op in Intrinsic::ALL {
+            let meta = t.get(op.name()).expect("registered");
+            assert!(matches!(meta.implementation, FunctionImpl::Intrinsic(o) if o == op));
+        }
+        for ext in Extern::ALL {
+            let meta = t.get(ext.name()).expect("registered");
+            assert!(matches!(meta.implementation, FunctionImpl::Extern(e) if e == ext));
+        }
     }
 }

@@ -56,11 +56,6 @@ impl Manifest {
         self.attrs.get(name).map(|a| a.value_type)
     }
 
-    /// The name of the attribute with id `id`.
-    pub fn name_of(&self, id: u32) -> Option<&str> {
-        self.names.get(id as usize).map(String::as_str)
-    }
-
     pub fn len(&self) -> usize {
         self.names.len()
     }
@@ -77,10 +72,10 @@ impl Manifest {
 
 /// Istio's standard attribute vocabulary (name, type, description), as shipped by Istio's
 /// default `attributemanifest`s.
-pub const ISTIO_VOCABULARY_TSV: &str = include_str!("../data/istio-attributes.tsv");
+const ISTIO_VOCABULARY_TSV: &str = include_str!("../data/istio-attributes.tsv");
 
 /// Attributes of older Istio releases that the global dictionary still carries.
-pub const ISTIO_LEGACY_TSV: &str = include_str!("../data/istio-legacy-attributes.tsv");
+const ISTIO_LEGACY_TSV: &str = include_str!("../data/istio-legacy-attributes.tsv");
 
 impl Manifest {
     /// A manifest of Istio's standard attributes: what a proxy sends and Istio's default

@@ -3,9 +3,11 @@
 //! rules, rejecting unsupported forms as `unexpected expression`.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use pest::Parser as _;
 use pest::iterators::Pair;
+use pest::pratt_parser::{Assoc, Op, PrattParser};
 
 use crate::ast::{Expr, ExprKind, Literal};
 use crate::error::{CompileError, CompileErrorKind};
@@ -288,30 +290,55 @@ impl GoExpr {
     }
 }
 
-fn binary_info(rule: Rule) -> (&'static str, u8) {
+/// Go's binary operators, loosest first. Every one is left-associative.
+static BINARY_OPERATORS: LazyLock<PrattParser<Rule>> = LazyLock::new(|| {
+    let left = |rule| Op::infix(rule, Assoc::Left);
+    PrattParser::new()
+        .op(left(Rule::lor))
+        .op(left(Rule::land))
+        .op(left(Rule::eq)
+            | left(Rule::neq)
+            | left(Rule::lt)
+            | left(Rule::le)
+            | left(Rule::gt)
+            | left(Rule::ge))
+        .op(left(Rule::add) | left(Rule::sub) | left(Rule::or) | left(Rule::xor))
+        .op(left(Rule::mul)
+            | left(Rule::quo)
+            | left(Rule::rem)
+            | left(Rule::shl)
+            | left(Rule::shr)
+            | left(Rule::and)
+            | left(Rule::and_not))
+});
+
+/// Mixer's function name for a binary operator.
+fn binary_name(rule: Rule) -> &'static str {
     match rule {
-        Rule::lor => ("LOR", 1),
-        Rule::land => ("LAND", 2),
-        Rule::eq => ("EQ", 3),
-        Rule::neq => ("NEQ", 3),
-        Rule::lt => ("LT", 3),
-        Rule::le => ("LEQ", 3),
-        Rule::gt => ("GT", 3),
-        Rule::ge => ("GEQ", 3),
-        Rule::add => ("ADD", 4),
-        Rule::sub => ("SUB", 4),
-        Rule::or => ("OR", 4),
-        Rule::xor => ("XOR", 4),
-        Rule::mul => ("MUL", 5),
-        Rule::quo => ("QUO", 5),
-        Rule::rem => ("REM", 5),
-        Rule::and => ("AND", 5),
+        Rule::lor => "LOR",
+        Rule::land => "LAND",
+        Rule::eq => "EQ",
+        Rule::neq => "NEQ",
+        Rule::lt => "LT",
+        Rule::le => "LEQ",
+        Rule::gt => "GT",
+        Rule::ge => "GEQ",
+        Rule::add => "ADD",
+        Rule::sub => "SUB",
+        Rule::or => "OR",
+        Rule::xor => "XOR",
+        Rule::mul => "MUL",
+        Rule::quo => "QUO",
+        Rule::rem => "REM",
+        Rule::and => "AND",
         // Go's <<, >> and &^ have no function name in Mixer.
-        Rule::shl | Rule::shr | Rule::and_not => ("", 5),
+        Rule::shl | Rule::shr | Rule::and_not => "",
+        // The Pratt parser hands over only the operators it was built with, above.
         other => unreachable!("not a binary operator: {other:?}"),
     }
 }
 
+/// Mixer's function name for a unary operator; `None` for `*`, which CEXL rejects.
 fn unary_name(rule: Rule) -> Option<&'static str> {
     match rule {
         Rule::u_plus => Some("ADD"),
@@ -324,53 +351,32 @@ fn unary_name(rule: Rule) -> Option<&'static str> {
     }
 }
 
-/// Builds the tree of one `expr` with operator-precedence parsing over the flat sequence
-/// the grammar yields. Every Go binary operator is left-associative.
+/// Builds the tree of one `expr`: operands joined by binary operators, by precedence.
 fn build_expr(pair: Pair<'_, Rule>) -> GoExpr {
-    let mut operands: Vec<GoExpr> = Vec::new();
-    let mut operators: Vec<(&'static str, u8, usize)> = Vec::new();
-    let mut unaries: Vec<(Rule, usize)> = Vec::new();
+    BINARY_OPERATORS
+        .map_primary(build_unary)
+        .map_infix(|lhs, op, rhs| {
+            let offset = lhs.offset().min(op.as_span().start());
+            GoExpr::Op(binary_name(op.as_rule()), vec![lhs, rhs], offset)
+        })
+        .parse(pair.into_inner())
+}
 
-    fn reduce(operands: &mut Vec<GoExpr>, op: (&'static str, u8, usize)) {
-        let rhs = operands.pop().expect("rhs");
-        let lhs = operands.pop().expect("lhs");
-        let offset = lhs.offset();
-        operands.push(GoExpr::Op(op.0, vec![lhs, rhs], offset.min(op.2)));
+/// Builds a `unary_expr`: prefix operators applied to a postfix expression, innermost
+/// first. A loop rather than the Pratt parser's prefix operators, which recurse once per
+/// operator: `!!!…a` is bounded only by the token limit.
+fn build_unary(pair: Pair<'_, Rule>) -> GoExpr {
+    let mut inner: Vec<Pair<'_, Rule>> = pair.into_inner().collect();
+    let operand = inner.pop().expect("unary_expr ends in a postfix");
+    let mut e = build_postfix(operand);
+    for op in inner.into_iter().rev() {
+        let offset = op.as_span().start();
+        e = match unary_name(op.as_rule()) {
+            Some(name) => GoExpr::Op(name, vec![e], offset),
+            None => GoExpr::Unsupported("star expression", offset),
+        };
     }
-
-    for p in pair.into_inner() {
-        match p.as_rule() {
-            Rule::postfix => {
-                let mut e = build_postfix(p);
-                while let Some((rule, offset)) = unaries.pop() {
-                    e = match unary_name(rule) {
-                        Some(name) => GoExpr::Op(name, vec![e], offset),
-                        None => GoExpr::Unsupported("star expression", offset),
-                    };
-                }
-                operands.push(e);
-            }
-            rule if unary_name(rule).is_some() || rule == Rule::u_star => {
-                unaries.push((rule, p.as_span().start()));
-            }
-            rule => {
-                let (name, prec) = binary_info(rule);
-                while let Some(&top) = operators.last() {
-                    if top.1 >= prec {
-                        operators.pop();
-                        reduce(&mut operands, top);
-                    } else {
-                        break;
-                    }
-                }
-                operators.push((name, prec, p.as_span().start()));
-            }
-        }
-    }
-    while let Some(op) = operators.pop() {
-        reduce(&mut operands, op);
-    }
-    operands.pop().expect("an operand")
+    e
 }
 
 fn build_postfix(pair: Pair<'_, Rule>) -> GoExpr {
@@ -733,6 +739,15 @@ mod tests {
         assert_eq!(postfix("+abc"), "ADD($abc)");
         assert_eq!(postfix("a * b + c"), "ADD(MUL($a, $b), $c)");
         assert_eq!(postfix("a << b"), "($a, $b)");
+        assert_eq!(postfix("a - b - c"), "SUB(SUB($a, $b), $c)");
+        assert_eq!(postfix("-a * b"), "MUL(SUB($a), $b)");
+        assert_eq!(postfix("!a == b"), "EQ(NOT($a), $b)");
+        assert_eq!(postfix("--a"), "SUB(SUB($a))");
+        assert_eq!(
+            postfix("a || b < c + d * e && f"),
+            "LOR($a, LAND(LT($b, ADD($c, MUL($d, $e))), $f))"
+        );
+        assert_eq!(postfix("a * b == c | d"), "EQ(MUL($a, $b), OR($c, $d))");
     }
 
     #[test]

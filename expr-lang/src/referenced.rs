@@ -37,7 +37,7 @@ impl<R: Recorder + ?Sized> Recorder for &mut R {
 
 /// One recorded lookup.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Reference {
+enum Reference {
     Attribute {
         name: String,
         present: bool,
@@ -51,7 +51,7 @@ pub enum Reference {
 
 impl Reference {
     /// The conformance encoding: `name`, `-name`, `map[key]`, `-map[key]`.
-    pub fn encode(&self) -> String {
+    fn encode(&self) -> String {
         match self {
             Reference::Attribute { name, present } => {
                 format!("{}{name}", if *present { "" } else { "-" })
@@ -75,21 +75,12 @@ impl ReferencedSet {
         ReferencedSet::default()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Reference> {
-        self.refs.iter()
-    }
-
     pub fn len(&self) -> usize {
         self.refs.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.refs.is_empty()
-    }
-
-    /// Forgets everything recorded, keeping the allocation.
-    pub fn clear(&mut self) {
-        self.refs.clear();
     }
 
     /// The encoded references sorted by byte value, as the case files list them.

@@ -1,35 +1,22 @@
 //! Every case of the vendored conformance files must pass. A case marked `"quirk": true`
-//! may differ only if DIFFERENCES.md names it.
+//! may differ only if DIFFERENCES.md names it; `cases::judge` decides, as it does for
+//! `mixer expr test`.
 
-use expr_lang::cases;
-use serde_json::Value as Json;
+use expr_lang::cases::{self, Verdict};
 
 fn run_file(file: &str) -> (usize, Vec<String>) {
     let path = format!("{}/tests/data/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).expect("case file");
-    let differences = include_str!("../DIFFERENCES.md");
     let mut passed = 0;
     let mut failures = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let case: Json = serde_json::from_str(line).expect("valid JSON case");
-        if case.get("expr").is_none() {
-            // A note about the source tests, not a runnable case.
-            continue;
-        }
-        let name = case["name"].as_str().unwrap_or("?").to_owned();
-        let verdict = cases::run_case(&case)
-            .map_err(|e| vec![e.to_string()])
-            .and_then(|run| cases::compare(&case, &run));
-        match verdict {
-            Ok(()) => passed += 1,
-            Err(_) if cases::is_quirk(&case) && differences.contains(&name) => passed += 1,
-            Err(problems) => failures.push(format!(
-                "{file}:{} {name}\n  expr: {}\n  {}",
-                i + 1,
+    for (line, case) in cases::case_lines(&text) {
+        let case = case.expect("valid JSON case");
+        match cases::judge(&case) {
+            Verdict::Note => {}
+            Verdict::Pass | Verdict::KnownDifference(_) => passed += 1,
+            Verdict::Fail(problems) => failures.push(format!(
+                "{file}:{line} {}\n  expr: {}\n  {}",
+                cases::case_name(&case),
                 case["expr"],
                 problems.join("\n  ")
             )),

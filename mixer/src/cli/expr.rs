@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use expr_lang::cases::{self, CaseRun, Tally};
+use expr_lang::cases::{self, Tally, Verdict};
 use expr_lang::golib;
 use expr_lang::{Manifest, MapBag, Program, ReferencedSet, StringMapRef, Value, ValueType};
 use serde_json::Value as Json;
@@ -52,11 +52,8 @@ pub fn run(cmd: ExprCommand) -> Result<ExitCode> {
 fn read_cases(path: &Path) -> Result<Vec<(usize, Result<Json, String>)>> {
     let text = fs::read_to_string(path)
         .with_context(|| format!("reading case file {}", path.display()))?;
-    Ok(text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| (i + 1, serde_json::from_str(l).map_err(|e| e.to_string())))
+    Ok(cases::case_lines(&text)
+        .map(|(line, case)| (line, case.map_err(|e| e.to_string())))
         .collect())
 }
 
@@ -106,29 +103,19 @@ fn test_cases(files: &[PathBuf]) -> Result<ExitCode> {
                     continue;
                 }
             };
-            let name = case
-                .get("name")
-                .and_then(Json::as_str)
-                .unwrap_or("<unnamed>");
-            if case.get("expr").is_none() {
-                tally.skipped += 1;
-                println!("SKIP {name} ({where_}): no \"expr\" (a note, not a runnable case)");
-                continue;
-            }
-            let verdict = cases::run_case(&case)
-                .map_err(|e| vec![format!("case unreadable: {e}")])
-                .and_then(|run: CaseRun| cases::compare(&case, &run));
+            let name = cases::case_name(&case);
+            let verdict = cases::judge(&case);
+            tally.record(&verdict);
             match verdict {
-                Ok(()) => tally.passed += 1,
-                Err(problems) if cases::is_quirk(&case) => {
-                    tally.skipped += 1;
-                    println!(
-                        "SKIP {name} ({where_}): Mixer quirk, deliberate difference (expr-lang/DIFFERENCES.md): {}",
-                        problems.join("; ")
-                    );
+                Verdict::Pass => {}
+                Verdict::Note => {
+                    println!("SKIP {name} ({where_}): no \"expr\" (a note, not a runnable case)");
                 }
-                Err(problems) => {
-                    tally.failed += 1;
+                Verdict::KnownDifference(problems) => println!(
+                    "SKIP {name} ({where_}): Mixer quirk, deliberate difference (expr-lang/DIFFERENCES.md): {}",
+                    problems.join("; ")
+                ),
+                Verdict::Fail(problems) => {
                     let expr = case.get("expr").and_then(Json::as_str).unwrap_or("");
                     println!("FAIL {name} ({where_})\n  expr: {expr}");
                     for p in problems {
