@@ -309,6 +309,7 @@ impl QuotaHandler for DenierHandler {
             status: Status::OK,
             valid_duration: Duration::ZERO,
             granted_amount: 0,
+            budget: None,
         }))
     }
 }

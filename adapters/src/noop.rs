@@ -110,6 +110,7 @@ impl QuotaHandler for NoopHandler {
             status: Status::OK,
             valid_duration: VALIDITY,
             granted_amount: args.amount,
+            budget: None,
         }))
     }
 }

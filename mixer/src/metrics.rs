@@ -38,6 +38,62 @@ pub struct Metrics {
     /// Requests shed under overload.
     pub shed: IntCounterVec,
     pub dispatch_duration: Histogram,
+    /// The Envoy rate-limit service (`api/envoy/ratelimit.rs`).
+    pub envoy_ratelimit: EnvoyRateLimitMetrics,
+}
+
+/// The Envoy rate-limit service's metrics.
+#[derive(Clone)]
+pub struct EnvoyRateLimitMetrics {
+    /// `ShouldRateLimit` calls by outcome: `ok`, `over_limit`, `error`.
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    /// Descriptors decided, by outcome: `ok`, `over_limit`.
+    pub descriptors: IntCounterVec,
+    /// Descriptor entries naming an attribute whose value did not convert to its type
+    /// (skipped).
+    pub unconverted_values: IntCounter,
+}
+
+impl EnvoyRateLimitMetrics {
+    fn register(registry: &Registry) -> EnvoyRateLimitMetrics {
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "mixer_envoy_ratelimit_duration_seconds",
+                "Time to answer Envoy rate-limit calls, by outcome.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(duration.clone()))
+            .expect("unique metric");
+        let unconverted_values = IntCounter::new(
+            "mixer_envoy_ratelimit_unconverted_values_total",
+            "Rate-limit descriptor entries named after an attribute whose value did not convert to the attribute's type (skipped).",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(unconverted_values.clone()))
+            .expect("unique metric");
+        EnvoyRateLimitMetrics {
+            requests: counter_vec(
+                registry,
+                "mixer_envoy_ratelimit_requests_total",
+                "Envoy rate-limit calls (envoy.service.ratelimit.v3 ShouldRateLimit), by outcome (ok, over_limit, error).",
+                &["outcome"],
+            ),
+            duration,
+            descriptors: counter_vec(
+                registry,
+                "mixer_envoy_ratelimit_descriptors_total",
+                "Rate-limit descriptors (one quota allocation each) decided, by outcome (ok, over_limit).",
+                &["outcome"],
+            ),
+            unconverted_values,
+        }
+    }
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -194,6 +250,7 @@ impl Metrics {
                 &["api"],
             ),
             dispatch_duration,
+            envoy_ratelimit: EnvoyRateLimitMetrics::register(&registry),
             registry,
         }
     }

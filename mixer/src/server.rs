@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::api::envoy::ratelimit::{RateLimitFrontEnd, RateLimitLimits};
 use crate::api::mixer::MixerService;
 use crate::attrs::DecodeLimits;
 use crate::config::watch::{Reaction, spawn_watcher};
@@ -17,6 +18,7 @@ use crate::monitoring;
 use crate::net::{ConnectionLimits, RequestLimitsLayer};
 use crate::runtime::{PolicyErrorMode, Runtime, RuntimeOptions};
 use crate::wire::pb::istio::mixer::v1::mixer_server::MixerServer;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 
 /// Everything `mixer server` is configured with.
 #[derive(Clone, Debug)]
@@ -39,6 +41,8 @@ pub struct ServerOptions {
     pub shedding: crate::api::shed::SheddingOptions,
     /// What one request may make the server decode.
     pub decode_limits: DecodeLimits,
+    /// What one Envoy rate-limit call may ask for.
+    pub ratelimit: RateLimitLimits,
     /// Limits of every listener's connections.
     pub connections: ConnectionLimits,
     /// Bounds of the Prometheus exposition (label value length, scrape size).
@@ -64,6 +68,7 @@ impl Default for ServerOptions {
             check_cache_size: 10_000,
             shedding: crate::api::shed::SheddingOptions::default(),
             decode_limits: DecodeLimits::default(),
+            ratelimit: RateLimitLimits::default(),
             connections: ConnectionLimits::default(),
             exposition: adapters::prometheus::ExpositionLimits::default(),
             ready_file: None,
@@ -195,6 +200,10 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
     ))
     .max_decoding_message_size(options.max_message_size)
     .max_encoding_message_size(options.max_message_size);
+    let ratelimit =
+        RateLimitServiceServer::new(RateLimitFrontEnd::new(runtime.clone(), options.ratelimit))
+            .max_decoding_message_size(options.max_message_size)
+            .max_encoding_message_size(options.max_message_size);
     let (tx, rx) = oneshot::channel::<()>();
     let limits = options.connections.clone();
     let incoming = crate::net::incoming(api, limits.clone(), "grpc");
@@ -206,6 +215,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
             .http2_keepalive_timeout(Some(limits.keepalive_timeout))
             .layer(request_limits)
             .add_service(service)
+            .add_service(ratelimit)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = rx.await;
             })

@@ -141,6 +141,20 @@ pub struct QuotaResult {
     pub status: Status,
     pub valid_duration: Duration,
     pub granted_amount: i64,
+    /// The counter's limit and what it has left after this allocation, when the handler
+    /// knows them (Envoy's rate-limit answer tells its client); `None` otherwise.
+    pub budget: Option<QuotaBudget>,
+}
+
+/// The limit a quota allocation was counted against, and what is left of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuotaBudget {
+    /// The limit that applied: the quota's, or the matching override's.
+    pub max_amount: i64,
+    /// What the limit counts over; zero for a pool, which refills only by releases.
+    pub window: Duration,
+    /// Units still available after this allocation (never negative).
+    pub remaining: i64,
 }
 
 /// A handler failed (as opposed to answering "no"): the runtime turns this into an RPC

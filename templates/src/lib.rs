@@ -9,8 +9,8 @@ pub mod kinds;
 
 pub use builder::{BuildError, InstanceBuilder, ParamError};
 pub use handler::{
-    CheckReply, CheckResult, DirectHttpResponse, Handler, HandlerError, QuotaArgs, QuotaReply,
-    QuotaResult, Reply, Status, code,
+    CheckReply, CheckResult, DirectHttpResponse, Handler, HandlerError, QuotaArgs, QuotaBudget,
+    QuotaReply, QuotaResult, Reply, Status, code,
 };
 pub use instances::Dims;
 pub use kinds::{TemplateKind, Variety};

@@ -72,6 +72,16 @@ impl Counter {
         }
     }
 
+    /// Units still available as of the last operation (never negative: a limit lowered
+    /// by a config change can leave more in use than it allows).
+    pub fn remaining(&self) -> i64 {
+        let (max, used) = match self {
+            Counter::Pool { max, pool } => (*max, pool.in_use()),
+            Counter::Window { max, window, .. } => (*max, window.used()),
+        };
+        max.saturating_sub(used).max(0)
+    }
+
     /// Whether the counter holds nothing at `now` (so forgetting it changes nothing).
     fn idle(&mut self, now: i64) -> bool {
         match self {

@@ -12,6 +12,8 @@
 //! * The status is always OK: a denial is `granted_amount` below the request.
 //!   A grant from a window is valid for the limit's `validDuration`; pool grants,
 //!   denials and releases carry no validity.
+//! * An allocation also tells the limit that applied and the units left after it
+//!   (`QuotaResult::budget`); a release or a deduplicated repeat does not.
 //! * Results are remembered per deduplication id for one to two
 //!   `minDeduplicationDuration` periods ([`dedup`]); a repeat gets the stored amount and
 //!   the remaining validity without being charged again. The runtime appends the quota
@@ -40,7 +42,7 @@ use std::sync::Arc;
 
 use templates::handler::{QuotaHandler, QuotaReply};
 use templates::instances::quota;
-use templates::{Handler, QuotaArgs, QuotaResult, Reply, Status, TemplateKind};
+use templates::{Handler, QuotaArgs, QuotaBudget, QuotaResult, Reply, Status, TemplateKind};
 
 use self::clock::{Clock, SystemClock, nanos};
 use self::config::{Config, QuotaLimit};
@@ -102,6 +104,15 @@ impl Limit {
         }
     }
 
+    /// What is left of this limit: `remaining` units.
+    fn budget(&self, remaining: i64) -> QuotaBudget {
+        QuotaBudget {
+            max_amount: self.max_amount,
+            window: clock::duration(self.valid_nanos),
+            remaining,
+        }
+    }
+
     fn counter(&self, now: i64) -> Counter {
         let spec = (self.valid_nanos > 0).then(|| WindowSpec::memquota(self.valid_nanos));
         Counter::new(self.max_amount, spec, now)
@@ -159,10 +170,10 @@ impl MemQuota {
         let counter = self
             .counters
             .get_or_create(&key, now, || limit.counter(now));
-        let record = {
+        let (record, budget) = {
             let mut c = lock(&counter);
             if args.amount > 0 {
-                match c.alloc(now, args.amount, args.best_effort) {
+                let record = match c.alloc(now, args.amount, args.best_effort) {
                     Some(granted) => Record {
                         amount: granted,
                         expires: (limit.valid_nanos > 0)
@@ -172,14 +183,16 @@ impl MemQuota {
                         amount: 0,
                         expires: None,
                     },
-                }
+                };
+                (record, Some(limit.budget(c.remaining())))
             } else {
                 // i64::MIN has no positive counterpart; releasing i64::MAX is the same.
                 let amount = args.amount.checked_neg().unwrap_or(i64::MAX);
-                Record {
+                let record = Record {
                     amount: c.release(now, amount),
                     expires: None,
-                }
+                };
+                (record, None)
             }
         };
         seen.insert(args.deduplication_id, record);
@@ -190,7 +203,10 @@ impl MemQuota {
             amount = record.amount,
             "memquota"
         );
-        result(record, now)
+        QuotaResult {
+            budget,
+            ..result(record, now)
+        }
     }
 
     /// Number of counters held.
@@ -205,6 +221,7 @@ fn empty() -> QuotaResult {
         status: Status::OK,
         valid_duration: std::time::Duration::ZERO,
         granted_amount: 0,
+        budget: None,
     }
 }
 
@@ -213,6 +230,7 @@ fn result(r: Record, now: i64) -> QuotaResult {
         status: Status::OK,
         valid_duration: clock::duration(r.expires.map_or(0, |e| e.saturating_sub(now))),
         granted_amount: r.amount,
+        budget: None,
     }
 }
 

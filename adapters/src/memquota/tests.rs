@@ -8,7 +8,7 @@ use std::time::Duration;
 use expr_lang::Value;
 use serde_json::json;
 use templates::instances::{Dims, quota};
-use templates::{QuotaArgs, QuotaResult, Reply, Status};
+use templates::{QuotaArgs, QuotaBudget, QuotaResult, Reply, Status};
 
 use super::clock::ManualClock;
 use super::config::{Config, OverrideLimit, QuotaLimit};
@@ -86,7 +86,13 @@ fn fresh_id() -> String {
 }
 
 fn ask(h: &MemQuota, d: &Dimensions, amount: i64, best_effort: bool) -> QuotaResult {
-    h.allocate(&d.instance(), args(&fresh_id(), amount, best_effort))
+    decision(h.allocate(&d.instance(), args(&fresh_id(), amount, best_effort)))
+}
+
+/// A result without its budget: the tests of decisions compare only those
+/// (`quota_allocations_tell_the_limit_and_what_is_left` checks budgets).
+fn decision(r: QuotaResult) -> QuotaResult {
+    QuotaResult { budget: None, ..r }
 }
 
 fn granted(h: &MemQuota, d: &Dimensions, amount: i64) -> i64 {
@@ -100,6 +106,7 @@ fn ok(granted_amount: i64, valid: Duration) -> QuotaResult {
         status: Status::OK,
         valid_duration: valid,
         granted_amount,
+        budget: None,
     }
 }
 
@@ -294,7 +301,7 @@ fn quota_dedup_replays_without_charging_again() {
     let h = handler(vec![limit(5, Duration::from_secs(1))], &clock);
     let d = Dimensions::strings(&[("destination", "ratings")]);
     let inst = d.instance();
-    let first = h.allocate(&inst, args("req-1", 3, false));
+    let first = decision(h.allocate(&inst, args("req-1", 3, false)));
     assert_eq!(first, ok(3, Duration::from_secs(1)));
     clock.set(T0 + 2 * TICK);
     // The same id: the stored amount and the remaining validity; nothing charged.
@@ -308,7 +315,7 @@ fn quota_dedup_replays_without_charging_again() {
     // Denials are remembered too: a retry of a denied request is denied again even
     // after the window has rolled, as long as the entry lives.
     assert_eq!(
-        h.allocate(&inst, args("req-2", 1, false)),
+        decision(h.allocate(&inst, args("req-2", 1, false))),
         ok(0, Duration::ZERO)
     );
     clock.set(T0 + 10 * TICK);
@@ -446,6 +453,51 @@ fn quota_overrides_select_limits_by_dimensions() {
 }
 
 #[test]
+fn quota_allocations_tell_the_limit_and_what_is_left() {
+    let clock = ManualClock::new(T0);
+    let q = QuotaLimit {
+        overrides: vec![OverrideLimit {
+            dimensions: [("source".to_owned(), "vip".to_owned())].into(),
+            max_amount: 4,
+            valid_duration: Duration::ZERO,
+        }],
+        ..limit(3, Duration::from_secs(60))
+    };
+    let h = handler(vec![q], &clock);
+    let plain = Dimensions::strings(&[("source", "a")]);
+    let vip = Dimensions::strings(&[("source", "vip")]);
+    let budget = |d: &Dimensions, id: &str, amount| {
+        h.allocate(&d.instance(), args(id, amount, false)).budget
+    };
+    let window = |remaining| {
+        Some(QuotaBudget {
+            max_amount: 3,
+            window: Duration::from_secs(60),
+            remaining,
+        })
+    };
+    assert_eq!(budget(&plain, "a1", 2), window(1));
+    assert_eq!(budget(&plain, "a2", 1), window(0));
+    // A refusal tells what is left (nothing), so the client knows why.
+    assert_eq!(budget(&plain, "a3", 1), window(0));
+    // The override's limit and its pool (no window).
+    assert_eq!(
+        budget(&vip, "v1", 1),
+        Some(QuotaBudget {
+            max_amount: 4,
+            window: Duration::ZERO,
+            remaining: 3,
+        })
+    );
+    // A repeat of a request and a release tell nothing.
+    assert_eq!(budget(&plain, "a1", 2), None);
+    assert_eq!(budget(&vip, "v2", -1), None);
+    // The window rolls: everything is available again.
+    clock.set(T0 + 60 * SECOND);
+    assert_eq!(budget(&plain, "a4", 1), window(2));
+}
+
+#[test]
 fn quota_distinct_dimension_tuples_are_independent_counters() {
     let clock = ManualClock::new(T0);
     let h = handler(vec![limit(2, Duration::from_secs(1))], &clock);
@@ -495,12 +547,12 @@ fn quota_adapter_validates_and_builds() {
     let Reply::Ready(Ok(r)) = q.handle_quota(&inst, args("r1", 5, true)) else {
         panic!("memquota answers immediately");
     };
-    assert_eq!(r, ok(2, Duration::from_secs(1)));
+    assert_eq!(decision(r), ok(2, Duration::from_secs(1)));
     let d = Dimensions::strings(&[("destination", "ratings")]);
     let inst = d.instance();
     let Reply::Ready(Ok(r)) = q.handle_quota(&inst, args("r2", 1, false)) else {
         panic!("memquota answers immediately");
     };
     // The override has no validDuration: a pool.
-    assert_eq!(r, ok(1, Duration::ZERO));
+    assert_eq!(decision(r), ok(1, Duration::ZERO));
 }

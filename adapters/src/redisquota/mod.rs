@@ -19,6 +19,9 @@
 //! * Results: granted > 0 ⇒ OK, valid until the window's end (fixed) or for
 //!   `validDuration` (rolling); nothing granted ⇒ RESOURCE_EXHAUSTED
 //!   (`redisquota: Resource exhausted`); an unexpected script reply ⇒ INTERNAL.
+//! * A grant or a refusal counted by a script also tells the limit, the window and the
+//!   units left (`QuotaResult::budget`, computed inside the same script); replays of a
+//!   remembered grant, releases and failure-mode answers do not.
 //! * Redis unreachable, failing or slower than the call timeout: `failureMode` OPEN
 //!   (default) grants the requested amount, CLOSED grants nothing with
 //!   RESOURCE_EXHAUSTED `redisquota: Redis is unavailable` (Mixer answered UNAVAILABLE).
@@ -49,7 +52,7 @@ use std::time::Duration;
 use prometheus::{IntCounter, IntCounterVec, Opts};
 use templates::handler::{QuotaHandler, QuotaReply};
 use templates::instances::quota;
-use templates::{Handler, QuotaArgs, QuotaResult, Reply, Status, TemplateKind, code};
+use templates::{Handler, QuotaArgs, QuotaBudget, QuotaResult, Reply, Status, TemplateKind, code};
 
 use self::config::{Algorithm, Config, FailureMode};
 use self::conn::{Connection, LogLimiter, Unavailable};
@@ -301,7 +304,7 @@ impl Inner {
                 if self.degraded.swap(false, Ordering::Relaxed) {
                     tracing::info!(handler = %self.handler, "redisquota: Redis is answering again");
                 }
-                result(answer, requested, now)
+                result(answer, &call, requested, now)
             }
             Err(Failure::Unavailable(e)) => self.fail_over(&e, requested),
             Err(Failure::Internal(e)) => {
@@ -313,6 +316,7 @@ impl Inner {
                     status: Status::new(code::INTERNAL, INTERNAL_MESSAGE),
                     valid_duration: Duration::ZERO,
                     granted_amount: 0,
+                    budget: None,
                 }
             }
         }
@@ -357,11 +361,13 @@ impl Inner {
                 status: Status::OK,
                 valid_duration: Duration::ZERO,
                 granted_amount: requested.max(0),
+                budget: None,
             },
             FailureMode::Closed => QuotaResult {
                 status: Status::new(code::RESOURCE_EXHAUSTED, UNAVAILABLE_MESSAGE),
                 valid_duration: Duration::ZERO,
                 granted_amount: 0,
+                budget: None,
             },
         }
     }
@@ -395,28 +401,37 @@ fn empty() -> QuotaResult {
         status: Status::OK,
         valid_duration: Duration::ZERO,
         granted_amount: 0,
+        budget: None,
     }
 }
 
-/// The result of a script answer for a request of `requested` units at `now`.
-fn result(answer: Answer, requested: i64, now: i64) -> QuotaResult {
+/// The result of a script answer to `call` for a request of `requested` units at `now`.
+fn result(answer: Answer, call: &Call, requested: i64, now: i64) -> QuotaResult {
+    let budget = answer.remaining.map(|remaining| QuotaBudget {
+        max_amount: call.max,
+        window: clock::duration(call.window),
+        remaining,
+    });
     if answer.amount > 0 {
         QuotaResult {
             status: Status::OK,
             valid_duration: clock::duration(answer.valid_until.saturating_sub(now)),
             granted_amount: answer.amount,
+            budget,
         }
     } else if answer.amount < 0 || requested < 0 {
         QuotaResult {
             status: Status::OK,
             valid_duration: Duration::ZERO,
             granted_amount: answer.amount.saturating_neg(),
+            budget: None,
         }
     } else {
         QuotaResult {
             status: Status::new(code::RESOURCE_EXHAUSTED, EXHAUSTED_MESSAGE),
             valid_duration: Duration::ZERO,
             granted_amount: 0,
+            budget,
         }
     }
 }

@@ -16,8 +16,10 @@
 //!   or more;
 //! * amounts, which validation keeps at or below 2^53 − 1.
 //!
-//! Scripts return `{amount, valid_until}`: `amount > 0` units granted, valid until the
-//! time `valid_until`; `0` nothing granted; `amount < 0` that many units released.
+//! Scripts return `{amount, valid_until, remaining}`: `amount > 0` units granted, valid
+//! until the time `valid_until`; `0` nothing granted; `amount < 0` that many units
+//! released. `remaining` (the units the counter has left) comes with grants and refusals
+//! counted now, not with releases or with the replay of a remembered result.
 //!
 //! Keys (as Mixer): `<key>.meta` (hash), `<key>.data` (sorted set, rolling window only),
 //! `<dedup id>-<key>.meta` (hash: the result of a request, for retries).
@@ -128,11 +130,11 @@ elseif best_effort and available > 0 then
   granted = available
 else
   -- Denials are not remembered (Mixer): a retry is evaluated again.
-  return {0, '0'}
+  return {0, '0', math.max(available, 0)}
 end
 redis.call('HSET', meta, 'token', int(used + granted))
 remember(dedup, granted, expire, ttl)
-return {granted, expire}
+return {granted, expire, math.max(available - granted, 0)}
 "#;
 
 /// ROLLING_WINDOW. `KEYS`: meta, data, [dedup]. `ARGV`: max, amount, best effort,
@@ -239,7 +241,10 @@ redis.call('PEXPIRE', data, ttl)
 if result ~= 0 or amount < 0 then
   remember(dedup, result, grant_expire, ttl)
 end
-return {result, valid_until}
+if amount < 0 then
+  return {result, valid_until}
+end
+return {result, valid_until, math.max(max - used, 0)}
 "#;
 
 /// Both scripts, compiled once per handler (hashing the source).
@@ -279,6 +284,9 @@ pub struct Call {
     pub keys: Vec<Vec<u8>>,
     pub args: Vec<String>,
     pub rolling: bool,
+    /// The limit counted against, and its window's length (ns), for the answer's budget.
+    pub max: i64,
+    pub window: i64,
 }
 
 /// A time as the scripts take it.
@@ -341,6 +349,8 @@ impl Call {
             keys,
             args,
             rolling,
+            max,
+            window: length,
         }
     }
 }
@@ -352,6 +362,8 @@ pub struct Answer {
     pub amount: i64,
     /// When a grant stops being valid (Unix ns); 0 when not a grant.
     pub valid_until: i64,
+    /// Units the counter has left, when the script counted this request.
+    pub remaining: Option<i64>,
 }
 
 /// Reads a script's reply; `Err` describes an unexpected one.
@@ -359,8 +371,14 @@ pub fn parse_answer(value: &redis::Value) -> Result<Answer, String> {
     let redis::Value::Array(items) = value else {
         return Err(format!("expected a two-element array, got {value:?}"));
     };
-    let [redis::Value::Int(amount), until] = items.as_slice() else {
-        return Err(format!("expected [amount, valid_until], got {value:?}"));
+    let (amount, until, remaining) = match items.as_slice() {
+        [redis::Value::Int(amount), until] => (amount, until, None),
+        [redis::Value::Int(amount), until, redis::Value::Int(left)] => (amount, until, Some(*left)),
+        _ => {
+            return Err(format!(
+                "expected [amount, valid_until] or [amount, valid_until, remaining], got {value:?}"
+            ));
+        }
     };
     let until = match until {
         redis::Value::BulkString(b) => std::str::from_utf8(b).ok(),
@@ -372,6 +390,7 @@ pub fn parse_answer(value: &redis::Value) -> Result<Answer, String> {
     Ok(Answer {
         amount: *amount,
         valid_until: until,
+        remaining,
     })
 }
 
@@ -445,8 +464,30 @@ mod tests {
             parse_answer(&ok),
             Ok(Answer {
                 amount: 3,
-                valid_until: 1_700_000_002_250_000_000
+                valid_until: 1_700_000_002_250_000_000,
+                remaining: None,
             })
+        );
+        let counted = Value::Array(vec![
+            Value::Int(0),
+            Value::BulkString(b"0".to_vec()),
+            Value::Int(4),
+        ]);
+        assert_eq!(
+            parse_answer(&counted),
+            Ok(Answer {
+                amount: 0,
+                valid_until: 0,
+                remaining: Some(4),
+            })
+        );
+        assert!(
+            parse_answer(&Value::Array(vec![
+                Value::Int(1),
+                Value::BulkString(b"0".to_vec()),
+                Value::BulkString(b"4".to_vec())
+            ]))
+            .is_err()
         );
         assert!(parse_answer(&Value::Int(1)).is_err());
         assert!(parse_answer(&Value::Array(vec![Value::Int(1)])).is_err());

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use expr_lang::Value;
 use serde_json::json;
 use templates::instances::{Dims, quota};
-use templates::{QuotaArgs, QuotaResult, Reply, Status, code};
+use templates::{QuotaArgs, QuotaBudget, QuotaResult, Reply, Status, code};
 use test_support::free_port;
 use test_support::redis::RedisServer;
 
@@ -154,8 +154,16 @@ async fn ask_id(
     amount: i64,
     best_effort: bool,
 ) -> QuotaResult {
-    h.allocate(&d.instance(q), args(id, amount, best_effort))
-        .await
+    decision(
+        h.allocate(&d.instance(q), args(id, amount, best_effort))
+            .await,
+    )
+}
+
+/// A result without its budget: the tests of decisions compare only those
+/// (`quota_redis_answers_tell_the_limit_and_what_is_left` checks budgets).
+fn decision(r: QuotaResult) -> QuotaResult {
+    QuotaResult { budget: None, ..r }
 }
 
 async fn ask(
@@ -173,6 +181,7 @@ fn granted(amount: i64, valid: Duration) -> QuotaResult {
         status: Status::OK,
         valid_duration: valid,
         granted_amount: amount,
+        budget: None,
     }
 }
 
@@ -181,6 +190,7 @@ fn exhausted() -> QuotaResult {
         status: Status::new(code::RESOURCE_EXHAUSTED, EXHAUSTED_MESSAGE),
         valid_duration: Duration::ZERO,
         granted_amount: 0,
+        budget: None,
     }
 }
 
@@ -316,7 +326,16 @@ async fn quota_redis_rolling_window_agrees_with_memquota() {
         let best_effort = next() % 3 == 0;
         let id = fresh_id();
         let m = mem.allocate(&d.instance(Q), args(&id, amount, best_effort));
-        let r = ask_id(&h, Q, d, &id, amount, best_effort).await;
+        let r = h
+            .allocate(&d.instance(Q), args(&id, amount, best_effort))
+            .await;
+        // Both count the same units, so both have the same left.
+        assert_eq!(
+            r.budget.map(|b| b.remaining),
+            m.budget.map(|b| b.remaining),
+            "step {step}: what is left"
+        );
+        let (r, m) = (decision(r), decision(m));
         assert_eq!(
             r.granted_amount,
             m.granted_amount,
@@ -447,6 +466,44 @@ async fn quota_redis_dedup_is_shared_by_servers() {
         clock.set(T0 + 10 * SECOND);
         assert_eq!(ask_id(&a, q, &d, "r1", 3, false).await.granted_amount, 3);
         assert_eq!(ask(&a, q, &d, 3, false).await, exhausted());
+    }
+}
+
+#[tokio::test]
+async fn quota_redis_answers_tell_the_limit_and_what_is_left() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(T0);
+    let quotas = vec![
+        fixed(Q, 3, Duration::from_secs(60)),
+        rolling(Q2, 3, Duration::from_secs(60), Duration::from_secs(1)),
+    ];
+    let h = connected(&server, quotas, FailureMode::Open, &clock, "budget").await;
+    let d = Dimensions::strings(&[("destination", "ratings")]);
+    for q in [Q, Q2] {
+        let budget = |id: &'static str, amount| {
+            let h = &h;
+            let d = &d;
+            async move {
+                h.allocate(&d.instance(q), args(id, amount, false))
+                    .await
+                    .budget
+            }
+        };
+        let left = |remaining| {
+            Some(QuotaBudget {
+                max_amount: 3,
+                window: Duration::from_secs(60),
+                remaining,
+            })
+        };
+        assert_eq!(budget("b1", 2).await, left(1), "{q}");
+        assert_eq!(budget("b2", 1).await, left(0), "{q}");
+        // A refusal tells what is left: nothing.
+        assert_eq!(budget("b3", 1).await, left(0), "{q}");
+        // A replayed grant and a release tell nothing.
+        assert_eq!(budget("b1", 2).await, None, "{q}");
+        assert_eq!(budget("b4", -1).await, None, "{q}");
+        assert_eq!(budget("b5", 1).await, left(0), "{q}");
     }
 }
 
@@ -621,6 +678,7 @@ async fn quota_redis_outage_fails_open_or_closed_and_recovers() {
                 status: Status::new(code::RESOURCE_EXHAUSTED, UNAVAILABLE_MESSAGE),
                 valid_duration: Duration::ZERO,
                 granted_amount: 0,
+                budget: None,
             }
         );
     }
@@ -713,7 +771,7 @@ async fn quota_redis_build_while_down_then_connects() {
     })
     .await;
     assert!(call().await.status.is_ok());
-    assert_eq!(call().await, exhausted());
+    assert_eq!(decision(call().await), exhausted());
     // Closed: the connection is let go; a stray late call fails over at once.
     handler.close();
     assert_eq!(call().await.status.message, UNAVAILABLE_MESSAGE);

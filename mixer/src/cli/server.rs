@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
+use mixer::api::envoy::ratelimit::RateLimitLimits;
 use mixer::api::shed::{SheddingMode, SheddingOptions};
 use mixer::attrs::DecodeLimits;
 use mixer::net::ConnectionLimits;
@@ -178,6 +179,12 @@ pub struct ServerArgs {
     /// set counts everything it inherits).
     #[arg(long = "max-report-decoded-bytes", default_value_t = defaults().decode_limits.max_report_decoded_bytes)]
     max_report_decoded_bytes: usize,
+    /// Limit: descriptors in one Envoy rate-limit call (each is one quota allocation).
+    #[arg(long = "max-ratelimit-descriptors", default_value_t = defaults().ratelimit.max_descriptors)]
+    max_ratelimit_descriptors: usize,
+    /// Limit: entries in one descriptor of an Envoy rate-limit call.
+    #[arg(long = "max-ratelimit-descriptor-entries", default_value_t = defaults().ratelimit.max_entries)]
+    max_ratelimit_descriptor_entries: usize,
     /// Limit: connections open at once, per listener (gRPC, monitoring, Prometheus); more
     /// wait in the kernel's backlog.
     #[arg(long = "max-connections", default_value_t = defaults().connections.max_connections)]
@@ -290,6 +297,10 @@ pub fn run(args: ServerArgs) -> Result<ExitCode> {
         max_report_sets: args.max_report_sets,
         max_report_decoded_bytes: args.max_report_decoded_bytes,
     };
+    options.ratelimit = RateLimitLimits {
+        max_descriptors: args.max_ratelimit_descriptors,
+        max_entries: args.max_ratelimit_descriptor_entries,
+    };
     options.connections = ConnectionLimits {
         max_connections: args.max_connections,
         idle_timeout: args.connection_idle_timeout.0,
@@ -389,6 +400,20 @@ mod tests {
             0
         );
         assert!(parse_address("--address", "nope").is_err());
+    }
+
+    #[test]
+    fn ratelimit_flags_are_the_ones_its_errors_name() {
+        use clap::Args;
+        use mixer::api::envoy::ratelimit::{MAX_DESCRIPTORS_FLAG, MAX_ENTRIES_FLAG};
+        let cmd = ServerArgs::augment_args(clap::Command::new("server"));
+        for flag in [MAX_DESCRIPTORS_FLAG, MAX_ENTRIES_FLAG] {
+            assert!(
+                cmd.get_arguments()
+                    .any(|a| a.get_long() == flag.strip_prefix("--")),
+                "{flag}"
+            );
+        }
     }
 
     #[test]

@@ -20,7 +20,8 @@ use crate::metrics::Metrics;
 /// One quota a Check asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QuotaRequest<'a> {
-    /// The quota instance's short name (`requestcount`).
+    /// The quota instance's short name (`requestcount`, any namespace's), or its fully
+    /// qualified name (`requestcount.instance.istio-system`, that instance only).
     pub name: &'a str,
     /// Units requested.
     pub amount: i64,
@@ -33,6 +34,7 @@ fn granted(amount: i64) -> QuotaResult {
         status: Status::OK,
         valid_duration: DEFAULT_VALID_DURATION,
         granted_amount: amount,
+        budget: None,
     }
 }
 
@@ -42,6 +44,7 @@ fn nothing() -> QuotaResult {
         status: Status::OK,
         valid_duration: Duration::ZERO,
         granted_amount: 0,
+        budget: None,
     }
 }
 
@@ -87,14 +90,23 @@ impl Answers {
     }
 }
 
-/// The instances of `routed` named `name` (short name, case-insensitive), with their
-/// destinations.
+/// The instances of `routed` named `name` (case-insensitive; a short name matches the
+/// instances of that short name, a dotted name only the instance of that full name),
+/// with their destinations.
 fn targets<'s>(routed: &'s RoutedRule, name: &str) -> Vec<(&'s Destination, &'s InstanceBuilder)> {
+    let qualified = name.contains('.');
     routed
         .destinations
         .iter()
         .flat_map(|d| d.instances.iter().map(move |i| (d, &**i)))
-        .filter(|(_, i)| short_name(i.name()).eq_ignore_ascii_case(name))
+        .filter(|(_, i)| {
+            let candidate = if qualified {
+                i.name()
+            } else {
+                short_name(i.name())
+            };
+            candidate.eq_ignore_ascii_case(name)
+        })
         .collect()
 }
 
