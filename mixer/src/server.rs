@@ -248,13 +248,22 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
     ))
     .max_decoding_message_size(options.max_message_size)
     .max_encoding_message_size(options.max_message_size);
-    // The log front ends apply the same message size limits themselves.
+    // The log front ends apply the same message size limits themselves, and share a
+    // load shedder with the Mixer API's settings.
+    let log_shedder = Arc::new(crate::api::shed::LoadShedder::new(
+        options.shedding.clone(),
+        runtime.metrics.shed.clone(),
+    ));
     let access_log = AccessLogServer::new(
-        AccessLogService::new(runtime.clone(), options.access_log.clone()),
+        AccessLogService::new(
+            runtime.clone(),
+            options.access_log.clone(),
+            log_shedder.clone(),
+        ),
         options.max_message_size,
     );
     let otlp_logs = OtlpLogsServer::new(
-        OtlpLogsService::new(runtime.clone(), options.otlp_logs.clone()),
+        OtlpLogsService::new(runtime.clone(), options.otlp_logs.clone(), log_shedder),
         options.max_message_size,
     );
     let (tx, rx) = oneshot::channel::<()>();

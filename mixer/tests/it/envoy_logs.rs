@@ -1051,3 +1051,72 @@ async fn otlp_export_answers_partial_success_and_bounds_records() {
         Some(1.0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_sheds_log_messages_and_exports() {
+    // A burst of 5 entries, then 1 per second: a second batch of 5 right after the
+    // first cannot pass for seconds.
+    let server = ServerProcess::start(
+        MIXER,
+        &default_samples(),
+        &[
+            "--load-shedding-mode",
+            "enforce",
+            "--max-requests-per-second",
+            "1",
+            "--burst-size",
+            "5",
+        ],
+    );
+    let channel = channel(&server).await;
+    let shed = AccessLogServiceClient::new(channel.clone())
+        .stream_access_logs(futures::stream::iter(vec![
+            first_message("shed-v1", 5),
+            entries_message(5, "/"),
+        ]))
+        .await
+        .expect_err("the second message is shed");
+    assert_eq!(shed.code(), tonic::Code::Unavailable, "{shed:?}");
+    assert!(
+        shed.message()
+            .contains("message 2: Server is currently overloaded"),
+        "{shed:?}"
+    );
+    let export = LogsServiceClient::new(channel)
+        .export(otlp_request(vec![LogRecord::default(); 5]))
+        .await
+        .expect_err("shed");
+    assert_eq!(export.code(), tonic::Code::Unavailable, "{export:?}");
+    let monitoring = scrape(&server.monitoring);
+    let value = |name, labels: &[&str]| metric_value(&monitoring, name, labels);
+    assert_eq!(
+        value(
+            "mixer_envoy_accesslog_entries_total",
+            &["protocol=\"http\""]
+        ),
+        Some(5.0),
+        "the first message was reported"
+    );
+    assert_eq!(
+        value(
+            "mixer_envoy_accesslog_rejected_total",
+            &["reason=\"overloaded\""]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value("mixer_loadshedding_requests_total", &["api=\"accesslog\""]),
+        Some(5.0)
+    );
+    assert_eq!(
+        value("mixer_loadshedding_requests_total", &["api=\"otlp_logs\""]),
+        Some(5.0)
+    );
+    assert_eq!(
+        value(
+            "mixer_envoy_otlp_logs_requests_total",
+            &["outcome=\"error\""]
+        ),
+        Some(1.0)
+    );
+}

@@ -31,6 +31,7 @@ use super::accesslog_entry::{
     EntryContext, TcpTotals, http_bag, is_connection_end, struct_from_envoy, tcp_bag,
 };
 use super::grpc::{PrescanCodec, count_nested, len_fields};
+use crate::api::shed::LoadShedder;
 use crate::config::snapshot::Snapshot;
 use crate::runtime::Runtime;
 
@@ -77,6 +78,8 @@ impl Default for AccessLogLimits {
 pub struct AccessLogService {
     runtime: Arc<Runtime>,
     limits: AccessLogLimits,
+    /// Load shedding: a message of N entries costs N.
+    shedder: Arc<LoadShedder>,
     streams: Arc<Semaphore>,
     /// Large messages in progress on the blocking pool: one per core but one.
     heavy: Arc<Semaphore>,
@@ -115,10 +118,15 @@ impl ConnectionCounts {
 }
 
 impl AccessLogService {
-    pub fn new(runtime: Arc<Runtime>, limits: AccessLogLimits) -> AccessLogService {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        limits: AccessLogLimits,
+        shedder: Arc<LoadShedder>,
+    ) -> AccessLogService {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         AccessLogService {
             runtime,
+            shedder,
             streams: Arc::new(Semaphore::new(limits.max_streams)),
             limits,
             heavy: Arc::new(Semaphore::new(cores.saturating_sub(1).max(1))),
@@ -176,7 +184,35 @@ impl AccessLogService {
         let Some(entries) = message.log_entries else {
             return Ok(());
         };
-        if entry_count(&entries) < BLOCKING_ENTRIES {
+        let count = entry_count(&entries);
+        if let Err(overloaded) = self.shedder.admit("accesslog", cost(count)) {
+            self.runtime
+                .metrics
+                .envoy_logs
+                .accesslog_rejected
+                .with_label_values(&["overloaded"])
+                .inc();
+            let message = format!(
+                "access-log stream, message {}: {}",
+                state.messages,
+                overloaded.message()
+            );
+            return Err(Status::new(overloaded.code(), message));
+        }
+        let started = std::time::Instant::now();
+        let result = self.report(state, entries, count).await;
+        self.shedder.observe(started.elapsed());
+        result
+    }
+
+    /// Reports a message's entries, off the async workers when there are many.
+    async fn report(
+        &self,
+        state: &mut StreamState,
+        entries: LogEntries,
+        count: usize,
+    ) -> Result<(), Status> {
+        if count < BLOCKING_ENTRIES {
             report_entries(
                 &self.runtime,
                 state.node.as_deref(),
@@ -268,6 +304,10 @@ fn rejection_reason(status: &Status) -> Option<&'static str> {
 fn node_metadata(identifier: Identifier) -> Option<Arc<prost_types::Struct>> {
     let metadata = identifier.node?.metadata?;
     Some(Arc::new(struct_from_envoy(&metadata)))
+}
+
+fn cost(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 fn entry_count(entries: &LogEntries) -> usize {

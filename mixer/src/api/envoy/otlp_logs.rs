@@ -28,6 +28,7 @@ use tonic::{Request, Response, Status};
 
 use super::attributes::BagBuilder;
 use super::grpc::{PrescanCodec, count_nested};
+use crate::api::shed::LoadShedder;
 use crate::config::snapshot::Snapshot;
 use crate::runtime::Runtime;
 
@@ -67,15 +68,22 @@ impl Default for OtlpLogsLimits {
 pub struct OtlpLogsService {
     runtime: Arc<Runtime>,
     limits: OtlpLogsLimits,
+    /// Load shedding: an Export of N records costs N.
+    shedder: Arc<LoadShedder>,
     /// Large requests in progress on the blocking pool: one per core but one.
     heavy: Arc<Semaphore>,
 }
 
 impl OtlpLogsService {
-    pub fn new(runtime: Arc<Runtime>, limits: OtlpLogsLimits) -> OtlpLogsService {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        limits: OtlpLogsLimits,
+        shedder: Arc<LoadShedder>,
+    ) -> OtlpLogsService {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         OtlpLogsService {
             runtime,
+            shedder,
             limits,
             heavy: Arc::new(Semaphore::new(cores.saturating_sub(1).max(1))),
         }
@@ -92,18 +100,22 @@ impl OtlpLogsService {
             .flat_map(|r| &r.scope_logs)
             .map(|s| s.log_records.len())
             .sum();
+        self.shedder
+            .admit("otlp_logs", u32::try_from(records).unwrap_or(u32::MAX))?;
+        let started = std::time::Instant::now();
         let outcome = if records < BLOCKING_RECORDS {
-            Ok(report_records(&self.runtime, &self.limits, &request))
+            report_records(&self.runtime, &self.limits, &request)
         } else {
-            self.export_off_workers(request).await
+            self.export_off_workers(request).await?
         };
-        let label = match &outcome {
-            Ok(o) if o.rejected > 0 => "partial",
-            Ok(_) => "ok",
-            Err(_) => "error",
+        self.shedder.observe(started.elapsed());
+        // Failed calls are counted where their answer is known (see OtlpLogsServer).
+        let label = if outcome.rejected > 0 {
+            "partial"
+        } else {
+            "ok"
         };
         metrics.otlp_requests.with_label_values(&[label]).inc();
-        let outcome = outcome?;
         metrics
             .otlp_records
             .with_label_values(&["reported"])
@@ -380,7 +392,18 @@ where
             );
             let mut grpc =
                 tonic::server::Grpc::new(codec).apply_max_message_size_config(Some(max), Some(max));
-            Ok(grpc.unary(ExportHandler(inner), req).await)
+            let metrics = inner.runtime.metrics.envoy_logs.clone();
+            let response = grpc.unary(ExportHandler(inner), req).await;
+            // An error status travels in the headers, whether the request could not be
+            // read (limits, malformed) or the call failed.
+            if response
+                .headers()
+                .get("grpc-status")
+                .is_some_and(|code| code != "0")
+            {
+                metrics.otlp_requests.with_label_values(&["error"]).inc();
+            }
+            Ok(response)
         })
     }
 }
