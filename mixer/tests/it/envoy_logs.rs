@@ -796,6 +796,10 @@ async fn bad_streams_end_alone_while_another_keeps_reporting() {
             "65536",
             "--max-access-log-entries",
             "50",
+            "--max-access-log-identifier-bytes",
+            "1024",
+            "--max-access-log-streams",
+            "2",
         ],
     );
     let channel = channel(&server).await;
@@ -842,6 +846,48 @@ async fn bad_streams_end_alone_while_another_keeps_reporting() {
         oversized.message().contains("--max-message-size"),
         "{oversized:?}"
     );
+    let mut named = first_message("bad-v1", 1);
+    named.identifier.as_mut().unwrap().log_name = "n".repeat(2000);
+    let big_identifier = refused(
+        client
+            .clone()
+            .stream_access_logs(futures::stream::iter(vec![named]))
+            .await,
+    );
+    assert_eq!(big_identifier.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        big_identifier
+            .message()
+            .contains("--max-access-log-identifier-bytes"),
+        "{big_identifier:?}"
+    );
+    // With the good stream and this one open, a third is one too many.
+    let (held, held_call) = open_stream(client.clone());
+    held.send(first_message("held-v1", 1)).await.unwrap();
+    let waited = prom.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_metric(
+            &waited,
+            "istio_requests_total",
+            &["destination_workload=\"held-v1\""],
+            1.0,
+        )
+    })
+    .await
+    .unwrap();
+    let third = refused(
+        client
+            .clone()
+            .stream_access_logs(futures::stream::iter(vec![first_message("bad-v1", 1)]))
+            .await,
+    );
+    assert_eq!(third.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        third.message().contains("--max-access-log-streams"),
+        "{third:?}"
+    );
+    drop(held);
+    held_call.await.unwrap().expect("the held stream ends well");
     // http_logs (field 2) declared 5 bytes long, 2 present.
     let malformed = send_raw(channel.clone(), vec![0x12, 0x05, 0x0a, 0x03]).await;
     assert_eq!(
@@ -876,7 +922,13 @@ async fn bad_streams_end_alone_while_another_keeps_reporting() {
         "nothing of a refused message is reported"
     );
     let monitoring = scrape(&server.monitoring);
-    for reason in ["entries", "message_size", "malformed"] {
+    for reason in [
+        "entries",
+        "message_size",
+        "malformed",
+        "identifier_size",
+        "streams",
+    ] {
         let label = format!("reason=\"{reason}\"");
         assert_eq!(
             metric_value(
@@ -894,7 +946,7 @@ async fn bad_streams_end_alone_while_another_keeps_reporting() {
             "mixer_envoy_accesslog_streams_total",
             &["outcome=\"ok\""]
         ),
-        Some(1.0)
+        Some(2.0)
     );
     assert_eq!(
         metric_value(&monitoring, "mixer_envoy_accesslog_streams_open", &[]),

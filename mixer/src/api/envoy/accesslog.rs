@@ -49,7 +49,18 @@ const CHUNK: usize = 256;
 /// TCP connections whose byte counts one stream remembers between entries. Envoy logs
 /// a connection on the worker (so the stream) that owns it; past this many at once, a
 /// new connection's counts are taken as totals.
-const TRACKED_CONNECTIONS: usize = 4096;
+const TRACKED_CONNECTIONS: usize = 1024;
+/// Longer connection ids are not tracked (Envoy's are 36-character UUIDs).
+const MAX_CONNECTION_ID: usize = 128;
+/// The keys of the node metadata that the mapping reads; a stream keeps only these.
+const NODE_KEYS: [&str; 6] = [
+    "NAME",
+    "NAMESPACE",
+    "WORKLOAD_NAME",
+    "OWNER",
+    "SERVICE_ACCOUNT",
+    "labels",
+];
 
 /// What the access-log front end accepts.
 #[derive(Clone, Debug)]
@@ -67,7 +78,7 @@ impl Default for AccessLogLimits {
     /// (16 KiB) and an identifier of ~61 KB (the node with its extension list).
     fn default() -> AccessLogLimits {
         AccessLogLimits {
-            max_streams: 4096,
+            max_streams: 1024,
             max_entries: 1000,
             max_identifier_bytes: 256 * 1024,
         }
@@ -104,7 +115,7 @@ impl ConnectionCounts {
     }
 
     fn record(&mut self, id: &str, totals: TcpTotals, ended: bool) {
-        if id.is_empty() {
+        if id.is_empty() || id.len() > MAX_CONNECTION_ID {
             return;
         }
         if ended {
@@ -300,9 +311,13 @@ fn rejection_reason(status: &Status) -> Option<&'static str> {
     })
 }
 
-/// The node metadata of a stream's identifier: all a stream keeps of it.
+/// The workload keys of the node metadata of a stream's identifier: all a stream keeps
+/// of it (Istio's metadata has many more).
 fn node_metadata(identifier: Identifier) -> Option<Arc<prost_types::Struct>> {
-    let metadata = identifier.node?.metadata?;
+    let mut metadata = identifier.node?.metadata?;
+    metadata
+        .fields
+        .retain(|k, _| NODE_KEYS.contains(&k.as_str()));
     Some(Arc::new(struct_from_envoy(&metadata)))
 }
 
@@ -562,7 +577,11 @@ mod tests {
             "forgotten at close"
         );
         counts.record("", t(1), false);
-        assert!(counts.0.is_empty(), "entries without an id are not tracked");
+        counts.record(&"x".repeat(MAX_CONNECTION_ID + 1), t(1), false);
+        assert!(
+            counts.0.is_empty(),
+            "entries without a usable id are not tracked"
+        );
         for i in 0..TRACKED_CONNECTIONS + 10 {
             counts.record(&i.to_string(), t(1), false);
         }
