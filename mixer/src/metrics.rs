@@ -40,6 +40,8 @@ pub struct Metrics {
     pub dispatch_duration: Histogram,
     /// The Envoy rate-limit service (`api/envoy/ratelimit.rs`).
     pub envoy_ratelimit: EnvoyRateLimitMetrics,
+    /// The Envoy access-log and OTLP logs front ends.
+    pub envoy_logs: EnvoyLogMetrics,
 }
 
 /// The Envoy rate-limit service's metrics.
@@ -92,6 +94,74 @@ impl EnvoyRateLimitMetrics {
                 &["outcome"],
             ),
             unconverted_values,
+        }
+    }
+}
+
+/// Self-metrics of the access-log (`envoy.service.accesslog.v3`) and OTLP logs front ends.
+#[derive(Clone)]
+pub struct EnvoyLogMetrics {
+    /// Access-log streams open now.
+    pub accesslog_streams_open: IntGauge,
+    /// Access-log streams ended, by outcome: `ok` (the peer closed it), `error`.
+    pub accesslog_streams: IntCounterVec,
+    /// Access-log entries reported, by protocol: `http`, `tcp`.
+    pub accesslog_entries: IntCounterVec,
+    /// Access-log messages or streams refused (each ends its stream), by reason.
+    pub accesslog_rejected: IntCounterVec,
+    /// Values of attribute-named keys that did not convert to their attribute's type, by
+    /// API: `accesslog`, `otlp_logs`.
+    pub conversion_failures: IntCounterVec,
+    /// OTLP logs Export calls, by outcome: `ok`, `partial`, `error`.
+    pub otlp_requests: IntCounterVec,
+    /// OTLP log records, by outcome: `reported`, `rejected`.
+    pub otlp_records: IntCounterVec,
+}
+
+impl EnvoyLogMetrics {
+    fn new(registry: &Registry) -> EnvoyLogMetrics {
+        EnvoyLogMetrics {
+            accesslog_streams_open: gauge(
+                registry,
+                "mixer_envoy_accesslog_streams_open",
+                "Envoy access-log streams (StreamAccessLogs) open now.",
+            ),
+            accesslog_streams: counter_vec(
+                registry,
+                "mixer_envoy_accesslog_streams_total",
+                "Envoy access-log streams ended, by outcome (ok: closed by the peer, error).",
+                &["outcome"],
+            ),
+            accesslog_entries: counter_vec(
+                registry,
+                "mixer_envoy_accesslog_entries_total",
+                "Envoy access-log entries reported, by protocol (http, tcp).",
+                &["protocol"],
+            ),
+            accesslog_rejected: counter_vec(
+                registry,
+                "mixer_envoy_accesslog_rejected_total",
+                "Envoy access-log messages or streams refused, each ending its stream, by reason.",
+                &["reason"],
+            ),
+            conversion_failures: counter_vec(
+                registry,
+                "mixer_envoy_logs_attribute_conversion_failures_total",
+                "Values of attribute-named keys in access-log entries or OTLP log records that did not convert to the attribute's type (skipped), by API.",
+                &["api"],
+            ),
+            otlp_requests: counter_vec(
+                registry,
+                "mixer_envoy_otlp_logs_requests_total",
+                "OTLP logs Export calls, by outcome (ok, partial, error).",
+                &["outcome"],
+            ),
+            otlp_records: counter_vec(
+                registry,
+                "mixer_envoy_otlp_logs_records_total",
+                "OTLP log records, by outcome (reported, rejected).",
+                &["outcome"],
+            ),
         }
     }
 }
@@ -251,6 +321,7 @@ impl Metrics {
             ),
             dispatch_duration,
             envoy_ratelimit: EnvoyRateLimitMetrics::register(&registry),
+            envoy_logs: EnvoyLogMetrics::new(&registry),
             registry,
         }
     }

@@ -309,11 +309,13 @@ pub struct RequestLimitsLayer {
     limits: Arc<RequestLimits>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct RequestLimits {
     max_message: usize,
     max_connection_buffered: usize,
     read_timeout: Duration,
+    /// Paths of client-streaming methods, whose bodies are bounded per message.
+    streaming: Vec<&'static str>,
 }
 
 impl RequestLimitsLayer {
@@ -323,8 +325,18 @@ impl RequestLimitsLayer {
                 max_message,
                 max_connection_buffered: connection.max_buffered_bytes,
                 read_timeout: connection.request_read_timeout,
+                streaming: Vec::new(),
             }),
         }
+    }
+
+    /// Marks `paths` (`/package.Service/Method`) as client-streaming: a stream may live
+    /// for days and wait between messages, so the read deadline and the connection's
+    /// buffer budget apply to each message instead of to the whole body.
+    pub fn streaming(mut self, paths: &[&'static str]) -> RequestLimitsLayer {
+        let limits = Arc::make_mut(&mut self.limits);
+        limits.streaming.extend_from_slice(paths);
+        self
     }
 }
 
@@ -363,7 +375,9 @@ where
             .get::<ConnectionInfo>()
             .map(|i| i.budget.clone());
         let limits = self.limits.clone();
-        let req = req.map(|body| tonic::body::Body::new(LimitedBody::new(body, limits, budget)));
+        let streaming = limits.streaming.contains(&req.uri().path());
+        let req = req
+            .map(|body| tonic::body::Body::new(LimitedBody::new(body, limits, budget, streaming)));
         self.inner.call(req)
     }
 }
@@ -375,6 +389,11 @@ where
 /// * its connection's unfinished requests would hold more than
 ///   `--max-connection-buffered-bytes` (RESOURCE_EXHAUSTED), or
 /// * it has not arrived completely within `--request-read-timeout` (DEADLINE_EXCEEDED).
+///
+/// A client-streaming body is bounded per message instead: only bytes of its unfinished
+/// message are charged to the connection, and the deadline runs from the stream's start
+/// until its first message is complete, then from the first byte of each later message
+/// to its last. Between messages it may wait as long as the connection lives.
 pub struct LimitedBody {
     inner: tonic::body::Body,
     limits: Arc<RequestLimits>,
@@ -382,7 +401,10 @@ pub struct LimitedBody {
     /// Bytes charged to the connection's budget.
     held: usize,
     frames: FrameParser,
-    started: Instant,
+    streaming: bool,
+    /// When the part that must arrive within the read timeout started; `None` while a
+    /// stream waits between messages.
+    started: Option<Instant>,
     deadline: Option<Pin<Box<Sleep>>>,
 }
 
@@ -391,6 +413,7 @@ impl LimitedBody {
         inner: tonic::body::Body,
         limits: Arc<RequestLimits>,
         budget: Option<Arc<ConnectionBudget>>,
+        streaming: bool,
     ) -> LimitedBody {
         LimitedBody {
             inner,
@@ -398,8 +421,31 @@ impl LimitedBody {
             budget,
             held: 0,
             frames: FrameParser::default(),
-            started: Instant::now(),
+            streaming,
+            started: Some(Instant::now()),
             deadline: None,
+        }
+    }
+
+    /// For a stream, after each data frame: frees the budget of the messages it completed
+    /// and moves the deadline to the message now arriving, if any.
+    fn track_messages(&mut self) {
+        if !self.streaming {
+            return;
+        }
+        let pending = self.frames.pending_bytes();
+        if let Some(budget) = &self.budget
+            && pending < self.held
+        {
+            budget
+                .buffered
+                .fetch_sub(self.held - pending, Ordering::Relaxed);
+            self.held = pending;
+        }
+        if pending == 0 {
+            self.started = None;
+        } else if self.started.is_none() {
+            self.started = Some(Instant::now());
         }
     }
 
@@ -428,17 +474,29 @@ impl LimitedBody {
     /// Ready with an error once the read deadline has passed.
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<Status> {
         let timeout = self.limits.read_timeout;
+        let Some(started) = self.started else {
+            // A stream between messages: no deadline.
+            self.deadline = None;
+            return Poll::Pending;
+        };
+        let at = tokio::time::Instant::from_std(started + timeout);
         // Created only for bodies that do not arrive at once: most never need a timer.
-        let started = self.started;
-        let deadline = self.deadline.get_or_insert_with(|| {
-            Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(
-                started + timeout,
-            )))
-        });
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if deadline.deadline() != at {
+            deadline.as_mut().reset(at);
+        }
         ready!(deadline.as_mut().poll(cx));
-        Poll::Ready(Status::deadline_exceeded(format!(
-            "the request did not arrive completely within {timeout:?} (--request-read-timeout)"
-        )))
+        Poll::Ready(Status::deadline_exceeded(if self.streaming {
+            format!(
+                "a message of this stream did not arrive completely within {timeout:?} (--request-read-timeout)"
+            )
+        } else {
+            format!(
+                "the request did not arrive completely within {timeout:?} (--request-read-timeout)"
+            )
+        }))
     }
 }
 
@@ -461,10 +519,11 @@ impl HttpBody for LimitedBody {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref()
-                    && let Err(status) = this.charge(data)
-                {
-                    return Poll::Ready(Some(Err(status)));
+                if let Some(data) = frame.data_ref() {
+                    if let Err(status) = this.charge(data) {
+                        return Poll::Ready(Some(Err(status)));
+                    }
+                    this.track_messages();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -495,6 +554,8 @@ struct FrameParser {
     prefix_len: usize,
     /// Bytes of the current message still to come.
     remaining: usize,
+    /// The declared length of the current message.
+    length: usize,
 }
 
 impl FrameParser {
@@ -523,9 +584,21 @@ impl FrameParser {
                     return Some(len);
                 }
                 self.remaining = len;
+                self.length = len;
             }
         }
         None
+    }
+
+    /// Bytes received so far of the message not yet complete (0 between messages).
+    fn pending_bytes(&self) -> usize {
+        if self.prefix_len > 0 {
+            self.prefix_len
+        } else if self.remaining > 0 {
+            5 + self.length - self.remaining
+        } else {
+            0
+        }
     }
 }
 
@@ -555,5 +628,34 @@ mod tests {
         }
         let mut p = FrameParser::default();
         assert_eq!(p.over_limit(&Bytes::from(body), 100), None);
+    }
+
+    #[test]
+    fn frame_parser_counts_the_bytes_of_the_unfinished_message() {
+        let mut body = message(10);
+        body.extend(message(3));
+        let mut p = FrameParser::default();
+        let pending = |p: &mut FrameParser, bytes: &[u8]| {
+            p.over_limit(&Bytes::copy_from_slice(bytes), 100);
+            p.pending_bytes()
+        };
+        assert_eq!(pending(&mut p, &body[..3]), 3, "inside the first prefix");
+        assert_eq!(pending(&mut p, &body[3..9]), 9, "inside the first message");
+        assert_eq!(
+            pending(&mut p, &body[9..15]),
+            0,
+            "the first message is complete"
+        );
+        assert_eq!(
+            pending(&mut p, &body[15..18]),
+            3,
+            "the second one has begun"
+        );
+        assert_eq!(pending(&mut p, &body[18..]), 0, "both are complete");
+        assert_eq!(
+            pending(&mut p, &message(0)),
+            0,
+            "an empty message is complete at once"
+        );
     }
 }

@@ -9,6 +9,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::api::envoy::accesslog::{self, AccessLogLimits, AccessLogServer, AccessLogService};
+use crate::api::envoy::otlp_logs::{OtlpLogsLimits, OtlpLogsServer, OtlpLogsService};
 use crate::api::envoy::ratelimit::{RateLimitFrontEnd, RateLimitLimits};
 use crate::api::mixer::MixerService;
 use crate::attrs::DecodeLimits;
@@ -45,6 +47,10 @@ pub struct ServerOptions {
     pub ratelimit: RateLimitLimits,
     /// Limits of every listener's connections.
     pub connections: ConnectionLimits,
+    /// What the Envoy access-log front end accepts (streams, entries, identifier size).
+    pub access_log: AccessLogLimits,
+    /// What the OTLP logs front end accepts (records per request).
+    pub otlp_logs: OtlpLogsLimits,
     /// Bounds of the Prometheus exposition (label value length, scrape size).
     pub exposition: adapters::prometheus::ExpositionLimits,
     /// Where to write the bound addresses and the process id as JSON once the server is
@@ -71,6 +77,8 @@ impl Default for ServerOptions {
             ratelimit: RateLimitLimits::default(),
             connections: ConnectionLimits::default(),
             exposition: adapters::prometheus::ExpositionLimits::default(),
+            access_log: AccessLogLimits::default(),
+            otlp_logs: OtlpLogsLimits::default(),
             ready_file: None,
         }
     }
@@ -204,10 +212,29 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
         RateLimitServiceServer::new(RateLimitFrontEnd::new(runtime.clone(), options.ratelimit))
             .max_decoding_message_size(options.max_message_size)
             .max_encoding_message_size(options.max_message_size);
+    // The log front ends apply the same message size limits themselves, and share a
+    // load shedder with the Mixer API's settings.
+    let log_shedder = Arc::new(crate::api::shed::LoadShedder::new(
+        options.shedding.clone(),
+        runtime.metrics.shed.clone(),
+    ));
+    let access_log = AccessLogServer::new(
+        AccessLogService::new(
+            runtime.clone(),
+            options.access_log.clone(),
+            log_shedder.clone(),
+        ),
+        options.max_message_size,
+    );
+    let otlp_logs = OtlpLogsServer::new(
+        OtlpLogsService::new(runtime.clone(), options.otlp_logs.clone(), log_shedder),
+        options.max_message_size,
+    );
     let (tx, rx) = oneshot::channel::<()>();
     let limits = options.connections.clone();
     let incoming = crate::net::incoming(api, limits.clone(), "grpc");
-    let request_limits = RequestLimitsLayer::new(options.max_message_size, &limits);
+    let request_limits = RequestLimitsLayer::new(options.max_message_size, &limits)
+        .streaming(&[accesslog::STREAM_PATH]);
     let api = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .max_concurrent_streams(Some(limits.max_concurrent_streams))
@@ -216,6 +243,8 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
             .layer(request_limits)
             .add_service(service)
             .add_service(ratelimit)
+            .add_service(access_log)
+            .add_service(otlp_logs)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = rx.await;
             })

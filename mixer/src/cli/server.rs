@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
+use mixer::api::envoy::accesslog::AccessLogLimits;
+use mixer::api::envoy::otlp_logs::OtlpLogsLimits;
 use mixer::api::envoy::ratelimit::RateLimitLimits;
 use mixer::api::shed::{SheddingMode, SheddingOptions};
 use mixer::attrs::DecodeLimits;
@@ -185,6 +187,20 @@ pub struct ServerArgs {
     /// Limit: entries in one descriptor of an Envoy rate-limit call.
     #[arg(long = "max-ratelimit-descriptor-entries", default_value_t = defaults().ratelimit.max_entries)]
     max_ratelimit_descriptor_entries: usize,
+    /// Limit: Envoy access-log streams (StreamAccessLogs) open at once; over it a new
+    /// stream gets RESOURCE_EXHAUSTED.
+    #[arg(long = "max-access-log-streams", default_value_t = defaults().access_log.max_streams)]
+    max_access_log_streams: usize,
+    /// Limit: entries in one access-log message (checked before it is decoded); over it
+    /// the stream ends with RESOURCE_EXHAUSTED.
+    #[arg(long = "max-access-log-entries", default_value_t = defaults().access_log.max_entries)]
+    max_access_log_entries: usize,
+    /// Limit: encoded bytes of an access-log stream's identifier (Envoy's node).
+    #[arg(long = "max-access-log-identifier-bytes", default_value_t = defaults().access_log.max_identifier_bytes)]
+    max_access_log_identifier_bytes: usize,
+    /// Limit: log records in one OTLP logs Export (checked before it is decoded).
+    #[arg(long = "max-otlp-log-records", default_value_t = defaults().otlp_logs.max_records)]
+    max_otlp_log_records: usize,
     /// Limit: connections open at once, per listener (gRPC, monitoring, Prometheus); more
     /// wait in the kernel's backlog.
     #[arg(long = "max-connections", default_value_t = defaults().connections.max_connections)]
@@ -192,7 +208,8 @@ pub struct ServerArgs {
     /// Limit: a connection whose peer sent nothing for this long is closed, e.g. 5m.
     #[arg(long = "connection-idle-timeout", default_value_t = GoDuration(defaults().connections.idle_timeout))]
     connection_idle_timeout: GoDuration,
-    /// Limit: HTTP request headers, and a gRPC request's message, must arrive within this.
+    /// Limit: HTTP request headers, and a gRPC request's message, must arrive within this
+    /// (for a client stream such as the access log: each message, from its first byte).
     #[arg(long = "request-read-timeout", default_value_t = GoDuration(defaults().connections.request_read_timeout))]
     request_read_timeout: GoDuration,
     /// Limit: bytes of unfinished gRPC requests one connection may have buffered.
@@ -300,6 +317,15 @@ pub fn run(args: ServerArgs) -> Result<ExitCode> {
     options.ratelimit = RateLimitLimits {
         max_descriptors: args.max_ratelimit_descriptors,
         max_entries: args.max_ratelimit_descriptor_entries,
+    };
+    options.access_log = AccessLogLimits {
+        max_streams: args.max_access_log_streams,
+        max_entries: args.max_access_log_entries,
+        max_identifier_bytes: args.max_access_log_identifier_bytes,
+    };
+    options.otlp_logs = OtlpLogsLimits {
+        max_records: args.max_otlp_log_records,
+        max_attributes: args.max_attributes_per_set,
     };
     options.connections = ConnectionLimits {
         max_connections: args.max_connections,

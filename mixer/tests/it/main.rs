@@ -10,6 +10,7 @@
 //! (`test_support::process::ServerProcess`).
 
 mod common;
+mod envoy_logs;
 mod envoy_ratelimit;
 mod hardening;
 mod helm_configs;
