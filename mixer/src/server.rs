@@ -198,12 +198,15 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
         address: options.address,
         source,
     })?;
-    let shedder =
-        crate::api::shed::LoadShedder::new(options.shedding.clone(), runtime.metrics.shed.clone());
+    // One shedder for every front end: overload is the server's, whichever API brings it.
+    let shedder = Arc::new(crate::api::shed::LoadShedder::new(
+        options.shedding.clone(),
+        runtime.metrics.shed.clone(),
+    ));
     crate::wire::codec::set_max_report_sets(options.decode_limits.max_report_sets);
     let service = MixerServer::new(MixerService::new(
         runtime.clone(),
-        shedder,
+        shedder.clone(),
         options.decode_limits,
     ))
     .max_decoding_message_size(options.max_message_size)
@@ -212,12 +215,8 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
         RateLimitServiceServer::new(RateLimitFrontEnd::new(runtime.clone(), options.ratelimit))
             .max_decoding_message_size(options.max_message_size)
             .max_encoding_message_size(options.max_message_size);
-    // The log front ends apply the same message size limits themselves, and share a
-    // load shedder with the Mixer API's settings.
-    let log_shedder = Arc::new(crate::api::shed::LoadShedder::new(
-        options.shedding.clone(),
-        runtime.metrics.shed.clone(),
-    ));
+    // The log front ends apply the same message size limits themselves.
+    let log_shedder = shedder;
     let access_log = AccessLogServer::new(
         AccessLogService::new(
             runtime.clone(),

@@ -454,7 +454,11 @@ pub fn service(
         status.diagnostics
     );
     let shedder = LoadShedder::new(SheddingOptions::default(), rt.metrics.shed.clone());
-    MixerService::new(Arc::new(rt), shedder, mixer::attrs::DecodeLimits::default())
+    MixerService::new(
+        Arc::new(rt),
+        Arc::new(shedder),
+        mixer::attrs::DecodeLimits::default(),
+    )
 }
 
 /// `n` Check requests, as Envoy encodes them.

@@ -45,14 +45,18 @@ const REPORT_ERRORS_SHOWN: usize = 8;
 /// The gRPC service, serving from the runtime's current snapshot.
 pub struct MixerService {
     runtime: Arc<Runtime>,
-    shedder: LoadShedder,
+    shedder: Arc<LoadShedder>,
     limits: DecodeLimits,
     /// Heavy Reports in progress on the blocking pool: one per core but one.
     heavy_reports: Arc<tokio::sync::Semaphore>,
 }
 
 impl MixerService {
-    pub fn new(runtime: Arc<Runtime>, shedder: LoadShedder, limits: DecodeLimits) -> MixerService {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        shedder: Arc<LoadShedder>,
+        limits: DecodeLimits,
+    ) -> MixerService {
         // One core is left to Checks and health probes.
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let heavy = cores.saturating_sub(1).max(1);
