@@ -9,7 +9,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::api::envoy::authz::{AuthzService, DeduplicationId};
 use crate::api::mixer::MixerService;
+use crate::api::shed::LoadShedder;
 use crate::attrs::DecodeLimits;
 use crate::config::watch::{Reaction, spawn_watcher};
 use crate::metrics::Metrics;
@@ -17,6 +19,7 @@ use crate::monitoring;
 use crate::net::{ConnectionLimits, RequestLimitsLayer};
 use crate::runtime::{PolicyErrorMode, Runtime, RuntimeOptions};
 use crate::wire::pb::istio::mixer::v1::mixer_server::MixerServer;
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 
 /// Everything `mixer server` is configured with.
 #[derive(Clone, Debug)]
@@ -39,6 +42,8 @@ pub struct ServerOptions {
     pub shedding: crate::api::shed::SheddingOptions,
     /// What one request may make the server decode.
     pub decode_limits: DecodeLimits,
+    /// What ext_authz quota allocations are deduplicated on.
+    pub ext_authz_deduplication_id: DeduplicationId,
     /// Limits of every listener's connections.
     pub connections: ConnectionLimits,
     /// Bounds of the Prometheus exposition (label value length, scrape size).
@@ -64,6 +69,7 @@ impl Default for ServerOptions {
             check_cache_size: 10_000,
             shedding: crate::api::shed::SheddingOptions::default(),
             decode_limits: DecodeLimits::default(),
+            ext_authz_deduplication_id: DeduplicationId::default(),
             connections: ConnectionLimits::default(),
             exposition: adapters::prometheus::ExpositionLimits::default(),
             ready_file: None,
@@ -230,8 +236,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
         address: options.address,
         source,
     })?;
-    let shedder =
-        crate::api::shed::LoadShedder::new(options.shedding.clone(), runtime.metrics.shed.clone());
+    let shedder = LoadShedder::new(options.shedding.clone(), runtime.metrics.shed.clone());
     crate::wire::codec::set_max_report_sets(options.decode_limits.max_report_sets);
     let service = MixerServer::new(MixerService::new(
         runtime.clone(),
@@ -240,6 +245,19 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
     ))
     .max_decoding_message_size(options.max_message_size)
     .max_encoding_message_size(options.max_message_size);
+    // Each API sheds on its own budget: a flood of one does not starve the other.
+    let authz = AuthorizationServer::new(AuthzService::new(
+        runtime.clone(),
+        LoadShedder::new(options.shedding.clone(), runtime.metrics.shed.clone()),
+        options.decode_limits,
+        options.ext_authz_deduplication_id,
+    ))
+    .max_decoding_message_size(options.max_message_size)
+    .max_encoding_message_size(options.max_message_size);
+    let health = health_service(runtime.is_ready())
+        .await
+        .max_decoding_message_size(options.max_message_size)
+        .max_encoding_message_size(options.max_message_size);
     let (tx, rx) = oneshot::channel::<()>();
     let limits = options.connections.clone();
     let incoming = crate::net::incoming(api, limits.clone(), "grpc");
@@ -251,12 +269,14 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
             .http2_keepalive_timeout(Some(limits.keepalive_timeout))
             .layer(request_limits)
             .add_service(service)
+            .add_service(authz)
+            .add_service(health)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = rx.await;
             })
             .await
     });
-    tracing::info!(address = %api_address, "gRPC API listening (istio.mixer.v1.Mixer).");
+    tracing::info!(address = %api_address, "gRPC API listening (istio.mixer.v1.Mixer, envoy.service.auth.v3.Authorization, grpc.health.v1.Health).");
     let server = RunningServer {
         api_address,
         monitoring_address,
@@ -277,6 +297,29 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
         });
     }
     Ok(server)
+}
+
+/// `grpc.health.v1.Health`: the server (`""`), the Mixer service and the ext_authz service
+/// are SERVING once a configuration is serving (the first load comes before the API
+/// listens, so in practice from the first call on).
+async fn health_service(
+    ready: bool,
+) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
+    use tonic::server::NamedService;
+    let (reporter, service) = tonic_health::server::health_reporter();
+    let status = if ready {
+        tonic_health::ServingStatus::Serving
+    } else {
+        tonic_health::ServingStatus::NotServing
+    };
+    for name in [
+        "",
+        MixerServer::<MixerService>::NAME,
+        crate::api::envoy::authz::SERVICE_NAME,
+    ] {
+        reporter.set_service_status(name, status).await;
+    }
+    service
 }
 
 /// Writes the ready file: to a temporary file in the same directory, then renamed over

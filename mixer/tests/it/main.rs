@@ -10,6 +10,7 @@
 //! (`test_support::process::ServerProcess`).
 
 mod common;
+mod envoy_authz;
 mod hardening;
 mod helm_configs;
 mod policy;

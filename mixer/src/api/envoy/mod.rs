@@ -2,3 +2,4 @@
 //! rules, instances and handlers as the Mixer API.
 
 pub mod attributes;
+pub mod authz;
