@@ -42,6 +42,11 @@ pub struct Metrics {
     pub envoy_ratelimit: EnvoyRateLimitMetrics,
     /// The Envoy access-log and OTLP logs front ends.
     pub envoy_logs: EnvoyLogMetrics,
+    /// ext_authz Check calls by outcome: `ok`, `denied`, `error`.
+    pub envoy_authz_requests: IntCounterVec,
+    pub envoy_authz_duration: HistogramVec,
+    /// Attribute-named values in ext_authz requests that did not convert, by attribute.
+    pub envoy_authz_conversion_failures: IntCounterVec,
 }
 
 /// The Envoy rate-limit service's metrics.
@@ -228,6 +233,11 @@ impl Metrics {
         registry
             .register(Box::new(dispatch_duration.clone()))
             .expect("unique metric");
+        let envoy_authz_duration = hist(
+            "mixer_envoy_authz_duration_seconds",
+            "Time to answer Envoy ext_authz Check calls, by outcome.",
+            &["outcome"],
+        );
         Metrics {
             check_requests: counter_vec(
                 &registry,
@@ -322,6 +332,19 @@ impl Metrics {
             dispatch_duration,
             envoy_ratelimit: EnvoyRateLimitMetrics::register(&registry),
             envoy_logs: EnvoyLogMetrics::new(&registry),
+            envoy_authz_requests: counter_vec(
+                &registry,
+                "mixer_envoy_authz_requests_total",
+                "Envoy ext_authz Check calls, by outcome (ok, denied, error).",
+                &["outcome"],
+            ),
+            envoy_authz_duration,
+            envoy_authz_conversion_failures: counter_vec(
+                &registry,
+                "mixer_envoy_authz_attribute_conversion_failures_total",
+                "Attribute-named values of ext_authz requests (context extensions, metadata) that did not convert to their attribute's type and were skipped, by attribute.",
+                &["attribute"],
+            ),
             registry,
         }
     }

@@ -81,6 +81,23 @@ async fn debug_config(State(rt): State<Arc<Runtime>>) -> impl IntoResponse {
         .values()
         .map(|i| json!({"name": i.name(), "template": i.kind().name()}))
         .collect();
+    let quota_bindings: Vec<_> = snap
+        .quota_bindings
+        .iter()
+        .map(|b| {
+            json!({
+                "name": b.name,
+                "services": b.services.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "specs": b.specs.iter().map(|s| json!({
+                    "name": s.name,
+                    "rules": s.rules.iter().map(|r| json!({
+                        "matches": r.matches.len(),
+                        "quotas": r.quotas.iter().map(|q| json!({"quota": q.quota, "charge": q.charge})).collect::<Vec<_>>(),
+                    })).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
     let body = json!({
         "generation": snap.generation,
         "default_namespace": snap.default_namespace,
@@ -89,6 +106,7 @@ async fn debug_config(State(rt): State<Arc<Runtime>>) -> impl IntoResponse {
         "rules": rules,
         "handlers": handlers,
         "instances": instances,
+        "quota_bindings": quota_bindings,
         "last_load": rt.last_load(),
     });
     (

@@ -10,9 +10,11 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::api::envoy::accesslog::{self, AccessLogLimits, AccessLogServer, AccessLogService};
+use crate::api::envoy::authz::{AuthzService, DeduplicationId};
 use crate::api::envoy::otlp_logs::{OtlpLogsLimits, OtlpLogsServer, OtlpLogsService};
 use crate::api::envoy::ratelimit::{RateLimitFrontEnd, RateLimitLimits};
 use crate::api::mixer::MixerService;
+use crate::api::shed::LoadShedder;
 use crate::attrs::DecodeLimits;
 use crate::config::watch::{Reaction, spawn_watcher};
 use crate::metrics::Metrics;
@@ -20,6 +22,7 @@ use crate::monitoring;
 use crate::net::{ConnectionLimits, RequestLimitsLayer};
 use crate::runtime::{PolicyErrorMode, Runtime, RuntimeOptions};
 use crate::wire::pb::istio::mixer::v1::mixer_server::MixerServer;
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 
 /// Everything `mixer server` is configured with.
@@ -45,6 +48,8 @@ pub struct ServerOptions {
     pub decode_limits: DecodeLimits,
     /// What one Envoy rate-limit call may ask for.
     pub ratelimit: RateLimitLimits,
+    /// What ext_authz quota allocations are deduplicated on.
+    pub ext_authz_deduplication_id: DeduplicationId,
     /// Limits of every listener's connections.
     pub connections: ConnectionLimits,
     /// What the Envoy access-log front end accepts (streams, entries, identifier size).
@@ -75,6 +80,7 @@ impl Default for ServerOptions {
             shedding: crate::api::shed::SheddingOptions::default(),
             decode_limits: DecodeLimits::default(),
             ratelimit: RateLimitLimits::default(),
+            ext_authz_deduplication_id: DeduplicationId::default(),
             connections: ConnectionLimits::default(),
             exposition: adapters::prometheus::ExpositionLimits::default(),
             access_log: AccessLogLimits::default(),
@@ -199,7 +205,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
         source,
     })?;
     // One shedder for every front end: overload is the server's, whichever API brings it.
-    let shedder = Arc::new(crate::api::shed::LoadShedder::new(
+    let shedder = Arc::new(LoadShedder::new(
         options.shedding.clone(),
         runtime.metrics.shed.clone(),
     ));
@@ -216,19 +222,26 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
             .max_decoding_message_size(options.max_message_size)
             .max_encoding_message_size(options.max_message_size);
     // The log front ends apply the same message size limits themselves.
-    let log_shedder = shedder;
     let access_log = AccessLogServer::new(
-        AccessLogService::new(
-            runtime.clone(),
-            options.access_log.clone(),
-            log_shedder.clone(),
-        ),
+        AccessLogService::new(runtime.clone(), options.access_log.clone(), shedder.clone()),
         options.max_message_size,
     );
     let otlp_logs = OtlpLogsServer::new(
-        OtlpLogsService::new(runtime.clone(), options.otlp_logs.clone(), log_shedder),
+        OtlpLogsService::new(runtime.clone(), options.otlp_logs.clone(), shedder.clone()),
         options.max_message_size,
     );
+    let authz = AuthorizationServer::new(AuthzService::new(
+        runtime.clone(),
+        shedder.clone(),
+        options.decode_limits,
+        options.ext_authz_deduplication_id,
+    ))
+    .max_decoding_message_size(options.max_message_size)
+    .max_encoding_message_size(options.max_message_size);
+    let health = health_service(runtime.is_ready())
+        .await
+        .max_decoding_message_size(options.max_message_size)
+        .max_encoding_message_size(options.max_message_size);
     let (tx, rx) = oneshot::channel::<()>();
     let limits = options.connections.clone();
     let incoming = crate::net::incoming(api, limits.clone(), "grpc");
@@ -244,12 +257,14 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
             .add_service(ratelimit)
             .add_service(access_log)
             .add_service(otlp_logs)
+            .add_service(authz)
+            .add_service(health)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = rx.await;
             })
             .await
     });
-    tracing::info!(address = %api_address, "gRPC API listening (istio.mixer.v1.Mixer).");
+    tracing::info!(address = %api_address, "gRPC API listening (istio.mixer.v1.Mixer, envoy.service.auth.v3.Authorization, grpc.health.v1.Health).");
     let server = RunningServer {
         api_address,
         monitoring_address,
@@ -329,6 +344,31 @@ async fn load_and_watch(runtime: &Arc<Runtime>, options: &ServerOptions) -> Join
             None => Reaction::Retry,
         },
     )
+}
+
+/// `grpc.health.v1.Health`: the server (`""`) and every front end's service are SERVING once a configuration is serving (the first load comes before the API
+/// listens, so in practice from the first call on).
+async fn health_service(
+    ready: bool,
+) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
+    use tonic::server::NamedService;
+    let (reporter, service) = tonic_health::server::health_reporter();
+    let status = if ready {
+        tonic_health::ServingStatus::Serving
+    } else {
+        tonic_health::ServingStatus::NotServing
+    };
+    for name in [
+        "",
+        MixerServer::<MixerService>::NAME,
+        crate::api::envoy::authz::SERVICE_NAME,
+        RateLimitServiceServer::<RateLimitFrontEnd>::NAME,
+        AccessLogServer::NAME,
+        OtlpLogsServer::NAME,
+    ] {
+        reporter.set_service_status(name, status).await;
+    }
+    service
 }
 
 /// Writes the ready file: to a temporary file in the same directory, then renamed over

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use mixer::api::envoy::accesslog::AccessLogLimits;
+use mixer::api::envoy::authz::DeduplicationId;
 use mixer::api::envoy::otlp_logs::OtlpLogsLimits;
 use mixer::api::envoy::ratelimit::RateLimitLimits;
 use mixer::api::shed::{SheddingMode, SheddingOptions};
@@ -75,6 +76,33 @@ impl From<Shedding> for SheddingMode {
             Shedding::Disabled => SheddingMode::Disabled,
             Shedding::Logonly => SheddingMode::Logonly,
             Shedding::Enforce => SheddingMode::Enforce,
+        }
+    }
+}
+
+/// `--ext-authz-deduplication-id`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum DedupFlag {
+    /// The request's `x-request-id` header when present, else Envoy's stream id.
+    RequestId,
+    /// Envoy's stream id only.
+    StreamId,
+}
+
+impl From<DeduplicationId> for DedupFlag {
+    fn from(id: DeduplicationId) -> DedupFlag {
+        match id {
+            DeduplicationId::RequestId => DedupFlag::RequestId,
+            DeduplicationId::StreamId => DedupFlag::StreamId,
+        }
+    }
+}
+
+impl From<DedupFlag> for DeduplicationId {
+    fn from(flag: DedupFlag) -> DeduplicationId {
+        match flag {
+            DedupFlag::RequestId => DeduplicationId::RequestId,
+            DedupFlag::StreamId => DeduplicationId::StreamId,
         }
     }
 }
@@ -171,9 +199,16 @@ pub struct ServerArgs {
     /// changes apply). Over it: RESOURCE_EXHAUSTED for a Check, the set for a Report.
     #[arg(long = "max-attributes-per-set", default_value_t = defaults().decode_limits.max_attributes_per_set)]
     max_attributes_per_set: usize,
-    /// Limit: entries in one string map attribute (request headers, labels).
+    /// Limit: entries in one string map attribute (request headers, labels; for ext_authz
+    /// also query parameters and context extensions).
     #[arg(long = "max-string-map-entries", default_value_t = defaults().decode_limits.max_string_map_entries)]
     max_string_map_entries: usize,
+    /// What Envoy ext_authz quota charges are deduplicated on: `stream-id` (Envoy's stream
+    /// id only, which no client can choose) or `request-id` (the `x-request-id` header,
+    /// else Envoy's stream id; a client whose own x-request-id Envoy keeps can repeat one
+    /// within the quota's deduplication window).
+    #[arg(long = "ext-authz-deduplication-id", value_enum, default_value_t = defaults().ext_authz_deduplication_id.into())]
+    ext_authz_deduplication_id: DedupFlag,
     /// Limit: attribute sets in one Report (checked before it is decoded).
     #[arg(long = "max-report-attribute-sets", default_value_t = defaults().decode_limits.max_report_sets)]
     max_report_sets: usize,
@@ -327,6 +362,7 @@ pub fn run(args: ServerArgs) -> Result<ExitCode> {
         max_records: args.max_otlp_log_records,
         max_attributes: args.max_attributes_per_set,
     };
+    options.ext_authz_deduplication_id = args.ext_authz_deduplication_id.into();
     options.connections = ConnectionLimits {
         max_connections: args.max_connections,
         idle_timeout: args.connection_idle_timeout.0,

@@ -49,8 +49,12 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
     }
     let s = compiled.snapshot.summary;
     let failed = errors > 0 || (args.strict && warnings > 0);
+    let bindings = match compiled.snapshot.quota_bindings.len() {
+        0 => String::new(),
+        n => format!(", {n} quota spec bindings"),
+    };
     println!(
-        "{}: {} files, {} documents; {} rules, {} instances, {} handlers, {} attributes; {errors} errors, {warnings} warnings",
+        "{}: {} files, {} documents; {} rules, {} instances, {} handlers, {} attributes{bindings}; {errors} errors, {warnings} warnings",
         if failed { "invalid" } else { "valid" },
         read.files,
         read.documents.len(),

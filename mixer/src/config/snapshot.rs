@@ -120,6 +120,99 @@ impl Routes {
     }
 }
 
+/// How a QuotaSpec clause compares an attribute's text.
+#[derive(Clone, Debug)]
+pub enum StringMatch {
+    Exact(String),
+    Prefix(String),
+    /// Anchored at both ends: the whole value must match, as the Envoy filter's
+    /// `std::regex_match` did.
+    Regex(regex::Regex),
+    /// No comparison given: the attribute only has to be present.
+    Present,
+}
+
+/// One `match` entry of a QuotaSpec rule: every clause must hold.
+#[derive(Clone, Debug, Default)]
+pub struct AttributeMatch {
+    /// (attribute name, comparison), in name order.
+    pub clauses: Vec<(String, StringMatch)>,
+}
+
+/// A quota a QuotaSpec rule charges.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuotaCharge {
+    /// The quota instance's short name, as a Check asks for it.
+    pub quota: String,
+    pub charge: i64,
+}
+
+/// One rule of a QuotaSpec: its quotas apply when any `match` holds (always, without
+/// one).
+#[derive(Clone, Debug, Default)]
+pub struct QuotaRule {
+    pub matches: Vec<AttributeMatch>,
+    pub quotas: Vec<QuotaCharge>,
+}
+
+/// A compiled `kind: QuotaSpec`.
+#[derive(Clone, Debug)]
+pub struct QuotaSpec {
+    /// `QuotaSpec/namespace/name`.
+    pub name: String,
+    pub rules: Vec<QuotaRule>,
+}
+
+/// Which destination services a QuotaSpecBinding selects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServiceSelector {
+    /// `service: "*"`: every service.
+    Any,
+    /// `service: "*.NAMESPACE.*"`: every service of a namespace.
+    Namespace(String),
+    /// `service: HOST`: one fully qualified host.
+    Host(String),
+    /// `name` (+ `namespace`, defaulting to the binding's, and an optional `domain`).
+    Named {
+        name: String,
+        namespace: String,
+        domain: Option<String>,
+    },
+}
+
+impl std::fmt::Display for ServiceSelector {
+    /// `*`, `*.NAMESPACE.*`, the host, or `NAME.NAMESPACE[.DOMAIN]`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServiceSelector::Any => f.write_str("*"),
+            ServiceSelector::Namespace(ns) => write!(f, "*.{ns}.*"),
+            ServiceSelector::Host(h) => f.write_str(h),
+            ServiceSelector::Named {
+                name,
+                namespace,
+                domain,
+            } => {
+                write!(f, "{name}.{namespace}")?;
+                match domain {
+                    Some(d) => write!(f, ".{d}"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// A compiled `kind: QuotaSpecBinding`: the specs that apply to requests for its
+/// services.
+#[derive(Clone, Debug)]
+pub struct QuotaSpecBinding {
+    /// `QuotaSpecBinding/namespace/name`.
+    pub name: String,
+    pub services: Vec<ServiceSelector>,
+    /// The bound specs that exist, in the order written.
+    pub specs: Vec<Arc<QuotaSpec>>,
+}
+
 /// Counts of what a snapshot holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Summary {
@@ -143,6 +236,9 @@ pub struct Snapshot {
     /// Built handlers by their internal name.
     pub handlers: BTreeMap<String, Arc<HandlerEntry>>,
     pub instances: BTreeMap<String, Arc<InstanceBuilder>>,
+    /// QuotaSpecBindings with their specs: the quotas a front end without quota requests
+    /// of its own (Envoy's ext_authz) asks for.
+    pub quota_bindings: Vec<QuotaSpecBinding>,
     pub summary: Summary,
 }
 
@@ -161,6 +257,7 @@ impl Snapshot {
             quota: Routes::default(),
             handlers: BTreeMap::new(),
             instances: BTreeMap::new(),
+            quota_bindings: Vec::new(),
             summary: Summary::default(),
         }
     }

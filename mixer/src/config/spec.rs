@@ -123,3 +123,84 @@ pub(crate) struct HeaderOperationSpec {
     #[serde(default)]
     pub operation: Option<Json>,
 }
+
+/// `kind: QuotaSpec` (Istio's `istio.mixer.v1.config.client.QuotaSpec`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QuotaSpecSpec {
+    #[serde(default)]
+    pub rules: Vec<QuotaRuleSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QuotaRuleSpec {
+    #[serde(rename = "match", default)]
+    pub matches: Vec<AttributeMatchSpec>,
+    #[serde(default)]
+    pub quotas: Vec<QuotaChargeSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AttributeMatchSpec {
+    #[serde(default)]
+    pub clause: BTreeMap<String, StringMatchSpec>,
+}
+
+/// A oneof: at most one of the three is set.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StringMatchSpec {
+    #[serde(default)]
+    pub exact: Option<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub regex: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QuotaChargeSpec {
+    #[serde(default)]
+    pub quota: String,
+    /// An int32, written as a number or (protobuf JSON) a string of digits.
+    #[serde(default)]
+    pub charge: Json,
+}
+
+/// `kind: QuotaSpecBinding`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QuotaSpecBindingSpec {
+    #[serde(default)]
+    pub services: Vec<IstioServiceSpec>,
+    #[serde(rename = "quotaSpecs", alias = "quota_specs", default)]
+    pub quota_specs: Vec<QuotaSpecReferenceSpec>,
+}
+
+/// Istio's `IstioService` reference.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IstioServiceSpec {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default)]
+    pub domain: String,
+    #[serde(default)]
+    pub service: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QuotaSpecReferenceSpec {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub namespace: String,
+}

@@ -29,6 +29,9 @@ pub struct Precondition {
     pub valid_duration: Duration,
     pub valid_use_count: i32,
     pub route: RouteDirective,
+    /// The rule whose handler's denial decided (the first to fail), `name.rule.namespace`;
+    /// `None` when the request may go ahead.
+    pub denied_by: Option<String>,
 }
 
 /// A Check that could not be decided: Mixer answers it with an RPC error, leaving the
@@ -56,6 +59,7 @@ struct Combiner {
     result: Option<CheckResult>,
     failures: Vec<String>,
     first_failure: Option<Status>,
+    first_failed_rule: Option<String>,
 }
 
 impl Combiner {
@@ -64,15 +68,17 @@ impl Combiner {
             result: None,
             failures: Vec::new(),
             first_failure: None,
+            first_failed_rule: None,
         }
     }
 
-    fn add(&mut self, handler: &str, r: CheckResult) {
+    fn add(&mut self, handler: &str, rule: &str, r: CheckResult) {
         if !r.status.is_ok() {
             self.failures
                 .push(format!("{handler}:{}", r.status.message));
             if self.first_failure.is_none() {
                 self.first_failure = Some(r.status.clone());
+                self.first_failed_rule = Some(rule.to_owned());
             }
         }
         let is_default = r.status.is_ok()
@@ -89,7 +95,8 @@ impl Combiner {
         }
     }
 
-    fn finish(self) -> (Status, Duration, i32) {
+    /// The combined status, validity, and the rule of the first denial.
+    fn finish(self) -> (Status, Duration, i32, Option<String>) {
         let (duration, count) = match &self.result {
             Some(r) => (r.valid_duration, r.valid_use_count),
             None => (DEFAULT_VALID_DURATION, DEFAULT_VALID_USE_COUNT),
@@ -103,8 +110,9 @@ impl Combiner {
                 },
                 duration,
                 count,
+                self.first_failed_rule,
             ),
-            None => (Status::OK, duration, count),
+            None => (Status::OK, duration, count, None),
         }
     }
 }
@@ -146,12 +154,13 @@ fn call<'h, 'b, B: Bag + ?Sized, R: Recorder>(
     })
 }
 
-fn deny(message: String) -> Precondition {
+fn deny(rule: &str, message: String) -> Precondition {
     Precondition {
         status: Status::new(code::PERMISSION_DENIED, message),
         valid_duration: Duration::ZERO,
         valid_use_count: 0,
         route: RouteDirective::default(),
+        denied_by: Some(rule.to_owned()),
     }
 }
 
@@ -185,10 +194,10 @@ pub async fn evaluate<B: Bag + ?Sized + Sync, R: Recorder + Send>(
                     continue;
                 }
                 PolicyErrorMode::Closed => {
-                    return Ok(deny(format!(
-                        "rule '{}': match could not be evaluated: {e}",
-                        rule.name
-                    )));
+                    return Ok(deny(
+                        &rule.name,
+                        format!("rule '{}': match could not be evaluated: {e}", rule.name),
+                    ));
                 }
             },
         }
@@ -210,7 +219,7 @@ pub async fn evaluate<B: Bag + ?Sized + Sync, R: Recorder + Send>(
                 match reply {
                     Reply::Ready(Ok(r)) => {
                         count_dispatch(cx.metrics, template, handler, false);
-                        combiner.add(&handler.name, r);
+                        combiner.add(&handler.name, &rule.name, r);
                     }
                     Reply::Ready(Err(e)) => {
                         count_dispatch(cx.metrics, template, handler, true);
@@ -236,7 +245,7 @@ pub async fn evaluate<B: Bag + ?Sized + Sync, R: Recorder + Send>(
         match done.result {
             Ok(r) => {
                 count_dispatch(cx.metrics, done.template, done.handler, false);
-                combiner.add(&done.handler.name, r);
+                combiner.add(&done.handler.name, done.rule, r);
             }
             Err(e) => {
                 count_dispatch(cx.metrics, done.template, done.handler, true);
@@ -245,13 +254,14 @@ pub async fn evaluate<B: Bag + ?Sized + Sync, R: Recorder + Send>(
         }
     }
 
-    let (status, valid_duration, valid_use_count) = combiner.finish();
+    let (status, valid_duration, valid_use_count, denied_by) = combiner.finish();
     let route = directive(&status, &matched, bag, rec);
     Ok(Precondition {
         status,
         valid_duration,
         valid_use_count,
         route,
+        denied_by,
     })
 }
 
@@ -263,10 +273,13 @@ fn instance_failure(
     policy_error(cx.metrics, rule, Stage::Instance, "check", &e);
     match cx.mode {
         PolicyErrorMode::Mixer => Err(CheckError::Instance(e)),
-        PolicyErrorMode::Closed => Ok(deny(format!(
-            "rule '{rule}': instance '{}' could not be built: {}",
-            e.instance, e.error
-        ))),
+        PolicyErrorMode::Closed => Ok(deny(
+            rule,
+            format!(
+                "rule '{rule}': instance '{}' could not be built: {}",
+                e.instance, e.error
+            ),
+        )),
     }
 }
 
@@ -282,10 +295,10 @@ fn handler_failure(
             handler: handler.name.clone(),
             error: e,
         }),
-        PolicyErrorMode::Closed => Ok(deny(format!(
-            "rule '{rule}': handler '{}' failed: {e}",
-            handler.name
-        ))),
+        PolicyErrorMode::Closed => Ok(deny(
+            rule,
+            format!("rule '{rule}': handler '{}' failed: {e}", handler.name),
+        )),
     }
 }
 
@@ -296,9 +309,10 @@ mod tests {
     #[test]
     fn combining_follows_mixer() {
         let mut c = Combiner::new();
-        c.add("a", CheckResult::ok(Duration::from_secs(5), 100));
+        c.add("a", "ra", CheckResult::ok(Duration::from_secs(5), 100));
         c.add(
             "b",
+            "rb",
             CheckResult {
                 status: Status::new(code::PERMISSION_DENIED, "no"),
                 valid_duration: Duration::from_secs(2),
@@ -307,18 +321,21 @@ mod tests {
         );
         c.add(
             "c",
+            "rc",
             CheckResult {
                 status: Status::new(code::NOT_FOUND, "gone"),
                 valid_duration: Duration::from_secs(9),
                 valid_use_count: 7,
             },
         );
-        let (s, d, n) = c.finish();
+        let (s, d, n, rule) = c.finish();
         assert_eq!(s.code, code::PERMISSION_DENIED);
         assert_eq!(s.message, "b:no, c:gone");
         assert_eq!((d, n), (Duration::from_secs(2), 7));
-        let (s, d, n) = Combiner::new().finish();
+        assert_eq!(rule.as_deref(), Some("rb"), "the first denial decides");
+        let (s, d, n, rule) = Combiner::new().finish();
         assert!(s.is_ok());
+        assert_eq!(rule, None);
         assert_eq!((d, n), (DEFAULT_VALID_DURATION, DEFAULT_VALID_USE_COUNT));
     }
 }

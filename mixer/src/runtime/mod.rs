@@ -12,6 +12,7 @@ pub mod check_cache;
 mod failures;
 pub mod matching;
 pub mod quota;
+pub mod quota_specs;
 pub mod referenced;
 pub mod report;
 pub mod routes;

@@ -10,6 +10,7 @@
 //! (`test_support::process::ServerProcess`).
 
 mod common;
+mod envoy_authz;
 mod envoy_logs;
 mod envoy_ratelimit;
 mod hardening;

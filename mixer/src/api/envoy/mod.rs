@@ -4,6 +4,7 @@
 pub mod accesslog;
 pub mod accesslog_entry;
 pub mod attributes;
+pub mod authz;
 pub mod grpc;
 mod log_limited;
 pub mod otlp_logs;

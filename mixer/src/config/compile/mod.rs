@@ -1,11 +1,13 @@
 //! Documents → [`Snapshot`], in named phases: classify resources, union the attribute
 //! manifests, compile instances, declare handlers, compile rules, validate and build
-//! handlers, route rules by variety. Every problem becomes a [`Diagnostic`] naming the
-//! file, line, resource, field and (for expressions) column.
+//! handlers, route rules by variety, then Istio's QuotaSpecs and their bindings. Every
+//! problem becomes a [`Diagnostic`] naming the file, line, resource, field and (for
+//! expressions) column.
 
 mod handlers;
 mod instances;
 mod manifest;
+mod quota_specs;
 mod resources;
 mod routes;
 mod rules;
@@ -56,6 +58,7 @@ pub fn compile(docs: &[Document], opts: &CompileOptions, previous: Option<&Snaps
     let pending = rules::compile_all(&resources, &scope, &mut diags);
     let built = handlers::build_all(&declarations, &pending, opts, previous, &mut diags);
     let routed = routes::route(pending, &built, &opts.default_namespace);
+    let quota_bindings = quota_specs::compile_all(&resources, &manifest, &instances, &mut diags);
 
     let manifest = Arc::new(manifest);
     let summary = Summary {
@@ -76,6 +79,7 @@ pub fn compile(docs: &[Document], opts: &CompileOptions, previous: Option<&Snaps
             quota: routed.quota,
             handlers: built.by_name,
             instances,
+            quota_bindings,
             summary,
         },
         diagnostics: diags.list,

@@ -51,9 +51,12 @@ pub(super) fn classify<'d>(
     resources
 }
 
-/// Kinds that are not Mixer's: skipped quietly.
+/// Kinds that are not Mixer's: skipped quietly. Istio's QuotaSpec and QuotaSpecBinding
+/// are not Mixer's either, but they are served (to Envoy's ext_authz front end).
 fn is_foreign_kind(kind: &str) -> bool {
     !(kind == "rule"
+        || kind == super::quota_specs::QUOTA_SPEC
+        || kind == super::quota_specs::QUOTA_SPEC_BINDING
         || kind == "handler"
         || kind == "instance"
         || kind == "attributemanifest"
