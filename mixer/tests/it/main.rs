@@ -13,6 +13,7 @@ mod common;
 mod envoy_authz;
 mod envoy_logs;
 mod envoy_ratelimit;
+mod envoy_samples;
 mod hardening;
 mod helm_configs;
 mod policy;
