@@ -1184,6 +1184,16 @@ fn policy_samples_validate_without_warnings() {
         assert!(text.starts_with("valid:"), "{name}: {text}");
         assert!(text.contains("0 errors, 0 warnings"), "{name}: {text}");
     }
+    // envoy/ leans on samples/default's attribute manifest.
+    let out = mixer_command()
+        .args(["validate", "--strict"])
+        .arg(sample_dir("../default"))
+        .arg(sample_dir("envoy"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "envoy: {text}");
+    assert!(text.contains("0 errors, 0 warnings"), "envoy: {text}");
 }
 
 #[tokio::test]
