@@ -228,3 +228,223 @@ impl Traffic {
         encode_report(GLOBAL_WORD_COUNT as u32, &bags)
     }
 }
+
+/// Envoy-shaped messages for the Envoy front ends (`mixer-load --mode authz|ratelimit|accesslog`),
+/// as Envoy 1.40 fills them (see ENVOY.md).
+pub mod envoy {
+    use std::collections::HashMap;
+
+    use envoy_types::pb::envoy::config::core::v3::{
+        Address, Node, SocketAddress, address, socket_address,
+    };
+    use envoy_types::pb::envoy::data::accesslog::v3::{
+        AccessLogCommon, HttpAccessLogEntry, HttpRequestProperties, HttpResponseProperties,
+        http_access_log_entry::HttpVersion,
+    };
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+    use envoy_types::pb::envoy::service::accesslog::v3::StreamAccessLogsMessage;
+    use envoy_types::pb::envoy::service::accesslog::v3::stream_access_logs_message::{
+        HttpAccessLogEntries, Identifier, LogEntries,
+    };
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+        HttpRequest, Peer, Request,
+    };
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+    use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
+    use envoy_types::pb::google::protobuf as pb;
+    use pb::value::Kind;
+    use rand::Rng;
+
+    use super::{APPS, METHODS, NAMESPACES, Traffic, VERSIONS};
+
+    fn socket(ip: String, port: u32) -> Option<Address> {
+        Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: ip,
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
+                ..Default::default()
+            })),
+        })
+    }
+
+    fn text(s: &str) -> pb::Value {
+        pb::Value {
+            kind: Some(Kind::StringValue(s.to_owned())),
+        }
+    }
+
+    fn now() -> pb::Timestamp {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        pb::Timestamp {
+            seconds: d.as_secs() as i64,
+            nanos: d.subsec_nanos() as i32,
+        }
+    }
+
+    impl Traffic {
+        fn client_ip(&mut self) -> String {
+            format!(
+                "10.{}.{}.{}",
+                self.rng.random_range(0..4),
+                self.rng.random_range(0..256),
+                self.rng.random_range(1..255)
+            )
+        }
+
+        fn path(&mut self) -> String {
+            let app = *self.pick(APPS);
+            format!(
+                "/api/v1/{app}/{}?page={}",
+                self.rng.random_range(0..1000),
+                self.rng.random_range(0..5)
+            )
+        }
+
+        /// An ext_authz CheckRequest from an inbound sidecar.
+        pub fn authz_request(&mut self) -> CheckRequest {
+            self.request_id += 1;
+            let method = (*self.pick(METHODS)).to_owned();
+            let app = *self.pick(APPS);
+            let headers: HashMap<String, String> = [
+                (":authority", format!("{app}:9080")),
+                (":method", method.clone()),
+                (":path", self.path()),
+                ("user-agent", "Mozilla/5.0 (X11; Linux x86_64)".to_owned()),
+                ("x-request-id", format!("{:016x}", self.request_id)),
+                ("accept", "*/*".to_owned()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+            let path = headers[":path"].clone();
+            CheckRequest {
+                attributes: Some(AttributeContext {
+                    source: Some(Peer {
+                        address: socket(self.client_ip(), self.rng.random_range(30000..60000)),
+                        ..Default::default()
+                    }),
+                    destination: Some(Peer {
+                        address: socket("10.44.0.7".to_owned(), 9080),
+                        ..Default::default()
+                    }),
+                    request: Some(Request {
+                        time: Some(now()),
+                        http: Some(HttpRequest {
+                            id: self.request_id.to_string(),
+                            method,
+                            path,
+                            host: format!("{app}:9080"),
+                            scheme: "http".to_owned(),
+                            protocol: "HTTP/1.1".to_owned(),
+                            headers,
+                            ..Default::default()
+                        }),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+        }
+
+        /// A rate-limit request for `domain`: one descriptor with the client's address.
+        pub fn ratelimit_request(&mut self, domain: &str) -> RateLimitRequest {
+            RateLimitRequest {
+                domain: domain.to_owned(),
+                descriptors: vec![RateLimitDescriptor {
+                    entries: vec![Entry {
+                        key: "remote_address".to_owned(),
+                        value: self.client_ip(),
+                    }],
+                    ..Default::default()
+                }],
+                hits_addend: 1,
+            }
+        }
+
+        /// A stream's first access-log message (with the node identity) carrying `n`
+        /// HTTP entries.
+        pub fn access_log_message(&mut self, n: usize) -> StreamAccessLogsMessage {
+            let app = *self.pick(APPS);
+            let namespace = *self.pick(NAMESPACES);
+            let version = *self.pick(VERSIONS);
+            let mut metadata = pb::Struct::default();
+            for (k, v) in [
+                ("NAME", format!("{app}-{version}-7d4b9c")),
+                ("NAMESPACE", namespace.to_owned()),
+                ("WORKLOAD_NAME", format!("{app}-{version}")),
+                ("SERVICE_ACCOUNT", format!("bookinfo-{app}")),
+            ] {
+                metadata.fields.insert(k.to_owned(), text(&v));
+            }
+            let mut labels = pb::Struct::default();
+            labels.fields.insert("app".to_owned(), text(app));
+            labels.fields.insert("version".to_owned(), text(version));
+            metadata.fields.insert(
+                "labels".to_owned(),
+                pb::Value {
+                    kind: Some(Kind::StructValue(labels)),
+                },
+            );
+            let entries = (0..n)
+                .map(|_| self.access_log_entry(app, namespace))
+                .collect();
+            StreamAccessLogsMessage {
+                identifier: Some(Identifier {
+                    node: Some(Node {
+                        id: format!("sidecar~10.44.0.7~{app}.{namespace}"),
+                        cluster: format!("{app}.{namespace}"),
+                        metadata: Some(metadata),
+                        ..Default::default()
+                    }),
+                    log_name: "inbound".to_owned(),
+                }),
+                log_entries: Some(LogEntries::HttpLogs(HttpAccessLogEntries {
+                    log_entry: entries,
+                })),
+            }
+        }
+
+        fn access_log_entry(&mut self, app: &str, namespace: &str) -> HttpAccessLogEntry {
+            self.request_id += 1;
+            let code = super::CODES[self.rng.random_range(0..super::CODES.len())] as u32;
+            let millis = self.rng.random_range(1..200u64);
+            let duration = pb::Duration {
+                seconds: 0,
+                nanos: (millis * 1_000_000) as i32,
+            };
+            HttpAccessLogEntry {
+                common_properties: Some(AccessLogCommon {
+                    downstream_remote_address: socket(self.client_ip(), 40000),
+                    downstream_local_address: socket("10.44.0.7".to_owned(), 9080),
+                    start_time: Some(now()),
+                    time_to_last_downstream_tx_byte: Some(duration),
+                    duration: Some(duration),
+                    upstream_cluster: format!(
+                        "inbound|9080|http|{app}.{namespace}.svc.cluster.local"
+                    ),
+                    ..Default::default()
+                }),
+                protocol_version: HttpVersion::Http11 as i32,
+                request: Some(HttpRequestProperties {
+                    request_method: 1, // GET
+                    scheme: "http".to_owned(),
+                    authority: format!("{app}:9080"),
+                    path: self.path(),
+                    user_agent: "Mozilla/5.0 (X11; Linux x86_64)".to_owned(),
+                    request_id: format!("{:016x}", self.request_id),
+                    request_headers_bytes: 320,
+                    ..Default::default()
+                }),
+                response: Some(HttpResponseProperties {
+                    response_code: Some(pb::UInt32Value { value: code }),
+                    response_headers_bytes: 180,
+                    response_body_bytes: self.rng.random_range(0..20_000),
+                    ..Default::default()
+                }),
+            }
+        }
+    }
+}

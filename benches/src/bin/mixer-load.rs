@@ -6,6 +6,8 @@
 //! mixer-load --mode report --address 127.0.0.1:9091 --concurrency 4 --duration 10 --json
 //! mixer-load --mode check --rps 2000 --duration 30 --server-pid 1234
 //! mixer-load --mode report --config samples/default --baseline-config /tmp/empty --duration 20 --json
+//! mixer-load --mode accesslog --batch 27 --config samples/default --baseline-config /tmp/empty
+//! mixer-load --mode ratelimit --domain perclient --concurrency 2 --duration 10
 //! ```
 
 use std::collections::BTreeMap;
@@ -18,6 +20,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use benches::Traffic;
 use clap::{Parser, ValueEnum};
+use envoy_types::pb::envoy::service::accesslog::v3::StreamAccessLogsResponse;
+use envoy_types::pb::envoy::service::auth::v3::CheckResponse as AuthzResponse;
+use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitResponse;
 use hdrhistogram::Histogram;
 use mixer::wire::pb::istio::mixer::v1::{CheckResponse, ReportResponse};
 use prost_bytes::RawCodec;
@@ -26,8 +31,37 @@ use tonic::transport::{Channel, Endpoint};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Mode {
+    /// `istio.mixer.v1.Mixer/Report` with `--batch` attribute sets.
     Report,
+    /// `istio.mixer.v1.Mixer/Check`.
     Check,
+    /// Envoy's ext_authz `Authorization/Check`.
+    Authz,
+    /// Envoy's `RateLimitService/ShouldRateLimit` on `--domain`, one descriptor.
+    Ratelimit,
+    /// Envoy's `AccessLogService/StreamAccessLogs`: one stream per call, one message of
+    /// `--batch` HTTP entries.
+    Accesslog,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Report => "report",
+            Mode::Check => "check",
+            Mode::Authz => "authz",
+            Mode::Ratelimit => "ratelimit",
+            Mode::Accesslog => "accesslog",
+        }
+    }
+
+    /// Attribute sets (bags) one call carries.
+    fn bags_per_call(self, batch: usize) -> u64 {
+        match self {
+            Mode::Report | Mode::Accesslog => batch as u64,
+            Mode::Check | Mode::Authz | Mode::Ratelimit => 1,
+        }
+    }
 }
 
 #[derive(Parser, Clone)]
@@ -63,6 +97,9 @@ struct Args {
     /// Ask for this quota (amount 1) in every Check.
     #[arg(long)]
     quota: Option<String>,
+    /// The rate-limit domain (a quota instance's name) for `--mode ratelimit`.
+    #[arg(long, default_value = "perclient")]
+    domain: String,
     /// Server process to measure: CPU seconds per call and per bag, peak RSS.
     #[arg(long = "server-pid")]
     server_pid: Option<u32>,
@@ -228,16 +265,21 @@ fn workload(args: &Args) -> Workload {
                 Some(q) => traffic.check_request_with_quota(q).encode_to_vec().into(),
                 None => traffic.check_request().encode_to_vec().into(),
             },
+            Mode::Authz => traffic.authz_request().encode_to_vec().into(),
+            Mode::Ratelimit => traffic
+                .ratelimit_request(&args.domain)
+                .encode_to_vec()
+                .into(),
+            Mode::Accesslog => traffic
+                .access_log_message(args.batch)
+                .encode_to_vec()
+                .into(),
         })
         .collect();
     Workload {
         mode: args.mode,
         bodies,
-        bags_per_call: if args.mode == Mode::Report {
-            args.batch as u64
-        } else {
-            1
-        },
+        bags_per_call: args.mode.bags_per_call(args.batch),
     }
 }
 
@@ -260,6 +302,34 @@ async fn call(channel: Channel, mode: Mode, body: bytes::Bytes) -> Result<(), to
                 tonic::Request::new(body),
                 http::uri::PathAndQuery::from_static("/istio.mixer.v1.Mixer/Check"),
                 RawCodec::<CheckResponse>::default(),
+            )
+            .await
+            .map(|_| ()),
+        Mode::Authz => grpc
+            .unary::<_, AuthzResponse, _>(
+                tonic::Request::new(body),
+                http::uri::PathAndQuery::from_static("/envoy.service.auth.v3.Authorization/Check"),
+                RawCodec::<AuthzResponse>::default(),
+            )
+            .await
+            .map(|_| ()),
+        Mode::Ratelimit => grpc
+            .unary::<_, RateLimitResponse, _>(
+                tonic::Request::new(body),
+                http::uri::PathAndQuery::from_static(
+                    "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
+                ),
+                RawCodec::<RateLimitResponse>::default(),
+            )
+            .await
+            .map(|_| ()),
+        Mode::Accesslog => grpc
+            .client_streaming::<_, bytes::Bytes, StreamAccessLogsResponse, _>(
+                tonic::Request::new(futures::stream::iter([body])),
+                http::uri::PathAndQuery::from_static(
+                    "/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs",
+                ),
+                RawCodec::<StreamAccessLogsResponse>::default(),
             )
             .await
             .map(|_| ()),
@@ -500,7 +570,7 @@ async fn compare(args: &Args, a_dir: &Path, b_dir: &Path) -> Result<Json> {
         ratio.insert(key.to_owned(), r);
     }
     Ok(json!({
-        "mode": match args.mode { Mode::Report => "report", Mode::Check => "check" },
+        "mode": args.mode.name(),
         "a": fa,
         "b": fb,
         "ratio": ratio,
@@ -538,19 +608,10 @@ fn main() -> Result<()> {
                 let f = run.figures(args.server_pid.and_then(peak_rss_mb));
                 if args.json {
                     let mut out = f;
-                    out["mode"] = json!(match args.mode {
-                        Mode::Report => "report",
-                        Mode::Check => "check",
-                    });
+                    out["mode"] = json!(args.mode.name());
                     println!("{out}");
                 } else {
-                    print_human(
-                        match args.mode {
-                            Mode::Report => "report",
-                            Mode::Check => "check",
-                        },
-                        &f,
-                    );
+                    print_human(args.mode.name(), &f);
                 }
             }
             _ => bail!("comparison mode needs both --config and --baseline-config"),
