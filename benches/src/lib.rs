@@ -345,7 +345,6 @@ pub mod envoy {
                     }),
                     ..Default::default()
                 }),
-                ..Default::default()
             }
         }
 
