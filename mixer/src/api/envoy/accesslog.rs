@@ -14,14 +14,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
 
 use envoy_types::pb::envoy::service::accesslog::v3::{
     StreamAccessLogsMessage, StreamAccessLogsResponse, stream_access_logs_message::Identifier,
     stream_access_logs_message::LogEntries,
 };
 use expr_lang::SlotBag;
-use expr_lang::golib::time::Timestamp;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::codegen::BoxFuture;
 use tonic::server::NamedService;
@@ -343,7 +341,7 @@ fn report_entries(
     let ctx = EntryContext {
         manifest: &snap.manifest,
         node,
-        now: now(),
+        now: super::attributes::now(),
     };
     let metrics = &runtime.metrics.envoy_logs;
     let mut chunk = Chunk::new(runtime, &snap, entry_count(entries));
@@ -420,16 +418,6 @@ impl<'r> Chunk<'r> {
             super::log_limited::report_failed("accesslog", errors.len(), first);
         }
     }
-}
-
-fn now() -> Timestamp {
-    let since = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp::from_unix(
-        i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
-        since.subsec_nanos(),
-    )
 }
 
 /// The tonic service: routes the one method through a codec that checks the limits

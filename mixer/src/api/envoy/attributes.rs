@@ -252,6 +252,17 @@ impl<'m> BagBuilder<'m> {
     }
 }
 
+/// The server clock as a timestamp (`context.time`).
+pub fn now() -> Timestamp {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp::from_unix(
+        i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+        since.subsec_nanos(),
+    )
+}
+
 /// Text as a value of type `t`, per the mapping contract; `None` when it does not convert.
 pub fn convert(text: &str, t: ValueType) -> Option<Value<'static>> {
     let owned = || text.to_owned().into();

@@ -13,7 +13,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
 
 use expr_lang::golib::time::Timestamp;
 use expr_lang::{SlotBag, Value};
@@ -220,7 +219,7 @@ fn report_records(
     request: &ExportLogsServiceRequest,
 ) -> Outcome {
     let snap = runtime.snapshot();
-    let now = now();
+    let now = super::attributes::now();
     let mut outcome = Outcome::default();
     let mut chunk: Vec<SlotBag> = Vec::new();
     let mut conversion_failures = 0;
@@ -331,16 +330,6 @@ fn kvlist_struct(values: &[KeyValue]) -> prost_types::Struct {
         })
         .collect();
     prost_types::Struct { fields }
-}
-
-fn now() -> Timestamp {
-    let since = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp::from_unix(
-        i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
-        since.subsec_nanos(),
-    )
 }
 
 /// The tonic service: `Export` through a codec that checks the record limit first.
