@@ -13,6 +13,7 @@ use crate::api::envoy::accesslog::{self, AccessLogLimits, AccessLogServer, Acces
 use crate::api::envoy::authz::{AuthzService, DeduplicationId};
 use crate::api::envoy::otlp_logs::{OtlpLogsLimits, OtlpLogsServer, OtlpLogsService};
 use crate::api::envoy::ratelimit::{RateLimitFrontEnd, RateLimitLimits};
+use crate::api::introspection;
 use crate::api::mixer::MixerService;
 use crate::api::shed::LoadShedder;
 use crate::attrs::DecodeLimits;
@@ -110,6 +111,8 @@ pub enum ServerError {
     },
     #[error("server failed: {0}")]
     Serve(String),
+    #[error("cannot build the server reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
     #[error("cannot write the ready file {}: {source}", path.display())]
     ReadyFile {
         path: PathBuf,
@@ -238,15 +241,18 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
     ))
     .max_decoding_message_size(options.max_message_size)
     .max_encoding_message_size(options.max_message_size);
-    let health = health_service(runtime.is_ready())
+    let health = introspection::health_service(runtime.is_ready())
         .await
         .max_decoding_message_size(options.max_message_size)
         .max_encoding_message_size(options.max_message_size);
+    let reflection_v1 = introspection::reflection_v1()?;
+    let reflection_v1alpha = introspection::reflection_v1alpha()?;
     let (tx, rx) = oneshot::channel::<()>();
     let limits = options.connections.clone();
     let incoming = crate::net::incoming(api, limits.clone(), "grpc");
     let request_limits = RequestLimitsLayer::new(options.max_message_size, &limits)
-        .streaming(&[accesslog::STREAM_PATH]);
+        .streaming(&[accesslog::STREAM_PATH])
+        .streaming(&introspection::REFLECTION_STREAM_PATHS);
     let api = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .max_concurrent_streams(Some(limits.max_concurrent_streams))
@@ -259,12 +265,18 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
             .add_service(otlp_logs)
             .add_service(authz)
             .add_service(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = rx.await;
             })
             .await
     });
-    tracing::info!(address = %api_address, "gRPC API listening (istio.mixer.v1.Mixer, envoy.service.auth.v3.Authorization, grpc.health.v1.Health).");
+    tracing::info!(
+        address = %api_address,
+        services = ?introspection::FRONT_ENDS,
+        "gRPC API listening, with health checking and server reflection."
+    );
     let server = RunningServer {
         api_address,
         monitoring_address,
@@ -344,31 +356,6 @@ async fn load_and_watch(runtime: &Arc<Runtime>, options: &ServerOptions) -> Join
             None => Reaction::Retry,
         },
     )
-}
-
-/// `grpc.health.v1.Health`: the server (`""`) and every front end's service are SERVING once a configuration is serving (the first load comes before the API
-/// listens, so in practice from the first call on).
-async fn health_service(
-    ready: bool,
-) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
-    use tonic::server::NamedService;
-    let (reporter, service) = tonic_health::server::health_reporter();
-    let status = if ready {
-        tonic_health::ServingStatus::Serving
-    } else {
-        tonic_health::ServingStatus::NotServing
-    };
-    for name in [
-        "",
-        MixerServer::<MixerService>::NAME,
-        crate::api::envoy::authz::SERVICE_NAME,
-        RateLimitServiceServer::<RateLimitFrontEnd>::NAME,
-        AccessLogServer::NAME,
-        OtlpLogsServer::NAME,
-    ] {
-        reporter.set_service_status(name, status).await;
-    }
-    service
 }
 
 /// Writes the ready file: to a temporary file in the same directory, then renamed over

@@ -2,5 +2,6 @@
 //! runtime's answers back into its wire messages. No policy lives here.
 
 pub mod envoy;
+pub mod introspection;
 pub mod mixer;
 pub mod shed;

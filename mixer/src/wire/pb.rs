@@ -54,6 +54,12 @@ pub mod google {
     }
 }
 
+/// The encoded `FileDescriptorSet` that gRPC server reflection serves for the Mixer and
+/// Envoy services, with every file they import (written by `build.rs`). The OTLP logs
+/// service's descriptors come from `opentelemetry-proto`.
+pub const REFLECTION_DESCRIPTORS: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/reflection.bin"));
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

@@ -16,6 +16,7 @@ mod envoy_ratelimit;
 mod envoy_samples;
 mod hardening;
 mod helm_configs;
+mod introspection;
 mod policy;
 mod process;
 mod server;
