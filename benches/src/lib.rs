@@ -1,6 +1,8 @@
 //! Benchmark support: Envoy-shaped traffic generated from a seed, shared by the criterion
 //! benches and the `mixer-load` load generator.
 
+pub mod callgrind;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

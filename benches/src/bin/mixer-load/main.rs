@@ -8,7 +8,10 @@
 //! mixer-load --mode report --config samples/default --baseline-config /tmp/empty --duration 20 --json
 //! mixer-load --mode accesslog --batch 27 --config samples/default --baseline-config /tmp/empty
 //! mixer-load --mode ratelimit --domain perclient --concurrency 2 --duration 10
+//! mixer-load --mode report --count-instructions --config samples/default --baseline-config /tmp/empty
 //! ```
+
+mod counted;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -124,6 +127,22 @@ struct Args {
     /// Seconds of unmeasured warm-up per server.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
+    /// Run each server under valgrind's callgrind and report exact user-space instructions
+    /// and allocator calls per bag at steady state, instead of rates and seconds (needs
+    /// --config; --baseline-config adds the comparison).
+    #[arg(long = "count-instructions")]
+    count_instructions: bool,
+    /// With --count-instructions: measured calls (the profiles differ by 2 × this many);
+    /// also the number of distinct requests, each sent once to warm up.
+    #[arg(long, default_value_t = 20)]
+    calls: u64,
+    /// With --count-instructions: keep the callgrind profiles in this directory (for
+    /// `callgrind_annotate`) instead of deleting them.
+    #[arg(long = "profile-dir")]
+    profile_dir: Option<PathBuf>,
+    /// With --count-instructions: the valgrind program.
+    #[arg(long, default_value = "valgrind")]
+    valgrind: PathBuf,
 }
 
 /// Raw-bytes gRPC codec: requests are encoded once, up front, so the generator spends its
@@ -486,8 +505,16 @@ fn server_binary(args: &Args) -> Result<PathBuf> {
     )
 }
 
-fn start_server(bin: &Path, config: &Path, extra: &[String]) -> Result<Server> {
-    let mut child = Command::new(bin)
+/// Starts `command` (the server binary, or a wrapper whose last argument is the binary) as
+/// `mixer server` on `config` with free loopback ports, and waits up to `patience` for it to
+/// report its gRPC address.
+fn start_server(
+    mut command: Command,
+    config: &Path,
+    extra: &[String],
+    patience: Duration,
+) -> Result<Server> {
+    let mut child = command
         .args([
             "server",
             "--address",
@@ -506,7 +533,7 @@ fn start_server(bin: &Path, config: &Path, extra: &[String]) -> Result<Server> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
+        .with_context(|| format!("starting {:?}", command.get_program()))?;
     let stderr = child.stderr.take().context("server stderr")?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -516,7 +543,7 @@ fn start_server(bin: &Path, config: &Path, extra: &[String]) -> Result<Server> {
             }
         }
     });
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + patience;
     loop {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -534,10 +561,35 @@ fn start_server(bin: &Path, config: &Path, extra: &[String]) -> Result<Server> {
     }
 }
 
+impl Server {
+    /// SIGTERM, then waits up to `patience` for a clean exit.
+    fn stop(&mut self, patience: Duration) -> Result<()> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .context("running kill")?;
+        if !status.success() {
+            bail!("kill -TERM {} failed", self.child.id());
+        }
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                if !status.success() {
+                    bail!("the server exited with {status}");
+                }
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("the server did not stop within {patience:?}")
+    }
+}
+
 async fn compare(args: &Args, a_dir: &Path, b_dir: &Path) -> Result<Json> {
     let bin = server_binary(args)?;
-    let a = start_server(&bin, a_dir, &args.server_args)?;
-    let b = start_server(&bin, b_dir, &args.server_args)?;
+    let patience = Duration::from_secs(60);
+    let a = start_server(Command::new(&bin), a_dir, &args.server_args, patience)?;
+    let b = start_server(Command::new(&bin), b_dir, &args.server_args, patience)?;
     let work = Arc::new(workload(args));
     let ca = connect(&a.address, args.connections).await?;
     let cb = connect(&b.address, args.connections).await?;
@@ -578,11 +630,21 @@ async fn compare(args: &Args, a_dir: &Path, b_dir: &Path) -> Result<Json> {
 }
 
 fn main() -> Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if args.count_instructions {
+        // Every distinct request is sent once to warm up, so the measured calls find every
+        // series, cache entry and buffer already there: steady state.
+        args.distinct = args.calls.max(1) as usize;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        if args.count_instructions {
+            let out = counted::compare(&args, Arc::new(workload(&args))).await?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            return Ok(());
+        }
         match (&args.config, &args.baseline_config) {
             (Some(a), Some(b)) => {
                 let out = compare(&args, a, b).await?;
