@@ -23,6 +23,7 @@ use ::prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
 use super::config::{ExpirationPolicy, Metric};
 use super::family::{Definition, Family, FamilyCounters, Series, State, nanos};
+use super::labels::LabelHasher;
 use crate::BuildError;
 
 /// Name of the self-metric counting updates dropped by a metric's `maxSeries`.
@@ -140,6 +141,9 @@ pub struct Exporter {
     self_metrics: OnceLock<SelfMetrics>,
     /// Whether a cut scrape has been reported in the log (once per process).
     cut_warned: Arc<AtomicBool>,
+    /// The label hasher of every family (one seed, so that a handler can hash a bag's
+    /// label values once for all its families with the same labels).
+    hasher: LabelHasher,
 }
 
 /// The adapter's self-metrics (each absent if it could not be created).
@@ -195,6 +199,7 @@ impl Exporter {
             max_exposition_bytes: AtomicUsize::new(DEFAULT_MAX_EXPOSITION_BYTES),
             self_metrics: OnceLock::new(),
             cut_warned: Arc::default(),
+            hasher: LabelHasher::default(),
         }
     }
 
@@ -346,7 +351,14 @@ impl Exporter {
                         labels_truncated: (self_metrics.labels_truncated.as_ref())
                             .map(|v| v.with_label_values(&metric)),
                     };
-                    let family = Family::new(def, id, state, counters, max_label_bytes);
+                    let family = Family::new(
+                        def,
+                        id,
+                        state,
+                        counters,
+                        max_label_bytes,
+                        self.hasher.clone(),
+                    );
                     slots.push(Slot {
                         family: Arc::new(family),
                         users: vec![user],

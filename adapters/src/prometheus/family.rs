@@ -3,10 +3,11 @@
 //!
 //! Series live in a few independently locked shards, each a map from a hash of the label
 //! values to the series with that hash. An update hashes the dimension values' text as it
-//! is produced (no label strings are built), takes a shard's read lock and updates the
-//! series in place with atomics; only a label set never seen before takes a write lock
-//! and allocates its label strings. Concurrent reports therefore contend only on a
-//! shard's reader count, never on one global lock.
+//! is produced (no label strings are built, see `labels.rs`), takes a shard's read lock
+//! and updates the series in place with atomics; only a label set never seen before takes
+//! a write lock, and only one the series cap admits allocates its label strings.
+//! Concurrent reports therefore contend only on a shard's reader count, never on one
+//! global lock.
 //!
 //! Label values longer than the family's limit are cut (at a character boundary) before
 //! they are hashed, compared or stored, so a hostile value costs at most the limit, and
@@ -14,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -22,6 +23,7 @@ use ::prometheus::IntCounter;
 use expr_lang::Value;
 
 use super::config::{ExpirationPolicy, Metric, MetricKind};
+use super::labels::{LabelHash, LabelHasher};
 use super::text;
 
 /// Number of independently locked parts of a family's series map (a power of two).
@@ -116,8 +118,8 @@ pub struct Family {
     /// the newer one wins.
     pub seq: u64,
     state: AtomicU8,
-    /// Keyed per family so that label values chosen to collide cannot be precomputed.
-    hasher: RandomState,
+    /// Randomly seeded, so that label values chosen to collide cannot be precomputed.
+    hasher: LabelHasher,
     shards: Box<[RwLock<Shard>]>,
     /// Number of series, for `max_series`.
     len: AtomicUsize,
@@ -135,6 +137,9 @@ pub struct Family {
     warned: AtomicBool,
     /// Whether a cut label value has been reported in the log (once per family).
     truncation_warned: AtomicBool,
+    /// Label sets whose strings were built (tests of the series cap).
+    #[cfg(test)]
+    labels_built: AtomicUsize,
 }
 
 impl fmt::Debug for Family {
@@ -149,19 +154,21 @@ impl fmt::Debug for Family {
 }
 
 impl Family {
-    /// A family whose label values are cut to `max_label_bytes` (0: never cut).
+    /// A family whose label values are cut to `max_label_bytes` (0: never cut) and hashed
+    /// by `hasher`.
     pub fn new(
         def: Definition,
         seq: u64,
         state: State,
         counters: FamilyCounters,
         max_label_bytes: usize,
+        hasher: LabelHasher,
     ) -> Family {
         Family {
             def,
             seq,
             state: AtomicU8::new(state as u8),
-            hasher: RandomState::new(),
+            hasher,
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             len: AtomicUsize::new(0),
             expiry: AtomicU64::new(0),
@@ -174,7 +181,15 @@ impl Family {
             },
             warned: AtomicBool::new(false),
             truncation_warned: AtomicBool::new(false),
+            #[cfg(test)]
+            labels_built: AtomicUsize::new(0),
         }
+    }
+
+    /// The length label values are cut to (`usize::MAX`: never cut). Families of one
+    /// exporter with the same limit hash a label set alike.
+    pub fn max_label_bytes(&self) -> usize {
+        self.max_label_bytes
     }
 
     pub fn state(&self) -> State {
@@ -281,63 +296,80 @@ impl Family {
         }
     }
 
+    /// The hash of the label values `values[order[0]]`, `values[order[1]]`, ... (in
+    /// [`Definition::labels`] order), as [`Family::record`] takes it.
+    pub fn label_hash(&self, values: &[Value<'_>], order: &[usize]) -> LabelHash {
+        self.hasher.hash(values, order, self.max_label_bytes)
+    }
+
     /// Records `value` into the series whose label values are `values[order[0]]`,
     /// `values[order[1]]`, ... (in [`Definition::labels`] order), creating it unless that
-    /// would exceed `max_series`. `now` is the clock time of the update.
+    /// would exceed `max_series`. `hash` is their [`Family::label_hash`] (or that of a
+    /// family of the same exporter and label limit); `now` is the clock time of the
+    /// update.
     pub fn record(
         &self,
         values: &[Value<'_>],
         order: &[usize],
+        hash: LabelHash,
         value: f64,
         now: u64,
         max_series: Option<u64>,
     ) -> Recorded {
-        let (hash, cut) = self.hash(values, order);
-        if cut > 0 {
-            self.count_truncated(cut);
+        if hash.cut > 0 {
+            self.count_truncated(hash.cut);
         }
+        let LabelHash { hash, .. } = hash;
         // The shard comes from middle bits: the map itself uses the low bits for the
         // bucket and the top bits for its control bytes.
         let shard = &self.shards[(hash >> 32) as usize & (SHARDS - 1)];
-        {
-            let map = read(shard);
-            if let Some(series) = map.get(&hash).and_then(|list| {
-                list.iter()
-                    .find(|s| s.matches(values, order, self.max_label_bytes))
-            }) {
-                series.update(value, now, &self.def.kind);
-                return Recorded::Updated;
-            }
+        if let Some(series) = self.find(&read(shard), hash, values, order) {
+            series.update(value, now, &self.def.kind);
+            return Recorded::Updated;
         }
+        let mut map = write(shard);
+        // Another update may have created it since the read lock was released.
+        if let Some(series) = self.find(&map, hash, values, order) {
+            series.update(value, now, &self.def.kind);
+            return Recorded::Updated;
+        }
+        // A new label set: its strings are built only once the cap has admitted it.
+        if !self.reserve(max_series) {
+            drop(map);
+            self.count_drop(max_series.unwrap_or_default());
+            return Recorded::Dropped;
+        }
+        let series = Series::new(self.label_strings(values, order), &self.def.kind);
+        series.update(value, now, &self.def.kind);
+        map.entry(hash).or_default().push(Arc::new(series));
+        Recorded::Created
+    }
 
-        // A new label set: build its labels before taking the write lock.
-        let labels: Box<[Box<str>]> = order
+    /// The series of `map` with label hash `hash` and the label values given.
+    fn find<'m>(
+        &self,
+        map: &'m Shard,
+        hash: u64,
+        values: &[Value<'_>],
+        order: &[usize],
+    ) -> Option<&'m Arc<Series>> {
+        map.get(&hash)?
+            .iter()
+            .find(|s| s.matches(values, order, self.max_label_bytes))
+    }
+
+    /// The label text of a new series, in label order.
+    fn label_strings(&self, values: &[Value<'_>], order: &[usize]) -> Box<[Box<str>]> {
+        #[cfg(test)]
+        self.labels_built.fetch_add(1, Ordering::AcqRel);
+        order
             .iter()
             .map(|&j| {
                 text::label_text_capped(&values[j], self.max_label_bytes)
                     .0
                     .into_boxed_str()
             })
-            .collect();
-        let mut map = write(shard);
-        let list = map.entry(hash).or_default();
-        // Another update may have created it since the read lock was released.
-        if let Some(series) = list.iter().find(|s| s.labels == labels) {
-            series.update(value, now, &self.def.kind);
-            return Recorded::Updated;
-        }
-        if !self.reserve(max_series) {
-            if list.is_empty() {
-                map.remove(&hash);
-            }
-            drop(map);
-            self.count_drop(max_series.unwrap_or_default());
-            return Recorded::Dropped;
-        }
-        let series = Series::new(labels, &self.def.kind);
-        series.update(value, now, &self.def.kind);
-        list.push(Arc::new(series));
-        Recorded::Created
+            .collect()
     }
 
     /// Takes a place for a new series, unless the family is full.
@@ -382,33 +414,6 @@ impl Family {
                  mixer_adapter_prometheus_label_values_truncated_total; logged once)."
             );
         }
-    }
-
-    /// The hash of the label values' text (each cut to the limit), in label order, and
-    /// how many values were cut. Each value is followed by a byte that never occurs in
-    /// UTF-8, so `("ab", "c")` and `("a", "bc")` differ.
-    fn hash(&self, values: &[Value<'_>], order: &[usize]) -> (u64, u64) {
-        let mut h = self.hasher.build_hasher();
-        let mut cut = 0;
-        for &j in order {
-            let v = &values[j];
-            match v.as_str() {
-                Some(s) => {
-                    let kept = text::cap_str(s, self.max_label_bytes);
-                    cut += u64::from(kept.len() < s.len());
-                    h.write(kept.as_bytes());
-                }
-                None => {
-                    // The hasher is a stream: pieces written one by one hash like the
-                    // whole text, so a string and a number with the same text agree.
-                    let capped =
-                        text::write_label_capped(v, self.max_label_bytes, &mut HashWriter(&mut h));
-                    cut += u64::from(capped == Ok(true));
-                }
-            }
-            h.write_u8(0xff);
-        }
-        (h.finish(), cut)
     }
 
     /// The series as they are now, in exposition order: the Go client orders a family's
@@ -591,16 +596,6 @@ fn sample(out: &mut String, name: &str, suffix: &str, labels: &str, le: Option<&
     out.push('\n');
 }
 
-/// Feeds formatted text to a hasher.
-struct HashWriter<'a, H: Hasher>(&'a mut H);
-
-impl<H: Hasher> fmt::Write for HashWriter<'_, H> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.0.write(s.as_bytes());
-        Ok(())
-    }
-}
-
 /// A duration in clock nanoseconds (saturating: centuries are "never").
 pub fn nanos(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
@@ -615,4 +610,77 @@ fn read(lock: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
 
 fn write(lock: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+
+    fn counter_family(hasher: LabelHasher, dropped: &IntCounter) -> Family {
+        let def = Definition {
+            name: "istio_m".to_owned(),
+            help: String::new(),
+            kind: MetricKind::Counter,
+            labels: vec!["a".to_owned(), "b".to_owned()],
+        };
+        let counters = FamilyCounters {
+            series_dropped: Some(dropped.clone()),
+            labels_truncated: None,
+        };
+        Family::new(def, 1, State::Visible, counters, 0, hasher)
+    }
+
+    fn record(family: &Family, a: &str, b: i64, max_series: Option<u64>) -> Recorded {
+        let values = [Value::String(Cow::Borrowed(a)), Value::Int64(b)];
+        let order = [0, 1];
+        let hash = family.label_hash(&values, &order);
+        family.record(&values, &order, hash, 1.0, 0, max_series)
+    }
+
+    fn rendered(family: &Family) -> String {
+        let mut out = String::new();
+        let mut labels = String::new();
+        for s in family.sorted_series() {
+            family.render_series(&s, &mut labels, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn label_sets_whose_hashes_collide_stay_distinct_series() {
+        let dropped = IntCounter::new("dropped", "dropped").unwrap();
+        let family = counter_family(LabelHasher::constant(), &dropped);
+        let hash = |a: &str| family.label_hash(&[Value::String(Cow::Borrowed(a))], &[0]);
+        assert_eq!(hash("x"), hash("y"));
+        assert_eq!(record(&family, "x", 1, None), Recorded::Created);
+        assert_eq!(record(&family, "y", 1, None), Recorded::Created);
+        assert_eq!(record(&family, "x", 2, None), Recorded::Created);
+        assert_eq!(record(&family, "y", 1, None), Recorded::Updated);
+        assert_eq!(record(&family, "x", 1, None), Recorded::Updated);
+        assert_eq!(family.len(), 3);
+        assert_eq!(
+            rendered(&family),
+            "istio_m{a=\"x\",b=\"1\"} 2\nistio_m{a=\"x\",b=\"2\"} 1\nistio_m{a=\"y\",b=\"1\"} 2\n"
+        );
+    }
+
+    #[test]
+    fn the_series_cap_refuses_without_building_labels_and_counts() {
+        let dropped = IntCounter::new("dropped", "dropped").unwrap();
+        for hasher in [LabelHasher::default(), LabelHasher::constant()] {
+            let family = counter_family(hasher, &dropped);
+            let before = dropped.get();
+            assert_eq!(record(&family, "x", 1, Some(1)), Recorded::Created);
+            assert_eq!(family.labels_built.load(Ordering::Acquire), 1);
+            assert_eq!(record(&family, "y", 1, Some(1)), Recorded::Dropped);
+            assert_eq!(record(&family, "x", 2, Some(1)), Recorded::Dropped);
+            assert_eq!(record(&family, "x", 1, Some(1)), Recorded::Updated);
+            assert_eq!(family.labels_built.load(Ordering::Acquire), 1);
+            assert_eq!(dropped.get() - before, 2);
+            assert_eq!(family.len(), 1);
+            assert_eq!(rendered(&family), "istio_m{a=\"x\",b=\"1\"} 2\n");
+        }
+    }
 }

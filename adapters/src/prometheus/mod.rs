@@ -8,6 +8,7 @@ pub mod config;
 pub mod exporter;
 mod family;
 mod handler;
+mod labels;
 pub mod pbjson;
 mod text;
 

@@ -761,6 +761,56 @@ fn bad_instances_fail_alone() {
     assert!(text.contains("istio_d_count{a=\"ok\"} 1\n"), "{text}");
 }
 
+#[test]
+fn metrics_of_a_bag_with_the_same_dimensions_share_its_label_hash_only_when_equal() {
+    let (env, _) = env();
+    let params = json!({"metrics": [
+        {"name": "c", "instance_name": "c.instance.ns", "kind": "COUNTER", "label_names": ["a", "b"]},
+        {"name": "d", "instance_name": "d.instance.ns", "kind": "COUNTER", "label_names": ["b", "a"]},
+    ]});
+    let dims = || json!({"a": "request.host | \"none\"", "b": "response.code | 200"});
+    let c = compile("c.instance.ns", "1", dims());
+    let d = compile("d.instance.ns", "1", dims());
+    let h = build(&env, &params, &[&c, &d]);
+    let bag = |host: &str, code: i64| {
+        MapBag::new()
+            .with("request.host", s(host))
+            .with("response.code", Value::Int64(code))
+    };
+    let bags = [bag("h1", 200), bag("h2", 200), bag("h2", 404)];
+    fn of<'a>(b: &'a InstanceBuilder, bag: &'a MapBag) -> metric::Instance<'a> {
+        b.metric(bag, &mut NoRecording).unwrap()
+    }
+    // Consecutive instances of one bag, of the next bag (one value differs, then
+    // another), and out of the config's order.
+    let batch = [
+        of(&c, &bags[0]),
+        of(&d, &bags[0]),
+        of(&c, &bags[1]),
+        of(&d, &bags[1]),
+        of(&d, &bags[2]),
+        of(&c, &bags[2]),
+    ];
+    report(&h, &batch).unwrap();
+    // Alone, each instance finds the series the batch created (a wrongly shared hash
+    // would have filed it where these cannot find it).
+    for bag in &bags {
+        report(&h, &[of(&c, bag)]).unwrap();
+        report(&h, &[of(&d, bag)]).unwrap();
+    }
+    let text = render(&env);
+    for family in ["istio_c", "istio_d"] {
+        assert_eq!(
+            samples(&text, family),
+            [
+                format!("{family}{{a=\"h1\",b=\"200\"}} 2"),
+                format!("{family}{{a=\"h2\",b=\"200\"}} 2"),
+                format!("{family}{{a=\"h2\",b=\"404\"}} 2"),
+            ]
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Series cap and expiry.
 
