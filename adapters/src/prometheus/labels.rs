@@ -31,7 +31,6 @@ pub struct LabelHasher {
     constant: bool,
 }
 
-
 impl LabelHasher {
     /// A hasher under which all label sets collide (tests of the collision path).
     #[cfg(test)]
@@ -53,7 +52,12 @@ impl LabelHasher {
         let mut buf = TextBuf::default();
         for &j in order {
             let v = &values[j];
-            match v.as_str() {
+            let mut digits = [0; 20];
+            let plain = match v {
+                Value::Int64(n) => Some(text::int_text(*n, &mut digits)),
+                _ => v.as_str(),
+            };
+            match plain {
                 Some(s) => {
                     let kept = text::cap_str(s, limit);
                     cut += u64::from(kept.len() < s.len());

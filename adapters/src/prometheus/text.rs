@@ -56,7 +56,7 @@ pub fn write_label<W: Write + ?Sized>(value: &Value<'_>, w: &mut W) -> fmt::Resu
         Value::String(s) | Value::EmailAddress(s) | Value::Uri(s) | Value::DnsName(s) => {
             w.write_str(s)
         }
-        Value::Int64(v) => write!(w, "{v}"),
+        Value::Int64(v) => w.write_str(int_text(*v, &mut [0; 20])),
         Value::Double(v) => write_plain_float(*v, w),
         Value::Bool(v) => w.write_str(if *v { "true" } else { "false" }),
         Value::Timestamp(t) => write_timestamp(t, w),
@@ -73,6 +73,28 @@ pub fn write_label<W: Write + ?Sized>(value: &Value<'_>, w: &mut W) -> fmt::Resu
             w.write_char(']')
         }
     }
+}
+
+/// The decimal text of `v`, as `{v}` writes it, in `buf`: integer labels (response
+/// codes) are matched and hashed on every update, where the formatting machinery costs
+/// several times more.
+pub fn int_text(v: i64, buf: &mut [u8; 20]) -> &str {
+    let mut n = v.unsigned_abs();
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    // Only ASCII digits and a sign were written.
+    std::str::from_utf8(&buf[i..]).unwrap_or_default()
 }
 
 /// `s` cut to at most `limit` bytes, at a character boundary.
@@ -119,6 +141,9 @@ pub fn label_text_capped(value: &Value<'_>, limit: usize) -> (String, bool) {
 pub fn label_eq_capped(value: &Value<'_>, text: &str, limit: usize) -> bool {
     if let Some(s) = value.as_str() {
         return cap_str(s, limit) == text;
+    }
+    if let Value::Int64(v) = value {
+        return cap_str(int_text(*v, &mut [0; 20]), limit) == text;
     }
     let mut cmp = Compare { rest: text };
     write_label_capped(value, limit, &mut cmp).is_ok() && cmp.rest.is_empty()
@@ -352,6 +377,13 @@ mod tests {
             metric_value(Some(&Value::Timestamp(Timestamp::from_unix(0, 0)))),
             Err(ValueError::WrongType(ValueType::Timestamp))
         );
+    }
+
+    #[test]
+    fn integer_text_is_as_displayed() {
+        for v in [0, 7, -7, 10, 200, -1000, 1234567890123, i64::MAX, i64::MIN] {
+            assert_eq!(int_text(v, &mut [0; 20]), v.to_string());
+        }
     }
 
     #[test]
