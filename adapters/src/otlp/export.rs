@@ -131,6 +131,25 @@ impl Queue {
         }
     }
 
+    /// Spans the queue has room for now (none once closed). Report threads check it
+    /// before building spans, so that spans bound to be dropped are only counted; the
+    /// room may shrink before they push, and [`Queue::push`] drops what no longer fits.
+    pub fn room(&self) -> usize {
+        let q = lock(&self.inner);
+        if q.closed {
+            0
+        } else {
+            self.capacity.saturating_sub(q.spans.len())
+        }
+    }
+
+    /// Counts `n` spans dropped for lack of room without being queued.
+    pub fn count_dropped(&self, n: u64) {
+        if n > 0 {
+            self.dropped(n);
+        }
+    }
+
     /// Enqueues `spans` without waiting; what does not fit is dropped and counted.
     pub fn push(&self, spans: impl IntoIterator<Item = Converted>) {
         let mut dropped = 0u64;
@@ -150,16 +169,20 @@ impl Queue {
             self.wake.notify_one();
         }
         if dropped > 0 {
-            self.metrics.dropped.inc_by(dropped);
-            if !self.warned.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    handler = %self.handler,
-                    dropped,
-                    capacity = self.capacity,
-                    "Trace span export queue is full or closed; spans are dropped (counted in \
-                     mixer_adapter_trace_spans_dropped_total, further drops are not logged)."
-                );
-            }
+            self.dropped(dropped);
+        }
+    }
+
+    fn dropped(&self, dropped: u64) {
+        self.metrics.dropped.inc_by(dropped);
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                handler = %self.handler,
+                dropped,
+                capacity = self.capacity,
+                "Trace span export queue is full or closed; spans are dropped (counted in \
+                 mixer_adapter_trace_spans_dropped_total, further drops are not logged)."
+            );
         }
     }
 
@@ -335,7 +358,7 @@ pub fn resource(service: &ServiceKey) -> Resource {
     if let Some(ip) = &service.ip {
         b = b.with_attribute(KeyValue::new(
             "host.ip",
-            OtelValue::Array(Array::String(vec![ip.clone().into()])),
+            OtelValue::Array(Array::String(vec![ip.text().into()])),
         ));
     }
     b.build()

@@ -323,11 +323,18 @@ impl TraceSpanHandler for TraceHandler {
             return Ok(());
         }
         // Converted before taking the queue's lock, so Report threads contend only for
-        // the pushes.
-        let mut spans = Vec::with_capacity(instances.len());
+        // the pushes; and only as many as the queue has room for: the others would be
+        // dropped, so they are counted without being built.
+        let mut room = self.queue.room();
+        let mut spans = Vec::with_capacity(instances.len().min(room));
+        let mut no_room = 0u64;
         for inst in instances {
-            match span::convert(inst, &self.sampler, &self.default_service) {
-                Ok(c) => spans.push(c),
+            match span::span_ids(inst, &self.sampler) {
+                Ok(ids) if room > 0 => {
+                    room -= 1;
+                    spans.push(span::build(inst, ids, &self.default_service));
+                }
+                Ok(_) => no_room += 1,
                 Err(Skipped::NotSampled) => {}
                 Err(reason) => tracing::debug!(
                     handler = %self.handler,
@@ -337,6 +344,7 @@ impl TraceSpanHandler for TraceHandler {
                 ),
             }
         }
+        self.queue.count_dropped(no_room);
         if !spans.is_empty() {
             self.queue.push(spans);
         }

@@ -13,7 +13,7 @@ use expr_lang::golib::time::Timestamp;
 use opentelemetry::trace::{
     Event, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
-use opentelemetry::{InstrumentationScope, KeyValue, Value as OtelValue};
+use opentelemetry::{InstrumentationScope, Key, KeyValue, Value as OtelValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use templates::code;
 use templates::instances::tracespan;
@@ -39,9 +39,46 @@ static SCOPE: LazyLock<InstrumentationScope> = LazyLock::new(|| {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ServiceKey {
     pub name: String,
-    /// Text of the workload's IP; `None` when absent or unspecified (`0.0.0.0`).
-    pub ip: Option<String>,
+    /// The workload's IP; `None` when absent or unspecified (`0.0.0.0`).
+    pub ip: Option<HostIp>,
 }
+
+/// A workload address, kept as bytes so that a span carries no formatted copy of it:
+/// the text is made once per exported Resource. IPv4-mapped IPv6 addresses are stored
+/// as IPv4, so that two keys are equal exactly when their texts are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HostIp {
+    bytes: [u8; 16],
+    /// 4 or 16.
+    len: u8,
+}
+
+impl HostIp {
+    /// The address of `ip`, unless it has no address length or is unspecified (the
+    /// Istio config defaults it to `ip("0.0.0.0")`, which says nothing of the workload).
+    pub fn new(ip: &[u8]) -> Option<HostIp> {
+        if (ip.len() != 4 && ip.len() != 16) || ip.iter().all(|b| *b == 0) {
+            return None;
+        }
+        let ip = match ip.split_at_checked(12) {
+            Some((prefix, v4)) if prefix == V4_IN_V6_PREFIX => v4,
+            _ => ip,
+        };
+        let mut bytes = [0u8; 16];
+        bytes[..ip.len()].copy_from_slice(ip);
+        // 4 or 16.
+        let len = ip.len() as u8;
+        Some(HostIp { bytes, len })
+    }
+
+    /// Go's text of the address (`10.0.0.1`, `2001:db8::1`).
+    pub fn text(&self) -> String {
+        golib::net::format_ip(&self.bytes[..usize::from(self.len)])
+    }
+}
+
+/// The first 12 bytes of an IPv4-mapped IPv6 address.
+const V4_IN_V6_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
 
 /// A span ready for export, with the service it belongs to.
 #[derive(Clone, Debug)]
@@ -201,16 +238,6 @@ pub fn tag_value(v: &Value<'_>) -> OtelValue {
     }
 }
 
-/// The workload address as text, unless absent or unspecified (the Istio config
-/// defaults it to `ip("0.0.0.0")`, which says nothing about the workload).
-fn endpoint_ip(ip: Option<&[u8]>) -> Option<String> {
-    let ip = ip?;
-    if (ip.len() != 4 && ip.len() != 16) || ip.iter().all(|b| *b == 0) {
-        return None;
-    }
-    Some(golib::net::format_ip(ip))
-}
-
 /// A message event (OpenTelemetry's RPC message event convention), standing in for
 /// OpenCensus' message events, which Zipkin showed as `Received N bytes` / `Sent N bytes`.
 fn message_event(at: SystemTime, received: bool, bytes: i64) -> Event {
@@ -225,12 +252,28 @@ fn message_event(at: SystemTime, received: bool, bytes: i64) -> Event {
     )
 }
 
-/// Builds the span of one instance, or says why there is none.
+/// Builds the span of one instance, or says why there is none. The handler calls its
+/// two halves itself, checking the queue's room between them.
+#[cfg(test)]
 pub fn convert(
     inst: &tracespan::Instance<'_>,
     sampler: &Sampler,
     default_service: &str,
 ) -> Result<Converted, Skipped> {
+    Ok(build(inst, span_ids(inst, sampler)?, default_service))
+}
+
+/// The ids of an instance's span, once it is known to have one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpanIds {
+    trace_id: [u8; 16],
+    span_id: u64,
+    parent: Option<u64>,
+}
+
+/// The cheap half of [`convert`]: parses the ids and decides sampling, so that a span
+/// the export queue has no room for is counted without being built.
+pub fn span_ids(inst: &tracespan::Instance<'_>, sampler: &Sampler) -> Result<SpanIds, Skipped> {
     let trace_id = parse_b3::<16>(&inst.trace_id)
         .filter(|id| *id != [0; 16])
         .ok_or(Skipped::InvalidTraceId)?;
@@ -242,7 +285,20 @@ pub fn convert(
     if !sampler.sampled(&trace_id) {
         return Err(Skipped::NotSampled);
     }
+    Ok(SpanIds {
+        trace_id,
+        span_id,
+        parent,
+    })
+}
 
+/// The expensive half of [`convert`]: the span of an instance with the ids `ids`.
+pub fn build(inst: &tracespan::Instance<'_>, ids: SpanIds, default_service: &str) -> Converted {
+    let SpanIds {
+        trace_id,
+        span_id,
+        parent,
+    } = ids;
     // The proxy reports one request twice (outbound by the client's proxy, inbound by the
     // server's) with the same B3 span id; the rewrite gives the client half its own id
     // and makes it the parent of the server half.
@@ -260,12 +316,14 @@ pub fn convert(
     if inst.http_status_code > 0 {
         attributes.push(KeyValue::new(HTTP_STATUS_CODE, inst.http_status_code));
     }
-    for (name, value) in inst.span_tags.iter() {
+    let tags = &inst.span_tags;
+    for (name, value) in tags.names.iter().zip(&tags.values) {
         let value = tag_value(value);
         // Tags are set after the status code attribute and win over it, as in Mixer.
-        match attributes.iter_mut().find(|kv| kv.key.as_str() == name) {
+        match attributes.iter_mut().find(|kv| kv.key.as_str() == &**name) {
             Some(kv) => kv.value = value,
-            None => attributes.push(KeyValue::new(name.to_owned(), value)),
+            // The key shares the configuration's name instead of copying it.
+            None => attributes.push(KeyValue::new(Key::from(name.clone()), value)),
         }
     }
 
@@ -288,7 +346,7 @@ pub fn convert(
         } else {
             name.to_string()
         },
-        ip: endpoint_ip(ip),
+        ip: ip.and_then(HostIp::new),
     };
 
     let span = SpanData {
@@ -321,7 +379,7 @@ pub fn convert(
         },
         instrumentation_scope: SCOPE.clone(),
     };
-    Ok(Converted { service, span })
+    Converted { service, span }
 }
 
 #[cfg(test)]
@@ -513,7 +571,7 @@ mod tests {
             c.service,
             ServiceKey {
                 name: "mesh".into(),
-                ip: Some("10.0.0.1".into())
+                ip: HostIp::new(&[10, 0, 0, 1])
             }
         );
         assert_eq!(
@@ -565,5 +623,43 @@ mod tests {
         i.start_time = None;
         let c = convert(&i, &s, "d").unwrap();
         assert_eq!(c.span.start_time, UNIX_EPOCH);
+    }
+
+    #[test]
+    fn host_ips_are_equal_exactly_when_their_texts_are() {
+        let v4 = HostIp::new(&[10, 0, 0, 1]).unwrap();
+        let mut mapped = [0u8; 16];
+        mapped[10..].copy_from_slice(&[0xff, 0xff, 10, 0, 0, 1]);
+        let mapped = HostIp::new(&mapped).unwrap();
+        assert_eq!(v4, mapped);
+        assert_eq!(mapped.text(), "10.0.0.1");
+        let mut v6 = [0u8; 16];
+        v6[..2].copy_from_slice(&[0x20, 0x01]);
+        v6[15] = 1;
+        let v6 = HostIp::new(&v6).unwrap();
+        assert_eq!(v6.text(), "2001::1");
+        assert_ne!(v6, v4);
+        assert_eq!(HostIp::new(&[0; 4]), None);
+        assert_eq!(HostIp::new(&[0; 16]), None);
+        assert_eq!(HostIp::new(&[1, 2, 3]), None);
+        assert_eq!(HostIp::new(&[]), None);
+    }
+
+    #[test]
+    fn span_ids_then_build_is_convert() {
+        let names: Vec<Arc<str>> = ["a"].into_iter().map(Arc::from).collect();
+        let inst = instance(&names, vec![Value::str("x")]);
+        let sampler = Sampler::new(1.0);
+        let ids = span_ids(&inst, &sampler).unwrap();
+        let built = build(&inst, ids, "default");
+        let converted = convert(&inst, &sampler, "default").unwrap();
+        assert_eq!(built.service, converted.service);
+        assert_eq!(built.span.attributes, converted.span.attributes);
+        assert_eq!(built.span.span_context, converted.span.span_context);
+        assert_eq!(attr(&built.span, "a"), Some(&OtelValue::from("x")));
+        assert_eq!(
+            span_ids(&inst, &Sampler::new(0.0)),
+            Err(Skipped::NotSampled)
+        );
     }
 }

@@ -658,6 +658,38 @@ async fn unreachable_collector_never_blocks_and_drops_are_counted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_without_room_are_counted_as_dropped_only_when_they_would_exist() {
+    let endpoint = closed_endpoint().await;
+    let name = "otlp-no-room.istio-system";
+    let res = resources();
+    let params = json!({
+        "endpoint": endpoint, "sampleProbability": 1, "timeout": "1s",
+        "maxQueueSize": 2, "maxExportBatchSize": 2, "scheduledDelay": "1h"
+    });
+    let handler = build(&ADAPTER, name, params, &res);
+    let istio = compile("default.instance.istio-system", &istio_tracespan_params());
+    // Past the queue's room: three spans, and instances without a valid trace or span
+    // id, which have no span to drop.
+    let mut bags: Vec<MapBag> = (1..=5u64)
+        .map(|i| request(TRACE_128, &format!("{i:016x}"), PARENT, "inbound", 200))
+        .collect();
+    bags.insert(3, request("xyz", SPAN, PARENT, "inbound", 200));
+    bags.push(request(
+        TRACE_128,
+        "0000000000000000",
+        PARENT,
+        "inbound",
+        200,
+    ));
+    send(&*handler, &istio, &bags);
+    assert_eq!(
+        counter(&res, "mixer_adapter_trace_spans_dropped_total", name),
+        3.0
+    );
+    close(handler).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_handler_drops_and_close_is_idempotent() {
     let (endpoint, mut rx) = start_receiver().await;
     let name = "otlp-closed.istio-system";

@@ -8,11 +8,12 @@
 //! an instance can hold.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use expr_lang::Value;
-use expr_lang::golib::duration::format_duration;
-use expr_lang::golib::net::format_ip;
-use expr_lang::golib::time::{Timestamp, format_rfc3339_nano_utc};
+use expr_lang::golib::duration::write_duration;
+use expr_lang::golib::net::write_ip;
+use expr_lang::golib::time::{Timestamp, write_date_time};
 
 use super::config::Level;
 
@@ -42,16 +43,16 @@ pub struct Line {
 }
 
 impl Line {
-    /// Starts a line. `fields_hint` sizes the buffer so a typical line is written
-    /// without growing it.
+    /// Starts a line in a buffer of `capacity` bytes: sized by the caller from what it
+    /// knows of the fields, so a typical line is written without growing it.
     pub fn start(
         json: bool,
         level: Level,
         time: &Timestamp,
         instance: &str,
-        fields_hint: usize,
+        capacity: usize,
     ) -> Line {
-        let mut buf = String::with_capacity(96 + instance.len() + 40 * fields_hint);
+        let mut buf = String::with_capacity(capacity);
         if json {
             buf.push_str("{\"level\":\"");
             buf.push_str(level.output_name());
@@ -82,6 +83,21 @@ impl Line {
 
     /// Appends the field `key`. `None` is Go's nil interface, which zap writes as `null`.
     pub fn field(&mut self, key: &str, value: Option<&Value<'_>>, ip: IpStyle) {
+        self.separator();
+        push_json_str(&mut self.buf, key);
+        self.buf.push(':');
+        self.value(value, ip);
+    }
+
+    /// Appends a field whose key is already written as `"key":` (escaped and quoted,
+    /// see [`key_prefix`]), as a [`Layout`] holds it.
+    pub fn field_with_prefix(&mut self, prefix: &str, value: Option<&Value<'_>>, ip: IpStyle) {
+        self.separator();
+        self.buf.push_str(prefix);
+        self.value(value, ip);
+    }
+
+    fn separator(&mut self) {
         if self.json {
             self.buf.push(',');
         } else if self.fields == 0 {
@@ -89,8 +105,9 @@ impl Line {
         } else {
             self.buf.push_str(", ");
         }
-        push_json_str(&mut self.buf, key);
-        self.buf.push(':');
+    }
+
+    fn value(&mut self, value: Option<&Value<'_>>, ip: IpStyle) {
         if !self.json {
             self.buf.push(' ');
         }
@@ -110,17 +127,108 @@ impl Line {
     }
 }
 
+/// The fields of one map (an instance's `variables` or `dimensions`) in output order,
+/// with their keys already escaped: computed once per map of the configuration rather
+/// than sorting and escaping the names on every line.
+#[derive(Debug)]
+pub struct Layout {
+    /// The map's names in configuration order; they identify the map (see [`Layout::fits`]).
+    names: Vec<Arc<str>>,
+    /// `"key":` of every field, concatenated in output order.
+    prefixes: String,
+    /// Per field in output order: its index in the map and the end of its prefix.
+    fields: Vec<(usize, usize)>,
+}
+
+impl Layout {
+    /// The layout of the map whose names are `names`: sorted by byte value, as Mixer
+    /// sorted them (a stable sort, so equal names keep their configuration order).
+    pub fn new(names: &[Arc<str>]) -> Layout {
+        let mut order: Vec<usize> = (0..names.len()).collect();
+        order.sort_by(|&a, &b| names[a].cmp(&names[b]));
+        let mut prefixes = String::with_capacity(names.iter().map(|n| n.len() + 3).sum());
+        let fields = order
+            .into_iter()
+            .map(|i| {
+                prefixes.push_str(&key_prefix(&names[i]));
+                (i, prefixes.len())
+            })
+            .collect();
+        Layout {
+            names: names.to_vec(),
+            prefixes,
+            fields,
+        }
+    }
+
+    /// Whether this is the layout of `names`. The names are compared by identity, not
+    /// text: the layout holds them, so an equal pointer is the same name of the same
+    /// configuration, and the check costs one comparison per name.
+    pub fn fits(&self, names: &[Arc<str>]) -> bool {
+        self.names.len() == names.len()
+            && self.names.iter().zip(names).all(|(a, b)| Arc::ptr_eq(a, b))
+    }
+
+    /// Bytes of all the keys, for sizing a line.
+    pub fn keys_len(&self) -> usize {
+        self.prefixes.len()
+    }
+
+    /// `(prefix, index in the map)` of every field, in output order.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, usize)> {
+        let mut start = 0;
+        self.fields.iter().map(move |&(i, end)| {
+            let prefix = &self.prefixes[start..end];
+            start = end;
+            (prefix, i)
+        })
+    }
+}
+
+/// A key as [`Line::field_with_prefix`] takes it: `"key":`, escaped.
+pub fn key_prefix(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 3);
+    push_json_str(&mut out, key);
+    out.push(':');
+    out
+}
+
 /// Mixer's time encoder: the instant in UTC as `YYYY-MM-DDTHH:MM:SS.ffffffZ`, always six
 /// fractional digits, truncated (not rounded) to the microsecond.
 pub fn push_time(out: &mut String, t: &Timestamp) {
-    // The RFC 3339 text supplies the calendar date and clock; only its fraction (trimmed
-    // of zeros, or absent) differs from Mixer's fixed six digits.
-    let text = format_rfc3339_nano_utc(t);
-    let clock_end = text
-        .find('T')
-        .map_or(text.len(), |t| (t + 9).min(text.len()));
-    out.push_str(&text[..clock_end]);
-    let _ = write!(out, ".{:06}Z", t.nanos / 1000);
+    // RFC 3339's date and clock; only the fraction differs from RFC3339Nano.
+    write_date_time(out, t, 0);
+    out.push('.');
+    push_decimal(out, u64::from(t.nanos / 1000), 6);
+    out.push('Z');
+}
+
+/// Appends `v` in decimal, zero-padded to at least `width` (at most 20) digits, without
+/// going through `fmt`, which costs several times more per number.
+fn push_decimal(out: &mut String, mut v: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        // A remainder below 10 fits in a u8.
+        digits[start] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let start = start.min(digits.len().saturating_sub(width));
+    for &d in &digits[start..] {
+        out.push(char::from(d));
+    }
+}
+
+/// Appends `v` in decimal, as Go's `strconv` writes an int64.
+fn push_i64(out: &mut String, v: i64) {
+    if v < 0 {
+        out.push('-');
+    }
+    push_decimal(out, v.unsigned_abs(), 1);
 }
 
 /// A value as zap's `Any` field wrote it in a JSON object.
@@ -133,9 +241,7 @@ fn push_value(out: &mut String, value: Option<&Value<'_>>, ip: IpStyle) {
         Value::String(s) | Value::EmailAddress(s) | Value::Uri(s) | Value::DnsName(s) => {
             push_json_str(out, s);
         }
-        Value::Int64(v) => {
-            let _ = write!(out, "{v}");
-        }
+        Value::Int64(v) => push_i64(out, *v),
         Value::Double(v) => push_float(out, *v),
         Value::Bool(v) => out.push_str(if *v { "true" } else { "false" }),
         Value::Timestamp(t) => {
@@ -146,13 +252,13 @@ fn push_value(out: &mut String, value: Option<&Value<'_>>, ip: IpStyle) {
         // Go duration text has no characters that need escaping.
         Value::Duration(d) => {
             out.push('"');
-            out.push_str(&format_duration(*d));
+            write_duration(out, *d);
             out.push('"');
         }
         Value::IpAddress(b) => {
             out.push('"');
             match ip {
-                IpStyle::Text => out.push_str(&format_ip(b)),
+                IpStyle::Text => write_ip(out, b),
                 IpStyle::Base64 => push_base64(out, b),
             }
             out.push('"');
@@ -183,33 +289,64 @@ fn push_float(out: &mut String, v: f64) {
 /// other control bytes as `\u00XX` (lowercase hex), everything else (including `<`, `>`,
 /// `&`, DEL and non-ASCII) as it is.
 pub fn push_json_str(out: &mut String, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
+    push_escaped(out, s);
+    out.push('"');
+}
+
+/// The body of [`push_json_str`]: runs of bytes that need no escape are copied at once.
+fn push_escaped(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     let mut run = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let short = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..=0x1f => "",
-            _ => continue,
-        };
+    while let Some(i) = next_escape(bytes, run) {
         // Escaped bytes are ASCII, so `run..i` always ends on a character boundary.
         out.push_str(&s[run..i]);
-        if short.is_empty() {
-            out.push_str("\\u00");
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
-        } else {
-            out.push_str(short);
+        let b = bytes[i];
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            _ => {
+                out.push_str("\\u00");
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0xf)]));
+            }
         }
         run = i + 1;
     }
     out.push_str(&s[run..]);
-    out.push('"');
+}
+
+/// Whether zap escapes the byte `b`.
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// Index of the first byte at or after `from` that needs escaping. Eight bytes are
+/// checked at a time (the classic "has a zero byte" bit trick, applied to `b < 0x20`,
+/// `b ^ '"'` and `b ^ '\\'`): a test that finds none is exact, and a word that may hold
+/// one is searched byte by byte.
+fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGH;
+    let mut i = from;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        if below(x, 0x20) | below(x ^ (ONES * 0x22), 1) | below(x ^ (ONES * 0x5c), 1) != 0 {
+            break;
+        }
+        i += 8;
+    }
+    bytes[i..]
+        .iter()
+        .position(|&b| needs_escape(b))
+        .map(|p| i + p)
 }
 
 /// Standard base64 with padding (Go's `base64.StdEncoding`), as zap wrote byte slices.
@@ -431,5 +568,109 @@ mod tests {
         assert!(text.contains(r#""instance":"i\"n","k\"":1}"#), "{text}");
         let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(parsed["instance"], "i\"n");
+    }
+
+    #[test]
+    fn escaping_finds_every_byte_in_long_strings() {
+        // Each special byte at every position of a string longer than the 8-byte
+        // words the scan checks at once, checked against a plain byte-by-byte escape.
+        let reference = |s: &str| {
+            let mut out = String::from("\"");
+            for c in s.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    '\t' => out.push_str("\\t"),
+                    c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+            out
+        };
+        for special in [
+            "\"", "\\", "\n", "\u{0}", "\u{1f}", "\u{7f}", "é", " ", "!", "#", "[", "]",
+        ] {
+            for at in 0..20 {
+                let mut s = "abcdefghijklmnopqrs".to_owned();
+                s.insert_str(at, special);
+                s.push_str(special);
+                let mut out = String::new();
+                push_json_str(&mut out, &s);
+                assert_eq!(out, reference(&s), "{s:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn integers_and_padding() {
+        let int = |v: i64| {
+            let mut s = String::new();
+            push_i64(&mut s, v);
+            s
+        };
+        for v in [0, 7, -7, 10, 99, 100, i64::MAX, i64::MIN, -1_000_000] {
+            assert_eq!(int(v), v.to_string());
+        }
+        let mut s = String::new();
+        push_decimal(&mut s, 42, 6);
+        assert_eq!(s, "000042");
+        // Years past 9999 and before year 1 keep Go's form.
+        assert_eq!(
+            time_text(&Timestamp::from_unix(253_402_300_800, 1_000)),
+            "10000-01-01T00:00:00.000001Z"
+        );
+        assert_eq!(
+            time_text(&Timestamp::from_unix(-62_167_219_200 - 86_400, 0)),
+            "-0001-12-31T00:00:00.000000Z"
+        );
+    }
+
+    #[test]
+    fn layouts_sort_names_and_escape_keys_once() {
+        let names: Vec<Arc<str>> = ["b", "a\"q", "C", "a"].into_iter().map(Arc::from).collect();
+        let layout = Layout::new(&names);
+        let fields: Vec<(&str, usize)> = layout.fields().collect();
+        assert_eq!(
+            fields,
+            [
+                ("\"C\":", 2),
+                ("\"a\":", 3),
+                ("\"a\\\"q\":", 1),
+                ("\"b\":", 0)
+            ]
+        );
+        assert_eq!(
+            layout.keys_len(),
+            fields.iter().map(|(p, _)| p.len()).sum::<usize>()
+        );
+        // Identity, not text: the same names in another allocation are another map.
+        assert!(layout.fits(&names));
+        let copies: Vec<Arc<str>> = names.iter().map(|n| Arc::from(&**n)).collect();
+        assert!(!layout.fits(&copies));
+        assert!(!layout.fits(&names[..3]));
+        assert!(Layout::new(&[]).fits(&[]));
+        // Written through a layout, a line is the line written key by key.
+        let values = [
+            Value::Int64(1),
+            Value::str("x"),
+            Value::Bool(true),
+            Value::str(""),
+        ];
+        for json in [true, false] {
+            let mut by_key = Line::start(json, Level::Info, &ZERO_TIME, "i", 0);
+            let mut sorted: Vec<usize> = (0..names.len()).collect();
+            sorted.sort_by(|&a, &b| names[a].cmp(&names[b]));
+            for i in sorted {
+                by_key.field(&names[i], Some(&values[i]), IpStyle::Text);
+            }
+            let mut by_layout = Line::start(json, Level::Info, &ZERO_TIME, "i", 0);
+            for (prefix, i) in layout.fields() {
+                by_layout.field_with_prefix(prefix, Some(&values[i]), IpStyle::Text);
+            }
+            assert_eq!(by_layout.finish(), by_key.finish());
+        }
     }
 }

@@ -21,7 +21,7 @@ mod tests;
 
 use std::io;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ::prometheus::{IntCounter, IntCounterVec, Opts};
@@ -33,7 +33,7 @@ use templates::{Handler, HandlerError, TemplateKind};
 
 use crate::{Adapter, BuildError, Env, ValidateInput, Validation};
 use config::{Config, Level, Stream};
-use format::{IpStyle, Line, ZERO_TIME};
+use format::{IpStyle, Layout, Line, ZERO_TIME};
 use rotate::{Limits, RotatingFile};
 use writer::{BUFFER_BYTES, LineBuffer, LineSink, Writer};
 
@@ -42,6 +42,11 @@ use writer::{BUFFER_BYTES, LineBuffer, LineSink, Writer};
 /// bursts of several thousand requests while the writer catches up. Unusually long lines
 /// are bounded by [`writer::QUEUE_BYTES`] as well.
 pub const QUEUE_LINES: usize = 8192;
+
+/// Layouts a handler keeps. A configuration has a handful of maps per handler; the
+/// bound only matters for a handler that outlives many configurations, whose old
+/// layouts are then forgotten together.
+const MAX_LAYOUTS: usize = 64;
 
 /// Name of the self-metric counting dropped lines, labelled by handler.
 pub const DROPPED_METRIC: &str = "mixer_adapter_stdio_dropped_lines_total";
@@ -150,6 +155,8 @@ fn open_sink(config: &Config) -> io::Result<Box<dyn LineSink>> {
 pub struct StdioHandler {
     config: Config,
     writer: Writer,
+    /// The layouts of the maps this handler has written, found by [`Layout::fits`].
+    layouts: RwLock<Vec<Arc<Layout>>>,
 }
 
 impl StdioHandler {
@@ -164,32 +171,63 @@ impl StdioHandler {
         Ok(StdioHandler {
             writer: Writer::spawn(handler, sink, capacity, dropped)?,
             config,
+            layouts: RwLock::new(Vec::new()),
         })
     }
 
-    /// Formats one line with `fields` in name order (Mixer sorted names by byte value).
+    /// The layout of the map named `names`, reusing `last` (the previous instance's)
+    /// when it fits, as it does for every instance of a batch from one rule.
+    fn layout_for(&self, names: &[Arc<str>], last: &mut Option<Arc<Layout>>) -> Arc<Layout> {
+        if let Some(layout) = last.as_ref().filter(|l| l.fits(names)) {
+            return layout.clone();
+        }
+        let found = self
+            .layouts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|l| l.fits(names))
+            .cloned();
+        let layout = found.unwrap_or_else(|| {
+            let layout = Arc::new(Layout::new(names));
+            let mut layouts = self.layouts.write().unwrap_or_else(PoisonError::into_inner);
+            if layouts.len() >= MAX_LAYOUTS {
+                layouts.clear();
+            }
+            layouts.push(layout.clone());
+            layout
+        });
+        *last = Some(layout.clone());
+        layout
+    }
+
+    /// Formats one line: `first` (the metric value), then `fields` in `layout`'s order
+    /// (Mixer sorted names by byte value).
     fn line<'v>(
         &self,
-        level: Level,
-        time: &Timestamp,
-        instance: &str,
-        first: Option<(&str, Option<&Value<'v>>)>,
+        header: (Level, &Timestamp, &str),
+        first: Option<Option<&Value<'v>>>,
         fields: &Dims<'v>,
+        layout: &Layout,
         ip: IpStyle,
     ) -> String {
-        let mut sorted: Vec<(&str, &Value<'v>)> = fields.iter().collect();
-        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let count = sorted.len() + usize::from(first.is_some());
-        let mut line = Line::start(self.config.output_as_json, level, time, instance, count);
-        if let Some((key, value)) = first {
-            line.field(key, value, ip);
+        let (level, time, instance) = header;
+        let size = layout.keys_len() + 24 * fields.len() + 96 + instance.len();
+        let mut line = Line::start(self.config.output_as_json, level, time, instance, size);
+        if let Some(value) = first {
+            line.field_with_prefix(VALUE_KEY, value, ip);
         }
-        for (key, value) in sorted {
-            line.field(key, Some(value), ip);
+        for (prefix, i) in layout.fields() {
+            if let Some(value) = fields.values.get(i) {
+                line.field_with_prefix(prefix, Some(value), ip);
+            }
         }
         line.finish()
     }
 }
+
+/// The key of a metric line's value, as [`format::key_prefix`] writes it.
+const VALUE_KEY: &str = "\"value\":";
 
 /// The wall clock as a timestamp (metric lines carry the time they were handled).
 fn now() -> Timestamp {
@@ -206,6 +244,7 @@ fn now() -> Timestamp {
 impl LogEntryHandler for StdioHandler {
     fn handle_log_entry(&self, instances: &[logentry::Instance<'_>]) -> Result<(), HandlerError> {
         let mut lines = Vec::with_capacity(instances.len());
+        let mut last = None;
         for inst in instances {
             let level = self.config.level_for(&inst.severity);
             // Checked before formatting, so filtered entries cost nothing.
@@ -213,12 +252,12 @@ impl LogEntryHandler for StdioHandler {
                 continue;
             }
             let time = inst.timestamp.unwrap_or(ZERO_TIME);
+            let layout = self.layout_for(inst.variables.names, &mut last);
             let line = self.line(
-                level,
-                &time,
-                inst.name,
+                (level, &time, inst.name),
                 None,
                 &inst.variables,
+                &layout,
                 IpStyle::Text,
             );
             lines.push(line);
@@ -235,13 +274,14 @@ impl MetricHandler for StdioHandler {
             return Ok(());
         }
         let mut lines = Vec::with_capacity(instances.len());
+        let mut last = None;
         for inst in instances {
+            let layout = self.layout_for(inst.dimensions.names, &mut last);
             let line = self.line(
-                level,
-                &now(),
-                inst.name,
-                Some(("value", inst.value.as_ref())),
+                (level, &now(), inst.name),
+                Some(inst.value.as_ref()),
                 &inst.dimensions,
+                &layout,
                 IpStyle::Base64,
             );
             lines.push(line);

@@ -173,59 +173,61 @@ fn leading_fraction(s: &str) -> (u64, f64, &str) {
 /// Durations under a second use the largest of ns/µs/ms that keeps the
 /// integer part non-zero; longer ones are `[h]h[m]m<s>[.frac]s`.
 pub fn format_duration(nanos: i64) -> String {
-    let neg = nanos < 0;
-    // unsigned_abs handles i64::MIN without overflow.
-    let mut u = nanos.unsigned_abs();
     let mut out = String::new();
-    if neg {
+    write_duration(&mut out, nanos);
+    out
+}
+
+/// Appends [`format_duration`]'s text to `out`, without intermediate `String`s.
+pub fn write_duration(out: &mut String, nanos: i64) {
+    if nanos < 0 {
         out.push('-');
     }
+    // unsigned_abs handles i64::MIN without overflow.
+    let u = nanos.unsigned_abs();
     if u < 1_000_000_000 {
         let (prec, unit) = match u {
-            0 => return "0s".to_string(),
+            0 => return out.push_str("0s"),
             1..=999 => (0, "ns"),
             1_000..=999_999 => (3, "\u{00B5}s"),
             _ => (6, "ms"),
         };
-        let (frac, int) = split_frac(u, prec);
-        out.push_str(&int.to_string());
-        out.push_str(&frac);
+        let pow = 10u64.pow(prec);
+        super::push_padded(out, u / pow, 1);
+        push_frac(out, u % pow, prec);
         out.push_str(unit);
-        return out;
+        return;
     }
-    let (frac, secs) = split_frac(u, 9);
-    u = secs;
-    let s = u % 60;
-    u /= 60;
-    if u > 0 {
-        let m = u % 60;
-        let h = u / 60;
+    let secs = u / 1_000_000_000;
+    let s = secs % 60;
+    let mins = secs / 60;
+    if mins > 0 {
+        let h = mins / 60;
         if h > 0 {
-            out.push_str(&h.to_string());
+            super::push_padded(out, h, 1);
             out.push('h');
         }
-        out.push_str(&m.to_string());
+        super::push_padded(out, mins % 60, 1);
         out.push('m');
     }
-    out.push_str(&s.to_string());
-    out.push_str(&frac);
+    super::push_padded(out, s, 1);
+    push_frac(out, u % 1_000_000_000, 9);
     out.push('s');
-    out
 }
 
-/// Splits `v` into `v / 10^prec` and the fraction text (".123" with trailing
-/// zeros removed, or "" when the fraction is zero), like Go's `fmtFrac`.
-fn split_frac(v: u64, prec: u32) -> (String, u64) {
-    if prec == 0 {
-        return (String::new(), v);
-    }
-    let pow = 10u64.pow(prec);
-    let frac = v % pow;
+/// Appends the fraction `frac / 10^prec` as Go's `fmtFrac` does: `.123` with trailing
+/// zeros removed, nothing when it is zero.
+fn push_frac(out: &mut String, mut frac: u64, mut prec: u32) {
     if frac == 0 {
-        return (String::new(), v / pow);
+        return;
     }
-    let digits = format!("{:0width$}", frac, width = prec as usize);
-    (format!(".{}", digits.trim_end_matches('0')), v / pow)
+    while frac.is_multiple_of(10) {
+        frac /= 10;
+        prec -= 1;
+    }
+    out.push('.');
+    // prec is at most 9.
+    super::push_padded(out, frac, prec as usize);
 }
 
 #[cfg(test)]

@@ -192,19 +192,36 @@ pub fn ip_equal(a: &[u8], b: &[u8]) -> bool {
 /// zero groups compressed, leftmost on ties). An empty slice prints `<nil>`
 /// and any other length prints `?` followed by the bytes in hex, as Go does.
 pub fn format_ip(b: &[u8]) -> String {
+    let mut out = String::with_capacity(15);
+    write_ip(&mut out, b);
+    out
+}
+
+/// Appends [`format_ip`]'s text to `out`; IPv4 addresses (the common case) without
+/// any intermediate `String`.
+pub fn write_ip(out: &mut String, b: &[u8]) {
     match b.len() {
-        0 => "<nil>".to_string(),
-        4 => format!("{}.{}.{}.{}", b[0], b[1], b[2], b[3]),
-        16 if b[..12] == V4_IN_V6_PREFIX => format!("{}.{}.{}.{}", b[12], b[13], b[14], b[15]),
-        16 => format_ipv6(b),
+        0 => out.push_str("<nil>"),
+        4 => write_dotted_quad(out, b),
+        16 if b[..12] == V4_IN_V6_PREFIX => write_dotted_quad(out, &b[12..]),
+        16 => out.push_str(&format_ipv6(b)),
         _ => {
-            let mut out = String::from("?");
+            out.push('?');
             for byte in b {
                 // Writing into a String cannot fail.
                 let _ = write!(out, "{byte:02x}");
             }
-            out
         }
+    }
+}
+
+/// The four bytes of `quad` in decimal, dot-separated.
+fn write_dotted_quad(out: &mut String, quad: &[u8]) {
+    for (i, &byte) in quad.iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        super::push_padded(out, u64::from(byte), 1);
     }
 }
 

@@ -211,28 +211,8 @@ pub fn format_rfc3339_nano(t: &Timestamp) -> String {
 /// Formats the instant shifted into `offset_secs`, RFC3339Nano style:
 /// fraction trimmed of trailing zeros and omitted when zero.
 fn format_with_offset(t: &Timestamp, offset_secs: i32) -> String {
-    let local = t.secs + i64::from(offset_secs);
-    let days = local.div_euclid(SECS_PER_DAY);
-    let tod = local.rem_euclid(SECS_PER_DAY);
-    let (year, month, day) = civil_from_days(days);
-
     let mut out = String::with_capacity(35);
-    // Go pads the year to four digits and puts a sign in front of
-    // negative years ("-0001").
-    if year < 0 {
-        out.push('-');
-    }
-    // Writing into a String cannot fail.
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        year.unsigned_abs(),
-        month,
-        day,
-        tod / 3600,
-        tod % 3600 / 60,
-        tod % 60
-    );
+    write_date_time(&mut out, t, offset_secs);
     if t.nanos != 0 {
         let frac = format!("{:09}", t.nanos);
         out.push('.');
@@ -253,6 +233,33 @@ fn format_with_offset(t: &Timestamp, offset_secs: i32) -> String {
         let _ = write!(out, "{:02}:{:02}", zone / 60, zone % 60);
     }
     out
+}
+
+/// Appends `YYYY-MM-DDTHH:MM:SS` of the instant shifted into `offset_secs`, without
+/// fraction or zone: the part of RFC 3339 text shared by callers with their own
+/// fraction rules (the stdio access log's fixed six digits). No intermediate `String`.
+pub fn write_date_time(out: &mut String, t: &Timestamp, offset_secs: i32) {
+    let local = t.secs + i64::from(offset_secs);
+    let days = local.div_euclid(SECS_PER_DAY);
+    // In 0..86_400, so it fits in u64 without loss.
+    let tod = local.rem_euclid(SECS_PER_DAY).unsigned_abs();
+    let (year, month, day) = civil_from_days(days);
+    // Go pads the year to four digits and puts a sign in front of
+    // negative years ("-0001").
+    if year < 0 {
+        out.push('-');
+    }
+    super::push_padded(out, year.unsigned_abs(), 4);
+    out.push('-');
+    super::push_padded(out, u64::from(month), 2);
+    out.push('-');
+    super::push_padded(out, u64::from(day), 2);
+    out.push('T');
+    super::push_padded(out, tod / 3600, 2);
+    out.push(':');
+    super::push_padded(out, tod % 3600 / 60, 2);
+    out.push(':');
+    super::push_padded(out, tod % 60, 2);
 }
 
 /// Whether `year` is a Gregorian leap year.
