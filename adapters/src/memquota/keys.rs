@@ -24,28 +24,61 @@ use templates::instances::Dims;
 /// key whose last value itself ends in `-<digits>` could then equal another tuple's
 /// overridden key, so with `guard_suffix` such a trailing `-` is escaped too.
 pub fn counter_key(name: &str, dims: &Dims<'_>, guard_suffix: bool) -> Vec<u8> {
-    let mut order: Vec<usize> = (0..dims.len()).collect();
-    order.sort_by(|a, b| dims.names[*a].cmp(&dims.names[*b]));
-    let mut out = Vec::with_capacity(name.len() + 16 * order.len());
+    let mut out = Vec::with_capacity(name.len() + 16 * dims.len());
+    counter_key_into(&mut out, name, dims, guard_suffix);
+    out
+}
+
+/// Dimensions sorted without a heap allocation up to this many (instances have a few).
+const SORTED_ON_STACK: usize = 16;
+
+/// [`counter_key`] written into `out` (cleared first), so a caller can reuse one buffer.
+pub fn counter_key_into(out: &mut Vec<u8>, name: &str, dims: &Dims<'_>, guard_suffix: bool) {
+    out.clear();
     out.extend_from_slice(name.as_bytes());
+    let n = dims.len();
+    let mut on_stack = [0usize; SORTED_ON_STACK];
+    let mut on_heap = Vec::new();
+    let order: &mut [usize] = if n <= SORTED_ON_STACK {
+        &mut on_stack[..n]
+    } else {
+        on_heap.resize(n, 0);
+        &mut on_heap
+    };
+    for (i, slot) in order.iter_mut().enumerate() {
+        *slot = i;
+    }
+    // Stable, as before: the key must not depend on the sort algorithm.
+    order.sort_by(|a, b| dims.names[*a].cmp(&dims.names[*b]));
     let mut value = Vec::new();
     for (pos, i) in order.iter().enumerate() {
         out.push(b';');
-        escape_into(&mut out, dims.names[*i].as_bytes());
+        escape_into(out, dims.names[*i].as_bytes());
         out.push(b'=');
-        value.clear();
-        render_value(&mut value, &dims.values[*i]);
         let start = out.len();
-        escape_into(&mut out, &value);
+        match &dims.values[*i] {
+            // Strings, the usual dimension, are escaped straight into the key.
+            Value::String(s) | Value::EmailAddress(s) | Value::Uri(s) | Value::DnsName(s) => {
+                escape_into(out, s.as_bytes())
+            }
+            other => {
+                value.clear();
+                render_value(&mut value, other);
+                escape_into(out, &value);
+            }
+        }
         if guard_suffix && pos + 1 == order.len() {
-            guard_trailing_number(&mut out, start);
+            guard_trailing_number(out, start);
         }
     }
-    out
 }
 
 /// Appends `bytes` with `\` and `;` escaped by a backslash.
 fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
+    if !bytes.iter().any(|&b| b == b'\\' || b == b';') {
+        out.extend_from_slice(bytes);
+        return;
+    }
     for &b in bytes {
         if b == b'\\' || b == b';' {
             out.push(b'\\');
