@@ -13,7 +13,6 @@ use std::hash::BuildHasher;
 use std::ops::Range;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use hashbrown::hash_table::Entry;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::counters::shard_of;
@@ -54,17 +53,13 @@ impl Generation {
             .map(|(_, _, r)| *r)
     }
 
+    /// Remembers `record` for `id`, which has no record in this generation.
     fn insert(&mut self, hash: u64, id: &str, record: Record) {
-        let ids = &self.ids;
-        let found = |(h, at, _): &(u64, Range<usize>, Record)| *h == hash && ids[at.clone()] == *id;
-        match self.table.entry(hash, found, |(h, _, _)| *h) {
-            Entry::Occupied(mut e) => e.get_mut().2 = record,
-            Entry::Vacant(e) => {
-                let at = self.ids.len()..self.ids.len() + id.len();
-                e.insert((hash, at, record));
-                self.ids.push_str(id);
-            }
-        }
+        debug_assert!(self.get(hash, id).is_none(), "{id} is remembered already");
+        let at = self.ids.len()..self.ids.len() + id.len();
+        self.ids.push_str(id);
+        self.table
+            .insert_unique(hash, (hash, at, record), |(h, _, _)| *h);
     }
 
     /// Forgets everything. Capacity well beyond what the last generation used (a burst
@@ -107,6 +102,8 @@ impl Locked<'_> {
             .or_else(|| s.old.get(self.hash, id))
     }
 
+    /// Remembers the result for `id` (the id the shard was locked for), which
+    /// [`get`](Self::get) found no result for.
     pub fn insert(&mut self, id: &str, record: Record) {
         self.shard.recent.insert(self.hash, id, record);
     }

@@ -75,7 +75,8 @@ pub fn counter_key_into(out: &mut Vec<u8>, name: &str, dims: &Dims<'_>, guard_su
 
 /// Appends `bytes` with `\` and `;` escaped by a backslash.
 fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
-    if !bytes.iter().any(|&b| b == b'\\' || b == b';') {
+    // Most values need no escaping and are copied whole.
+    if !needs_escape(bytes) {
         out.extend_from_slice(bytes);
         return;
     }
@@ -85,6 +86,25 @@ fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
         }
         out.push(b);
     }
+}
+
+/// Whether `bytes` contains `\` or `;`, eight bytes at a time.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Sets the high bit of every zero byte (and possibly of bytes above a zero byte,
+    // which only matters when there is a zero byte anyway).
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let word = u64::from_ne_bytes(chunk.try_into().expect("eight bytes"));
+        if has_zero(word ^ (ONES * u64::from(b'\\'))) | has_zero(word ^ (ONES * u64::from(b';')))
+            != 0
+        {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| b == b'\\' || b == b';')
 }
 
 /// If `out[start..]` ends with `-` followed by digits, escapes that `-`.
@@ -278,6 +298,22 @@ mod tests {
             counter_key("q", &ip, false),
             b"q;ip=\x0a\x00\x00\x01".to_vec()
         );
+    }
+
+    #[test]
+    fn quota_escape_scan_finds_every_special_byte() {
+        for len in 0..40 {
+            assert!(!needs_escape(&vec![b'a'; len]));
+            for at in 0..len {
+                for special in [b'\\', b';'] {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = special;
+                    assert!(needs_escape(&bytes), "{len} {at}");
+                }
+            }
+        }
+        // Bytes next to the special ones in value do not count.
+        assert!(!needs_escape(b"[]:<=>?@AZaz{|}~\x00\xff\x5b\x5d\x3a\x3c"));
     }
 
     #[test]
