@@ -115,6 +115,9 @@ fn short_name(fqn: &str) -> &str {
     fqn.split('.').next().unwrap_or(fqn)
 }
 
+/// A quota handler's answer that arrives later, with who gave it.
+type Later<'h> = BoxFuture<'h, (&'h HandlerEntry, Result<QuotaResult, HandlerError>)>;
+
 /// Allocates one requested quota; `deduplication_id` already names the quota.
 pub async fn allocate<B: Bag + ?Sized + Sync, R: Recorder + Send>(
     snap: &Snapshot,
@@ -132,9 +135,7 @@ pub async fn allocate<B: Bag + ?Sized + Sync, R: Recorder + Send>(
     let namespace = identity_namespace(snap, bag, rec);
     let mut known = false;
     // Created only when a handler answers later (memquota answers at once).
-    let mut pending: Option<
-        FuturesUnordered<BoxFuture<'_, (&HandlerEntry, Result<QuotaResult, HandlerError>)>>,
-    > = None;
+    let mut pending: Option<FuturesUnordered<Later<'_>>> = None;
     let mut answers = Answers::default();
 
     for routed in snap.quota.for_namespace(&namespace) {
