@@ -24,34 +24,87 @@ use templates::instances::Dims;
 /// key whose last value itself ends in `-<digits>` could then equal another tuple's
 /// overridden key, so with `guard_suffix` such a trailing `-` is escaped too.
 pub fn counter_key(name: &str, dims: &Dims<'_>, guard_suffix: bool) -> Vec<u8> {
-    let mut order: Vec<usize> = (0..dims.len()).collect();
-    order.sort_by(|a, b| dims.names[*a].cmp(&dims.names[*b]));
-    let mut out = Vec::with_capacity(name.len() + 16 * order.len());
+    let mut out = Vec::with_capacity(name.len() + 16 * dims.len());
+    counter_key_into(&mut out, name, dims, guard_suffix);
+    out
+}
+
+/// Dimensions sorted without a heap allocation up to this many (instances have a few).
+const SORTED_ON_STACK: usize = 16;
+
+/// [`counter_key`] written into `out` (cleared first), so a caller can reuse one buffer.
+pub fn counter_key_into(out: &mut Vec<u8>, name: &str, dims: &Dims<'_>, guard_suffix: bool) {
+    out.clear();
     out.extend_from_slice(name.as_bytes());
+    let n = dims.len();
+    let mut on_stack = [0usize; SORTED_ON_STACK];
+    let mut on_heap = Vec::new();
+    let order: &mut [usize] = if n <= SORTED_ON_STACK {
+        &mut on_stack[..n]
+    } else {
+        on_heap.resize(n, 0);
+        &mut on_heap
+    };
+    for (i, slot) in order.iter_mut().enumerate() {
+        *slot = i;
+    }
+    // Stable, as before: the key must not depend on the sort algorithm.
+    order.sort_by(|a, b| dims.names[*a].cmp(&dims.names[*b]));
     let mut value = Vec::new();
     for (pos, i) in order.iter().enumerate() {
         out.push(b';');
-        escape_into(&mut out, dims.names[*i].as_bytes());
+        escape_into(out, dims.names[*i].as_bytes());
         out.push(b'=');
-        value.clear();
-        render_value(&mut value, &dims.values[*i]);
         let start = out.len();
-        escape_into(&mut out, &value);
+        match &dims.values[*i] {
+            // Strings, the usual dimension, are escaped straight into the key.
+            Value::String(s) | Value::EmailAddress(s) | Value::Uri(s) | Value::DnsName(s) => {
+                escape_into(out, s.as_bytes())
+            }
+            other => {
+                value.clear();
+                render_value(&mut value, other);
+                escape_into(out, &value);
+            }
+        }
         if guard_suffix && pos + 1 == order.len() {
-            guard_trailing_number(&mut out, start);
+            guard_trailing_number(out, start);
         }
     }
-    out
 }
 
 /// Appends `bytes` with `\` and `;` escaped by a backslash.
 fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
+    // Most values need no escaping and are copied whole.
+    if !needs_escape(bytes) {
+        out.extend_from_slice(bytes);
+        return;
+    }
     for &b in bytes {
         if b == b'\\' || b == b';' {
             out.push(b'\\');
         }
         out.push(b);
     }
+}
+
+/// Whether `bytes` contains `\` or `;`, eight bytes at a time.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Sets the high bit of every zero byte (and possibly of bytes above a zero byte,
+    // which only matters when there is a zero byte anyway).
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let word = u64::from_ne_bytes(chunk.try_into().expect("eight bytes"));
+        if has_zero(word ^ (ONES * u64::from(b'\\'))) | has_zero(word ^ (ONES * u64::from(b';')))
+            != 0
+        {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| b == b'\\' || b == b';')
 }
 
 /// If `out[start..]` ends with `-` followed by digits, escapes that `-`.
@@ -245,6 +298,22 @@ mod tests {
             counter_key("q", &ip, false),
             b"q;ip=\x0a\x00\x00\x01".to_vec()
         );
+    }
+
+    #[test]
+    fn quota_escape_scan_finds_every_special_byte() {
+        for len in 0..40 {
+            assert!(!needs_escape(&vec![b'a'; len]));
+            for at in 0..len {
+                for special in [b'\\', b';'] {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = special;
+                    assert!(needs_escape(&bytes), "{len} {at}");
+                }
+            }
+        }
+        // Bytes next to the special ones in value do not count.
+        assert!(!needs_escape(b"[]:<=>?@AZaz{|}~\x00\xff\x5b\x5d\x3a\x3c"));
     }
 
     #[test]

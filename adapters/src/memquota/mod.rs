@@ -46,7 +46,7 @@ use templates::{Handler, QuotaArgs, QuotaBudget, QuotaResult, Reply, Status, Tem
 
 use self::clock::{Clock, SystemClock, nanos};
 use self::config::{Config, QuotaLimit};
-use self::counters::{Counter, Counters, lock};
+use self::counters::{Counter, Counters, Slot};
 use self::dedup::{DedupTable, Record};
 use self::window::WindowSpec;
 use crate::{Adapter, BuildError, Env, ValidateInput, Validation};
@@ -119,6 +119,12 @@ impl Limit {
     }
 }
 
+thread_local! {
+    /// The counter key of the request being served, built in place: one buffer per
+    /// thread instead of an allocation per request.
+    static KEY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A memquota handler.
 pub struct MemQuota {
     config: Config,
@@ -154,8 +160,6 @@ impl MemQuota {
             );
             return empty();
         };
-        let limit = Limit::select(quota, instance);
-        let key = keys::counter_key(instance.name, &instance.dimensions, false);
         let now = self.clock.now_unix_nanos();
 
         let mut seen = self.dedup.lock(args.deduplication_id, now);
@@ -167,11 +171,14 @@ impl MemQuota {
             );
             return result(r, now);
         }
-        let counter = self
-            .counters
-            .get_or_create(&key, now, || limit.counter(now));
+        let slot = KEY.with_borrow_mut(|key| {
+            keys::counter_key_into(key, instance.name, &instance.dimensions, false);
+            self.counters
+                .get_or_create(key, now, || Slot::new(Limit::select(quota, instance), now))
+        });
+        let limit = slot.limit;
         let (record, budget) = {
-            let mut c = lock(&counter);
+            let mut c = slot.lock();
             if args.amount > 0 {
                 let record = match c.alloc(now, args.amount, args.best_effort) {
                     Some(granted) => Record {
@@ -197,12 +204,16 @@ impl MemQuota {
         };
         seen.insert(args.deduplication_id, record);
         drop(seen);
-        tracing::trace!(
-            key = %String::from_utf8_lossy(&key),
-            requested = args.amount,
-            amount = record.amount,
-            "memquota"
-        );
+        if tracing::enabled!(tracing::Level::TRACE) {
+            KEY.with_borrow(|key| {
+                tracing::trace!(
+                    key = %String::from_utf8_lossy(key),
+                    requested = args.amount,
+                    amount = record.amount,
+                    "memquota"
+                );
+            });
+        }
         QuotaResult {
             budget,
             ..result(record, now)

@@ -80,15 +80,16 @@ pub fn encode_referenced_attributes(
                 Condition::Absence => PbCondition::Absence,
                 Condition::Exact => PbCondition::Exact,
             };
-            (r.name.as_str(), r.map_key.as_deref(), condition)
+            (r.name, r.map_key, condition)
         }),
         global_word_count,
     )
 }
 
-/// The referenced attributes of an answer, as a client reads them.
-pub fn decode_referenced(r: &ReferencedAttributes) -> Result<Referenced, DecodeError> {
-    Ok(decode_matches(r)?
+/// The referenced attributes of an answer, as a client reads them: unique by (name, map
+/// key), in order.
+pub fn decode_referenced(r: &ReferencedAttributes) -> Result<Vec<Reference>, DecodeError> {
+    let unique: Referenced = decode_matches(r)?
         .into_iter()
         .map(|(name, map_key, condition)| Reference {
             name,
@@ -98,7 +99,8 @@ pub fn decode_referenced(r: &ReferencedAttributes) -> Result<Referenced, DecodeE
                 _ => Condition::Exact,
             },
         })
-        .collect())
+        .collect();
+    Ok(unique.iter().map(|r| r.to_reference()).collect())
 }
 
 fn check_word_count(count: u32) -> Result<(), Status> {

@@ -180,7 +180,8 @@ pub async fn evaluate<B: Bag + ?Sized + Sync, R: Recorder + Send>(
     let snap = cx.snapshot;
     let namespace = identity_namespace(snap, bag, rec);
     let mut combiner = Combiner::new();
-    let mut pending: FuturesUnordered<BoxFuture<'_, Completion<'_>>> = FuturesUnordered::new();
+    // Created only when a handler answers later: most policy handlers answer at once.
+    let mut pending: Option<FuturesUnordered<BoxFuture<'_, Completion<'_>>>> = None;
     let mut matched: Vec<&RoutedRule> = Vec::new();
 
     for routed in snap.check.for_namespace(&namespace) {
@@ -228,6 +229,7 @@ pub async fn evaluate<B: Bag + ?Sized + Sync, R: Recorder + Send>(
                     Reply::Later(fut) => {
                         let handler: &HandlerEntry = handler;
                         let rule: &str = &rule.name;
+                        let pending = pending.get_or_insert_with(FuturesUnordered::new);
                         pending.push(Box::pin(async move {
                             Completion {
                                 handler,
@@ -241,7 +243,7 @@ pub async fn evaluate<B: Bag + ?Sized + Sync, R: Recorder + Send>(
             }
         }
     }
-    while let Some(done) = pending.next().await {
+    while let Some(done) = next_answer(&mut pending).await {
         match done.result {
             Ok(r) => {
                 count_dispatch(cx.metrics, done.template, done.handler, false);
@@ -263,6 +265,17 @@ pub async fn evaluate<B: Bag + ?Sized + Sync, R: Recorder + Send>(
         route,
         denied_by,
     })
+}
+
+/// The next answer of a handler that answered later; `None` when there are no more (or
+/// there never were any).
+pub(crate) async fn next_answer<F: Future>(
+    pending: &mut Option<FuturesUnordered<F>>,
+) -> Option<F::Output> {
+    match pending {
+        Some(p) => p.next().await,
+        None => None,
+    }
 }
 
 fn instance_failure(

@@ -91,7 +91,8 @@ impl CacheMetrics {
 /// The cache.
 pub struct CheckCache {
     entries: moka::sync::Cache<Key, Arc<Entry>>,
-    shapes: RwLock<Vec<Arc<Referenced>>>,
+    /// Swapped whole on a change, so a lookup takes a handle rather than a copy.
+    shapes: RwLock<Arc<Vec<Arc<Referenced>>>>,
     hasher: std::collections::hash_map::RandomState,
     hasher2: std::collections::hash_map::RandomState,
     metrics: CacheMetrics,
@@ -116,7 +117,7 @@ impl CheckCache {
             .build();
         CheckCache {
             entries,
-            shapes: RwLock::new(Vec::new()),
+            shapes: RwLock::new(Arc::new(Vec::new())),
             hasher: Default::default(),
             hasher2: Default::default(),
             metrics,
@@ -135,9 +136,9 @@ impl CheckCache {
         let mut h1 = self.hasher.build_hasher();
         let mut h2 = self.hasher2.build_hasher();
         for r in shape {
-            let id = snap.manifest.get(&r.name).map_or(AttrKey::NO_ID, |i| i.id);
-            let v = bag.get(AttrKey { name: &r.name, id });
-            let present = match (&r.map_key, v) {
+            let id = snap.manifest.get(r.name).map_or(AttrKey::NO_ID, |i| i.id);
+            let v = bag.get(AttrKey { name: r.name, id });
+            let present = match (r.map_key, v) {
                 (None, None) => false,
                 (None, Some(v)) => {
                     hash_value(&v, &mut h1);
@@ -168,7 +169,7 @@ impl CheckCache {
         snap: &Snapshot,
         bag: &B,
     ) -> Option<(Precondition, Arc<Referenced>)> {
-        let shapes: Vec<Arc<Referenced>> =
+        let shapes: Arc<Vec<Arc<Referenced>>> =
             self.shapes.read().map(|s| s.clone()).unwrap_or_default();
         let now = Instant::now();
         for (i, shape) in shapes.iter().enumerate() {
@@ -225,7 +226,7 @@ impl CheckCache {
             match shapes.iter().position(|s| **s == *shape) {
                 Some(i) => i,
                 None if shapes.len() < MAX_SHAPES => {
-                    shapes.push(shape.clone());
+                    Arc::make_mut(&mut *shapes).push(shape.clone());
                     shapes.len() - 1
                 }
                 None => return,
@@ -255,7 +256,7 @@ impl CheckCache {
     pub fn clear(&self) {
         self.entries.invalidate_all();
         if let Ok(mut shapes) = self.shapes.write() {
-            shapes.clear();
+            *shapes = Arc::default();
         }
     }
 

@@ -5,13 +5,13 @@
 use std::time::Duration;
 
 use expr_lang::{Bag, Recorder};
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::stream::FuturesUnordered;
 use templates::handler::BoxFuture;
 use templates::{
     HandlerError, InstanceBuilder, QuotaArgs, QuotaResult, Reply, Status, TemplateKind,
 };
 
-use super::check::DEFAULT_VALID_DURATION;
+use super::check::{DEFAULT_VALID_DURATION, next_answer};
 use super::failures::{Stage, policy_error, quota_handler_failed};
 use super::matching::{count_dispatch, identity_namespace, rule_matches};
 use crate::config::snapshot::{Destination, HandlerEntry, RoutedRule, Snapshot};
@@ -115,6 +115,9 @@ fn short_name(fqn: &str) -> &str {
     fqn.split('.').next().unwrap_or(fqn)
 }
 
+/// A quota handler's answer that arrives later, with who gave it.
+type Later<'h> = BoxFuture<'h, (&'h HandlerEntry, Result<QuotaResult, HandlerError>)>;
+
 /// Allocates one requested quota; `deduplication_id` already names the quota.
 pub async fn allocate<B: Bag + ?Sized + Sync, R: Recorder + Send>(
     snap: &Snapshot,
@@ -131,9 +134,8 @@ pub async fn allocate<B: Bag + ?Sized + Sync, R: Recorder + Send>(
     };
     let namespace = identity_namespace(snap, bag, rec);
     let mut known = false;
-    let mut pending: FuturesUnordered<
-        BoxFuture<'_, (&HandlerEntry, Result<QuotaResult, HandlerError>)>,
-    > = FuturesUnordered::new();
+    // Created only when a handler answers later (memquota answers at once).
+    let mut pending: Option<FuturesUnordered<Later<'_>>> = None;
     let mut answers = Answers::default();
 
     for routed in snap.quota.for_namespace(&namespace) {
@@ -169,11 +171,13 @@ pub async fn allocate<B: Bag + ?Sized + Sync, R: Recorder + Send>(
                     answers.add(&entry.name, r);
                 }
                 Reply::Ready(Err(e)) => return failed(metrics, entry, &e),
-                Reply::Later(fut) => pending.push(Box::pin(async move { (entry, fut.await) })),
+                Reply::Later(fut) => pending
+                    .get_or_insert_with(FuturesUnordered::new)
+                    .push(Box::pin(async move { (entry, fut.await) })),
             }
         }
     }
-    while let Some((entry, r)) = pending.next().await {
+    while let Some((entry, r)) = next_answer(&mut pending).await {
         match r {
             Ok(r) => {
                 count_dispatch(metrics, TemplateKind::Quota, entry, false);

@@ -2,6 +2,8 @@
 //! answer depends on. One type serves as the recorder during evaluation, the server-side
 //! cache's key shape, and what front ends encode for the client's cache.
 
+use std::ops::Range;
+
 use expr_lang::{Recorder, ValueType};
 
 /// How a referenced attribute (or map key) was matched.
@@ -41,14 +43,44 @@ impl Reference {
     }
 }
 
+/// A reference as [`Referenced`] hands it out, borrowing its text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ReferenceView<'a> {
+    pub name: &'a str,
+    pub map_key: Option<&'a str>,
+    pub condition: Condition,
+}
+
+impl ReferenceView<'_> {
+    pub fn to_reference(&self) -> Reference {
+        Reference::new(self.name, self.map_key, self.condition)
+    }
+}
+
+/// Where one reference's text is in [`Referenced::text`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Slot {
+    name: Range<usize>,
+    map_key: Option<Range<usize>>,
+    condition: Condition,
+}
+
+/// References a decision usually records without growing its buffers.
+const EXPECTED_REFS: usize = 16;
+const EXPECTED_TEXT: usize = 16 * 24;
+
 /// The references of one decision, unique by (name, map key), in the order first read.
+///
+/// The names and keys are kept back to back in one string, so recording a decision's
+/// references costs two allocations however many there are.
 ///
 /// As a [`Recorder`], a present STRING_MAP read by itself is not recorded (only its key
 /// lookups), as Mixer's production bag did: keying a cache on a whole header map would
 /// make it useless.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Referenced {
-    refs: Vec<Reference>,
+    text: String,
+    refs: Vec<Slot>,
 }
 
 impl Referenced {
@@ -58,19 +90,45 @@ impl Referenced {
 
     /// Records a reference; a later read of the same (name, key) overwrites the condition.
     pub fn set(&mut self, name: &str, map_key: Option<&str>, condition: Condition) {
-        if let Some(r) = self
-            .refs
-            .iter_mut()
-            .find(|r| r.name == name && r.map_key.as_deref() == map_key)
-        {
+        let text = &self.text;
+        if let Some(r) = self.refs.iter_mut().find(|r| {
+            text[r.name.clone()] == *name && r.map_key.clone().map(|k| &text[k]) == map_key
+        }) {
             r.condition = condition;
             return;
         }
-        self.refs.push(Reference::new(name, map_key, condition));
+        if self.refs.capacity() == 0 {
+            self.refs.reserve(EXPECTED_REFS);
+            self.text.reserve(EXPECTED_TEXT);
+        }
+        let name = self.push_text(name);
+        let map_key = map_key.map(|k| self.push_text(k));
+        self.refs.push(Slot {
+            name,
+            map_key,
+            condition,
+        });
     }
 
-    pub fn iter(&self) -> std::slice::Iter<'_, Reference> {
-        self.refs.iter()
+    fn push_text(&mut self, s: &str) -> Range<usize> {
+        let start = self.text.len();
+        self.text.push_str(s);
+        start..self.text.len()
+    }
+
+    fn view(&self, r: &Slot) -> ReferenceView<'_> {
+        ReferenceView {
+            name: &self.text[r.name.clone()],
+            map_key: r.map_key.clone().map(|k| &self.text[k]),
+            condition: r.condition,
+        }
+    }
+
+    pub fn iter(&self) -> Iter<'_> {
+        Iter {
+            referenced: self,
+            slots: self.refs.iter(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -82,7 +140,29 @@ impl Referenced {
     }
 
     pub fn contains(&self, reference: &Reference) -> bool {
-        self.refs.contains(reference)
+        self.iter().any(|r| {
+            r.name == reference.name
+                && r.map_key == reference.map_key.as_deref()
+                && r.condition == reference.condition
+        })
+    }
+}
+
+/// The references of a [`Referenced`], in order.
+pub struct Iter<'a> {
+    referenced: &'a Referenced,
+    slots: std::slice::Iter<'a, Slot>,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = ReferenceView<'a>;
+
+    fn next(&mut self) -> Option<ReferenceView<'a>> {
+        self.slots.next().map(|r| self.referenced.view(r))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.slots.size_hint()
     }
 }
 
@@ -97,10 +177,10 @@ impl FromIterator<Reference> for Referenced {
 }
 
 impl<'a> IntoIterator for &'a Referenced {
-    type Item = &'a Reference;
-    type IntoIter = std::slice::Iter<'a, Reference>;
+    type Item = ReferenceView<'a>;
+    type IntoIter = Iter<'a>;
     fn into_iter(self) -> Self::IntoIter {
-        self.refs.iter()
+        self.iter()
     }
 }
 
@@ -129,7 +209,7 @@ mod tests {
         r.attribute("source.ip", ValueType::IpAddress, false);
         r.attribute("source.ip", ValueType::IpAddress, true);
         r.attribute("request.headers", ValueType::StringMap, false);
-        let got: Vec<_> = r.iter().cloned().collect();
+        let got: Vec<_> = r.iter().map(|r| r.to_reference()).collect();
         assert_eq!(
             got,
             [
