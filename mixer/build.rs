@@ -56,7 +56,45 @@ fn main() -> Result<(), Box<dyn Error>> {
         // Malformed requests are INVALID_ARGUMENT, not tonic's INTERNAL (see wire/codec.rs).
         .codec_path("crate::wire::codec::StrictCodec")
         .compile_fds(fds)?;
+    compile_view_server();
     write_reflection_descriptors()
+}
+
+/// The server the API port runs for `istio.mixer.v1.Mixer`: the generated one above takes
+/// owned prost messages, this one takes a Report as a view of its bytes
+/// (`wire::view::ReportView`), so attribute sets are decoded straight into bags.
+fn compile_view_server() {
+    use tonic_prost_build::manual::{Builder, Method, Service};
+    let method = |name: &str, route: &str, input: &str, output: &str| {
+        Method::builder()
+            .name(name)
+            .route_name(route)
+            .input_type(input)
+            .output_type(output)
+            .codec_path("crate::wire::codec::ViewCodec")
+            .build()
+    };
+    let pb = "crate::wire::pb::istio::mixer::v1";
+    let service = Service::builder()
+        .name("Mixer")
+        .package("istio.mixer.v1")
+        .method(method(
+            "check",
+            "Check",
+            &format!("{pb}::CheckRequest"),
+            &format!("{pb}::CheckResponse"),
+        ))
+        .method(method(
+            "report",
+            "Report",
+            "crate::wire::view::ReportView",
+            &format!("{pb}::ReportResponse"),
+        ))
+        .build();
+    Builder::new()
+        .build_client(false)
+        .build_transport(false)
+        .compile(&[service]);
 }
 
 /// Compiles the Mixer and Envoy service protos into one descriptor set (a file imported by

@@ -20,8 +20,9 @@ use futures::executor::block_on;
 use mixer::runtime::check::{self, CheckContext};
 use mixer::runtime::quota::{self, QuotaRequest};
 use mixer::runtime::{PolicyErrorMode, report};
-use mixer::wire::pb::istio::mixer::v1::mixer_server::Mixer;
 use mixer::wire::pb::istio::mixer::v1::{CheckRequest, ReportRequest, check_request};
+use mixer::wire::service::mixer_server::Mixer;
+use mixer::wire::view::ReportView;
 use prost::Message;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use templates::{QuotaArgs, Reply};
@@ -117,7 +118,8 @@ fn report(tel: &Loaded, rt: &tokio::runtime::Handle) {
         if i % 100 == 0 {
             tel.truncate_log();
         }
-        let req = ReportRequest::decode(&bytes[i % bytes.len()][..]).expect("decodes");
+        let req = ReportView::decode(bytes::Bytes::copy_from_slice(&bytes[i % bytes.len()]))
+            .expect("decodes");
         block_on(service.report(Request::new(req))).expect("report ok");
     });
     print(

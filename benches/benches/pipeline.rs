@@ -19,8 +19,9 @@ use mixer::config::Snapshot;
 use mixer::runtime::check::{self, CheckContext};
 use mixer::runtime::quota::{self, QuotaRequest};
 use mixer::runtime::{PolicyErrorMode, matching, report};
-use mixer::wire::pb::istio::mixer::v1::mixer_server::Mixer;
 use mixer::wire::pb::istio::mixer::v1::{CheckRequest, ReportRequest, check_request};
+use mixer::wire::service::mixer_server::Mixer;
+use mixer::wire::view::ReportView;
 use prost::Message;
 use templates::{QuotaArgs, Reply, TemplateKind};
 use tonic::Request;
@@ -225,7 +226,8 @@ fn bench_report(c: &mut Criterion, tel: &Loaded, traced: &Loaded, rt: &tokio::ru
             tel.truncate_log();
             let start = Instant::now();
             for _ in 0..iters {
-                let req = ReportRequest::decode(&ring.next()[..]).expect("decodes");
+                let req = ReportView::decode(bytes::Bytes::copy_from_slice(ring.next()))
+                    .expect("decodes");
                 black_box(block_on(service.report(Request::new(req))).expect("report ok"));
             }
             start.elapsed()

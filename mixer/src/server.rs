@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::monitoring;
 use crate::net::{ConnectionLimits, RequestLimitsLayer};
 use crate::runtime::{PolicyErrorMode, Runtime, RuntimeOptions};
-use crate::wire::pb::istio::mixer::v1::mixer_server::MixerServer;
+use crate::wire::service::mixer_server::MixerServer;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 

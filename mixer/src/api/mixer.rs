@@ -22,11 +22,12 @@ use crate::wire::pb::google::rpc::Status as RpcStatus;
 use crate::wire::pb::istio::mixer::v1::referenced_attributes::Condition as PbCondition;
 use crate::wire::pb::istio::mixer::v1::{
     CheckRequest, CheckResponse, CompressedAttributes, HeaderOperation, ReferencedAttributes,
-    ReportRequest, ReportResponse, RouteDirective, check_response, header_operation,
-    mixer_server::Mixer,
+    ReportResponse, RouteDirective, check_response, header_operation,
 };
 use crate::wire::pb::istio::policy::v1beta1::DirectHttpResponse;
+use crate::wire::service::mixer_server::Mixer;
 use crate::wire::status::{DIRECT_HTTP_RESPONSE_TYPE, http_status_for};
+use crate::wire::view::ReportView;
 
 /// The prefix that makes Envoy's client fall back to the base dictionary.
 pub const INVALID_REQUEST_PREFIX: &str = "Request could not be processed due to invalid";
@@ -269,14 +270,14 @@ impl Mixer for MixerService {
 
     async fn report(
         &self,
-        request: Request<ReportRequest>,
+        request: Request<ReportView>,
     ) -> Result<Response<ReportResponse>, Status> {
         let started = Instant::now();
         let metrics = &self.runtime.metrics;
         let request = request.into_inner();
-        let cost = u32::try_from(request.attributes.len()).unwrap_or(u32::MAX);
+        let cost = u32::try_from(request.len()).unwrap_or(u32::MAX);
         self.shedder.admit("report", cost)?;
-        let result = if request.attributes.len() >= BLOCKING_REPORT_SETS {
+        let result = if request.len() >= BLOCKING_REPORT_SETS {
             self.report_off_workers(request).await
         } else {
             report_sets(&self.runtime, self.limits, &request)
@@ -323,7 +324,7 @@ impl MixerService {
     }
 
     /// Runs a heavy Report on the blocking pool, a bounded number at a time.
-    async fn report_off_workers(&self, request: ReportRequest) -> Result<ReportResponse, Status> {
+    async fn report_off_workers(&self, request: ReportView) -> Result<ReportResponse, Status> {
         let permit = self
             .heavy_reports
             .clone()
@@ -347,12 +348,12 @@ impl MixerService {
 fn report_sets(
     runtime: &Runtime,
     limits: DecodeLimits,
-    req: &ReportRequest,
+    req: &ReportView,
 ) -> Result<ReportResponse, Status> {
-    check_word_count(req.global_word_count)?;
+    check_word_count(req.global_word_count())?;
     let metrics = &runtime.metrics;
-    metrics.report_bags.inc_by(req.attributes.len() as u64);
-    if req.attributes.is_empty() {
+    metrics.report_bags.inc_by(req.len() as u64);
+    if req.is_empty() {
         return Ok(ReportResponse {});
     }
     let snap = runtime.snapshot();

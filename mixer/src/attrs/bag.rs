@@ -13,6 +13,7 @@ use super::error::{DecodeError, DecodeErrorKind, IndexSite, Limit, MapKind, Unre
 use super::limits::DecodeLimits;
 use super::table::AttrTable;
 use crate::wire::pb::istio::mixer::v1::CompressedAttributes;
+use crate::wire::view::{AttrSet, WireValue, WordList};
 
 /// 0001-01-01T00:00:00Z, the smallest timestamp Go's proto conversion accepts.
 const MIN_TIMESTAMP_SECS: i64 = -62_135_596_800;
@@ -174,7 +175,20 @@ impl<'r> ProtoBag<'r> {
         limits: DecodeLimits,
     ) -> Result<ProtoBag<'r>, DecodeError> {
         let mut bag = ProtoBag::with_limits(table, limits);
-        bag.fill(attrs, message_words, table)?;
+        bag.fill(message_attrs(attrs), message_words, table)?;
+        Ok(bag)
+    }
+
+    /// Decodes an attribute set read from the request bytes, resolving negative indexes
+    /// against `message_words` (the set's own words, or the Report's `default_words`).
+    pub fn decode_wire(
+        set: AttrSet<'r>,
+        message_words: WordList<'r>,
+        table: &AttrTable,
+        limits: DecodeLimits,
+    ) -> Result<ProtoBag<'r>, DecodeError> {
+        let mut bag = ProtoBag::with_limits(table, limits);
+        bag.fill(wire_attrs(set), message_words, table)?;
         Ok(bag)
     }
 
@@ -190,7 +204,7 @@ impl<'r> ProtoBag<'r> {
         if self.slots.len() != table.len() {
             self.slots.resize(table.len(), None);
         }
-        let result = self.fill(attrs, message_words, table);
+        let result = self.fill(message_attrs(attrs), message_words, table);
         if result.is_err() {
             self.clear();
         }
@@ -209,6 +223,22 @@ impl<'r> ProtoBag<'r> {
         table: &AttrTable,
     ) -> Result<(), DecodeError> {
         let delta = ProtoBag::decode_limited(attrs, message_words, table, self.limits)?;
+        self.merge_checked(delta)
+    }
+
+    /// As [`ProtoBag::apply_delta`], for a set read from the request bytes.
+    pub fn apply_wire_delta(
+        &mut self,
+        set: AttrSet<'r>,
+        message_words: WordList<'r>,
+        table: &AttrTable,
+    ) -> Result<(), DecodeError> {
+        let delta = ProtoBag::decode_wire(set, message_words, table, self.limits)?;
+        self.merge_checked(delta)
+    }
+
+    /// Merges a decoded delta, then checks the attribute count.
+    fn merge_checked(&mut self, delta: ProtoBag<'r>) -> Result<(), DecodeError> {
         self.merge(delta);
         let max = self.limits.max_attributes_per_set;
         if self.len() > max {
@@ -340,111 +370,86 @@ impl<'r> ProtoBag<'r> {
         (i as u32, map)
     }
 
-    fn fill<W: AsRef<[u8]>>(
+    fn fill<M: ExactSizeIterator<Item = (i32, i32)>>(
         &mut self,
-        attrs: &'r CompressedAttributes,
-        words: &'r [W],
+        (count, attrs): (usize, impl Iterator<Item = (i32, Raw<'r, M>)>),
+        words: impl Words<'r>,
         table: &AttrTable,
     ) -> Result<(), DecodeError> {
-        let count = attrs.strings.len()
-            + attrs.int64s.len()
-            + attrs.doubles.len()
-            + attrs.bools.len()
-            + attrs.timestamps.len()
-            + attrs.durations.len()
-            + attrs.bytes.len()
-            + attrs.string_maps.len();
         self.limits.check(Limit::AttributesPerSet, count)?;
         self.present.reserve(count);
-        // The Go server's eager decoder walks the maps in this order.
-        for (&k, &v) in &attrs.strings {
+        // Value map by value map, each by key: the order the Go server's eager decoder
+        // walks them in, which decides which error a bad set reports.
+        for (k, raw) in attrs {
             let (name, id) = resolve_name(k, words, table)?;
-            let value = resolve_word(v, words).map_err(|reason| {
+            let slot = match raw {
+                Raw::Str(v) => Slot::Str(resolve_word(v, words).map_err(|reason| {
+                    index_error(
+                        IndexSite::Value {
+                            attribute: name.to_owned(),
+                        },
+                        v,
+                        reason,
+                    )
+                })?),
+                Raw::Int64(v) => Slot::Int64(v),
+                Raw::Double(v) => Slot::Double(v),
+                Raw::Bool(v) => Slot::Bool(v),
+                Raw::Timestamp(seconds, nanos) => Slot::Timestamp(timestamp(name, seconds, nanos)?),
+                Raw::Duration(seconds, nanos) => {
+                    let nanos_total = duration_nanos(seconds, nanos).map_err(|reason| {
+                        DecodeError::new(DecodeErrorKind::InvalidDuration {
+                            attribute: name.to_owned(),
+                            seconds,
+                            nanos,
+                            reason,
+                        })
+                    })?;
+                    Slot::Duration(nanos_total)
+                }
+                Raw::Bytes(v) => Slot::Bytes(v),
+                Raw::Map(entries) => self.fill_map(name, entries, words)?,
+            };
+            self.put(name, id, slot)?;
+        }
+        self.finish_extras()
+    }
+
+    /// Decodes a STRING_MAP value into the map storage.
+    fn fill_map(
+        &mut self,
+        name: &'r str,
+        entries: impl ExactSizeIterator<Item = (i32, i32)>,
+        words: impl Words<'r>,
+    ) -> Result<Slot<'r>, DecodeError> {
+        self.limits.check(Limit::StringMapEntries, entries.len())?;
+        let (index, map) = self.alloc_map();
+        map.entries.reserve(entries.len());
+        for (mk, mv) in entries {
+            let key = resolve_word(mk, words).map_err(|reason| {
                 index_error(
-                    IndexSite::Value {
+                    IndexSite::MapKey {
                         attribute: name.to_owned(),
                     },
-                    v,
+                    mk,
                     reason,
                 )
             })?;
-            self.put(name, id, Slot::Str(value))?;
-        }
-        for (&k, &v) in &attrs.int64s {
-            let (name, id) = resolve_name(k, words, table)?;
-            self.put(name, id, Slot::Int64(v))?;
-        }
-        for (&k, &v) in &attrs.doubles {
-            let (name, id) = resolve_name(k, words, table)?;
-            self.put(name, id, Slot::Double(v))?;
-        }
-        for (&k, &v) in &attrs.bools {
-            let (name, id) = resolve_name(k, words, table)?;
-            self.put(name, id, Slot::Bool(v))?;
-        }
-        for (&k, ts) in &attrs.timestamps {
-            let (name, id) = resolve_name(k, words, table)?;
-            if !(MIN_TIMESTAMP_SECS..=MAX_TIMESTAMP_SECS).contains(&ts.seconds)
-                || !(0..NANOS_PER_SEC).contains(&ts.nanos)
-            {
-                return Err(DecodeError::new(DecodeErrorKind::InvalidTimestamp {
-                    attribute: name.to_owned(),
-                    seconds: ts.seconds,
-                    nanos: ts.nanos,
-                }));
-            }
-            let t = Timestamp::from_unix(ts.seconds, ts.nanos.unsigned_abs());
-            self.put(name, id, Slot::Timestamp(t))?;
-        }
-        for (&k, d) in &attrs.durations {
-            let (name, id) = resolve_name(k, words, table)?;
-            let nanos = duration_nanos(d).map_err(|reason| {
-                DecodeError::new(DecodeErrorKind::InvalidDuration {
-                    attribute: name.to_owned(),
-                    seconds: d.seconds,
-                    nanos: d.nanos,
+            let value = resolve_word(mv, words).map_err(|reason| {
+                index_error(
+                    IndexSite::MapValue {
+                        attribute: name.to_owned(),
+                        key: key.to_owned(),
+                    },
+                    mv,
                     reason,
-                })
+                )
             })?;
-            self.put(name, id, Slot::Duration(nanos))?;
+            map.bytes += key.len() + value.len();
+            map.entries.push((key, value));
         }
-        for (&k, v) in &attrs.bytes {
-            let (name, id) = resolve_name(k, words, table)?;
-            self.put(name, id, Slot::Bytes(v))?;
-        }
-        for (&k, m) in &attrs.string_maps {
-            let (name, id) = resolve_name(k, words, table)?;
-            self.limits
-                .check(Limit::StringMapEntries, m.entries.len())?;
-            let (index, map) = self.alloc_map();
-            map.entries.reserve(m.entries.len());
-            for (&mk, &mv) in &m.entries {
-                let key = resolve_word(mk, words).map_err(|reason| {
-                    index_error(
-                        IndexSite::MapKey {
-                            attribute: name.to_owned(),
-                        },
-                        mk,
-                        reason,
-                    )
-                })?;
-                let value = resolve_word(mv, words).map_err(|reason| {
-                    index_error(
-                        IndexSite::MapValue {
-                            attribute: name.to_owned(),
-                            key: key.to_owned(),
-                        },
-                        mv,
-                        reason,
-                    )
-                })?;
-                map.bytes += key.len() + value.len();
-                map.entries.push((key, value));
-            }
-            map.normalize();
-            self.put(name, id, Slot::Map(index))?;
-        }
-        self.finish_extras()
+        map.normalize();
+        Ok(Slot::Map(index))
     }
 
     /// Sorts the undeclared attributes by name and rejects repeated names.
@@ -588,9 +593,125 @@ impl fmt::Debug for ProtoBag<'_> {
     }
 }
 
+/// A message dictionary: a message's `words` (or a Report's `default_words`).
+pub(crate) trait Words<'r>: Copy {
+    fn len(self) -> usize;
+    fn word(self, index: usize) -> Option<&'r [u8]>;
+}
+
+impl<'r, W: AsRef<[u8]>> Words<'r> for &'r [W] {
+    #[inline]
+    fn len(self) -> usize {
+        <[W]>::len(self)
+    }
+
+    #[inline]
+    fn word(self, index: usize) -> Option<&'r [u8]> {
+        self.get(index).map(AsRef::as_ref)
+    }
+}
+
+impl<'r> Words<'r> for WordList<'r> {
+    #[inline]
+    fn len(self) -> usize {
+        WordList::len(&self)
+    }
+
+    #[inline]
+    fn word(self, index: usize) -> Option<&'r [u8]> {
+        self.get(index)
+    }
+}
+
+/// One attribute value of a `CompressedAttributes`, before its indexes are resolved.
+enum Raw<'r, M> {
+    Str(i32),
+    Int64(i64),
+    Double(f64),
+    Bool(bool),
+    Timestamp(i64, i32),
+    Duration(i64, i32),
+    Bytes(&'r [u8]),
+    /// (key index, value index) entries by key index.
+    Map(M),
+}
+
+type MessageMap<'r> =
+    std::iter::Map<std::collections::btree_map::Iter<'r, i32, i32>, fn((&i32, &i32)) -> (i32, i32)>;
+
+/// The attributes of a prost message, with their count, in decoding order.
+fn message_attrs(
+    a: &CompressedAttributes,
+) -> (usize, impl Iterator<Item = (i32, Raw<'_, MessageMap<'_>>)>) {
+    let count = a.strings.len()
+        + a.int64s.len()
+        + a.doubles.len()
+        + a.bools.len()
+        + a.timestamps.len()
+        + a.durations.len()
+        + a.bytes.len()
+        + a.string_maps.len();
+    let pair: fn((&i32, &i32)) -> (i32, i32) = |(&k, &v)| (k, v);
+    let attrs = (a.strings.iter().map(|(&k, &v)| (k, Raw::Str(v))))
+        .chain(a.int64s.iter().map(|(&k, &v)| (k, Raw::Int64(v))))
+        .chain(a.doubles.iter().map(|(&k, &v)| (k, Raw::Double(v))))
+        .chain(a.bools.iter().map(|(&k, &v)| (k, Raw::Bool(v))))
+        .chain(
+            a.timestamps
+                .iter()
+                .map(|(&k, t)| (k, Raw::Timestamp(t.seconds, t.nanos))),
+        )
+        .chain(
+            a.durations
+                .iter()
+                .map(|(&k, d)| (k, Raw::Duration(d.seconds, d.nanos))),
+        )
+        .chain(a.bytes.iter().map(|(&k, v)| (k, Raw::Bytes(&v[..]))))
+        .chain(
+            a.string_maps
+                .iter()
+                .map(move |(&k, m)| (k, Raw::Map(m.entries.iter().map(pair)))),
+        );
+    (count, attrs)
+}
+
+type WireMap<'r> = std::iter::Copied<std::slice::Iter<'r, (i32, i32)>>;
+
+/// The attributes of a set read from the wire (already in decoding order), with their count.
+fn wire_attrs(set: AttrSet<'_>) -> (usize, impl Iterator<Item = (i32, Raw<'_, WireMap<'_>>)>) {
+    let attrs = set.attrs().iter().map(move |&(k, v)| {
+        let raw = match v {
+            WireValue::Str(i) => Raw::Str(i),
+            WireValue::Int64(v) => Raw::Int64(v),
+            WireValue::Double(v) => Raw::Double(v),
+            WireValue::Bool(v) => Raw::Bool(v),
+            WireValue::Timestamp { seconds, nanos } => Raw::Timestamp(seconds, nanos),
+            WireValue::Duration { seconds, nanos } => Raw::Duration(seconds, nanos),
+            WireValue::Bytes(span) => Raw::Bytes(set.bytes(span)),
+            WireValue::StringMap(span) => Raw::Map(set.map_entries(span).iter().copied()),
+        };
+        (k, raw)
+    });
+    (set.attrs().len(), attrs)
+}
+
+/// A `google.protobuf.Timestamp`, with the range checks of Go's proto conversion.
+fn timestamp(name: &str, seconds: i64, nanos: i32) -> Result<Timestamp, DecodeError> {
+    if !(MIN_TIMESTAMP_SECS..=MAX_TIMESTAMP_SECS).contains(&seconds)
+        || !(0..NANOS_PER_SEC).contains(&nanos)
+    {
+        return Err(DecodeError::new(DecodeErrorKind::InvalidTimestamp {
+            attribute: name.to_owned(),
+            seconds,
+            nanos,
+        }));
+    }
+    Ok(Timestamp::from_unix(seconds, nanos.unsigned_abs()))
+}
+
 /// Resolves a dictionary index: `i >= 0` is global word `i`, `i < 0` is `words[-i - 1]`.
 #[inline]
-pub(crate) fn resolve_word<W: AsRef<[u8]>>(index: i32, words: &[W]) -> Result<&str, Unresolved> {
+pub(crate) fn resolve_word<'r>(index: i32, words: impl Words<'r>) -> Result<&'r str, Unresolved> {
     if index >= 0 {
         GLOBAL_WORDS
             .get(index as usize)
@@ -599,9 +720,9 @@ pub(crate) fn resolve_word<W: AsRef<[u8]>>(index: i32, words: &[W]) -> Result<&s
     } else {
         // `!index` is `-index - 1`, non-negative here and free of overflow.
         let word = words
-            .get((!index) as usize)
+            .word((!index) as usize)
             .ok_or(Unresolved::Message { words: words.len() })?;
-        message_word(word.as_ref())
+        message_word(word)
     }
 }
 
@@ -616,9 +737,9 @@ fn message_word(word: &[u8]) -> Result<&str, Unresolved> {
 
 /// Resolves an attribute name index to the name and its manifest id (or `NO_ID`).
 #[inline]
-fn resolve_name<'r, W: AsRef<[u8]>>(
+fn resolve_name<'r>(
     index: i32,
-    words: &'r [W],
+    words: impl Words<'r>,
     table: &AttrTable,
 ) -> Result<(&'r str, u32), DecodeError> {
     if index >= 0 {
@@ -632,9 +753,9 @@ fn resolve_name<'r, W: AsRef<[u8]>>(
             )),
         }
     } else {
-        match words.get((!index) as usize) {
+        match words.word((!index) as usize) {
             Some(word) => {
-                let word = message_word(word.as_ref())
+                let word = message_word(word)
                     .map_err(|reason| index_error(IndexSite::AttributeName, index, reason))?;
                 Ok((word, table.id_of(word).unwrap_or(AttrKey::NO_ID)))
             }
@@ -667,16 +788,16 @@ fn duplicate(name: &str, first: MapKind, second: MapKind) -> DecodeError {
 
 /// A `google.protobuf.Duration` as Go's `time.Duration` (nanoseconds), with the checks of
 /// Go's proto conversion.
-fn duration_nanos(d: &prost_types::Duration) -> Result<i64, &'static str> {
-    if d.nanos <= -NANOS_PER_SEC || d.nanos >= NANOS_PER_SEC {
+fn duration_nanos(seconds: i64, nanos: i32) -> Result<i64, &'static str> {
+    if nanos <= -NANOS_PER_SEC || nanos >= NANOS_PER_SEC {
         return Err("nanos must lie in -999999999..=999999999");
     }
-    if (d.seconds > 0 && d.nanos < 0) || (d.seconds < 0 && d.nanos > 0) {
+    if (seconds > 0 && nanos < 0) || (seconds < 0 && nanos > 0) {
         return Err("seconds and nanos have different signs");
     }
-    d.seconds
+    seconds
         .checked_mul(i64::from(NANOS_PER_SEC))
-        .and_then(|s| s.checked_add(i64::from(d.nanos)))
+        .and_then(|s| s.checked_add(i64::from(nanos)))
         .ok_or("it does not fit in a 64-bit count of nanoseconds")
 }
 

@@ -105,12 +105,12 @@ pub fn decode_referenced(
     r.attribute_matches
         .iter()
         .map(|m| {
-            let name = resolve_word(m.name, &r.words)
+            let name = resolve_word(m.name, r.words.as_slice())
                 .map_err(|reason| index_error(IndexSite::ReferencedName, m.name, reason))?;
             let key = if m.map_key == 0 {
                 None
             } else {
-                let key = resolve_word(m.map_key, &r.words).map_err(|reason| {
+                let key = resolve_word(m.map_key, r.words.as_slice()).map_err(|reason| {
                     index_error(
                         IndexSite::ReferencedMapKey {
                             attribute: name.to_owned(),

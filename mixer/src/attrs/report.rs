@@ -6,8 +6,8 @@ use super::bag::ProtoBag;
 use super::error::{DecodeError, DecodeErrorKind, Limit};
 use super::limits::DecodeLimits;
 use super::table::AttrTable;
-use crate::wire::pb::istio::mixer::v1::ReportRequest;
 use crate::wire::pb::istio::mixer::v1::report_request::RepeatedAttributesSemantics;
+use crate::wire::view::ReportView;
 
 /// One attribute set that could not be decoded: its position and why.
 #[derive(Clone, Debug)]
@@ -34,7 +34,7 @@ impl fmt::Display for SetError {
 /// decoded (partial input stays partial). Once the Report's decoded bytes pass
 /// [`DecodeLimits::max_report_decoded_bytes`], that is the last item.
 pub struct ReportSets<'r, 't> {
-    request: &'r ReportRequest,
+    request: &'r ReportView,
     table: &'t AttrTable,
     limits: DecodeLimits,
     delta: bool,
@@ -47,11 +47,11 @@ pub struct ReportSets<'r, 't> {
 impl<'r, 't> ReportSets<'r, 't> {
     /// Checks the Report as a whole (encoding, number of sets) before any set is decoded.
     pub fn new(
-        request: &'r ReportRequest,
+        request: &'r ReportView,
         table: &'t AttrTable,
         limits: DecodeLimits,
     ) -> Result<ReportSets<'r, 't>, DecodeError> {
-        let semantics = request.repeated_attributes_semantics;
+        let semantics = request.repeated_attributes_semantics();
         let delta = if semantics == RepeatedAttributesSemantics::DeltaEncoding as i32 {
             true
         } else if semantics == RepeatedAttributesSemantics::IndependentEncoding as i32 {
@@ -61,7 +61,7 @@ impl<'r, 't> ReportSets<'r, 't> {
                 value: semantics,
             }));
         };
-        limits.check(Limit::ReportSets, request.attributes.len())?;
+        limits.check(Limit::ReportSets, request.len())?;
         Ok(ReportSets {
             request,
             table,
@@ -76,30 +76,33 @@ impl<'r, 't> ReportSets<'r, 't> {
 
     /// Number of sets in the Report.
     pub fn len(&self) -> usize {
-        self.request.attributes.len()
+        self.request.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.request.attributes.is_empty()
+        self.request.is_empty()
     }
 
     fn decode(&mut self, index: usize) -> Result<ProtoBag<'r>, DecodeError> {
-        let set = &self.request.attributes[index];
-        let words = if set.words.is_empty() {
-            &self.request.default_words
+        let request: &'r ReportView = self.request;
+        let Some(set) = request.set(index) else {
+            return Ok(ProtoBag::with_limits(self.table, self.limits));
+        };
+        let words = if set.words().is_empty() {
+            request.default_words()
         } else {
-            &set.words
+            set.words()
         };
         if !self.delta {
-            return ProtoBag::decode_limited(set, words, self.table, self.limits);
+            return ProtoBag::decode_wire(set, words, self.table, self.limits);
         }
         match &mut self.accumulated {
             Some(acc) => {
-                acc.apply_delta(set, words, self.table)?;
+                acc.apply_wire_delta(set, words, self.table)?;
                 Ok(acc.clone())
             }
             None => {
-                let bag = ProtoBag::decode_limited(set, words, self.table, self.limits)?;
+                let bag = ProtoBag::decode_wire(set, words, self.table, self.limits)?;
                 self.accumulated = Some(bag.clone());
                 Ok(bag)
             }
@@ -117,7 +120,7 @@ impl<'r> Iterator for ReportSets<'r, '_> {
     type Item = Result<ProtoBag<'r>, SetError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.stopped || self.next >= self.request.attributes.len() {
+        if self.stopped || self.next >= self.request.len() {
             return None;
         }
         let index = self.next;

@@ -778,6 +778,7 @@ fn decode_every_way(ca: &CompressedAttributes, words: &[Vec<u8>], table: &AttrTa
     assert_eq!(one.is_ok(), two.is_ok());
     let limited = ProtoBag::decode_limited(ca, words, table, DecodeLimits::default());
     assert_eq!(one.is_ok(), limited.is_ok());
+    assert_wire_decodes_alike(ca, words, table, &one);
     match one {
         Ok(bag) => {
             assert_eq!(contents(&bag), contents(&reuse));
@@ -786,6 +787,38 @@ fn decode_every_way(ca: &CompressedAttributes, words: &[Vec<u8>], table: &AttrTa
             assert_eq!(contents(&acc), contents(&bag));
         }
         Err(_) => assert!(reuse.is_empty()),
+    }
+}
+
+/// The set, sent in a Report and read from its bytes, decodes to the same bag, or fails
+/// with the same error, as the prost message.
+fn assert_wire_decodes_alike(
+    ca: &CompressedAttributes,
+    words: &[Vec<u8>],
+    table: &AttrTable,
+    expected: &Result<ProtoBag<'_>, DecodeError>,
+) {
+    let req = ReportRequest {
+        attributes: vec![CompressedAttributes {
+            words: Vec::new(),
+            ..ca.clone()
+        }],
+        default_words: words.to_vec(),
+        ..Default::default()
+    };
+    let view = crate::wire::view::ReportView::from_request(&req);
+    let set = view.set(0).expect("one set");
+    let bag = ProtoBag::decode_wire(set, view.default_words(), table, DecodeLimits::default());
+    match (expected, &bag) {
+        (Ok(a), Ok(b)) => assert_eq!(contents(a), contents(b)),
+        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+        _ => panic!("prost message: {expected:?}, wire: {bag:?}"),
+    }
+    if let Ok(bag) = bag {
+        let mut acc = ProtoBag::new(table);
+        acc.apply_wire_delta(set, view.default_words(), table)
+            .unwrap();
+        assert_eq!(contents(&acc), contents(&bag));
     }
 }
 

@@ -11,11 +11,13 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Buf, Bytes};
+use prost::Message as _;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic::{Code, Status};
 use tonic_prost::{ProstCodec, ProstEncoder};
 
 use super::pb::istio::mixer::v1::{CheckRequest, CheckResponse, ReportRequest, ReportResponse};
+use super::view::ReportView;
 
 /// `--max-report-attribute-sets`, for the prescan (the codec is built by generated code,
 /// which passes it no state). Set once at server start.
@@ -122,12 +124,83 @@ impl<U: prost::Message + Prescan + Default> Decoder for StrictDecoder<U> {
         // Splits the message off tonic's buffer without copying when it is in one piece.
         let bytes: Bytes = buf.copy_to_bytes(buf.remaining());
         U::prescan(&bytes)?;
-        U::decode(bytes).map(Some).map_err(|e| {
-            Status::new(
-                Code::InvalidArgument,
-                format!("malformed protobuf message: failed to decode Protobuf message: {e}"),
-            )
-        })
+        U::decode(bytes).map(Some).map_err(malformed)
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::default()
+    }
+}
+
+/// A malformed message is the caller's fault.
+fn malformed(e: prost::DecodeError) -> Status {
+    Status::new(
+        Code::InvalidArgument,
+        format!("malformed protobuf message: failed to decode Protobuf message: {e}"),
+    )
+}
+
+/// A request type the server decodes from the message's bytes.
+pub trait FromWire: Sized {
+    /// Decodes one message, after its [`Prescan`].
+    fn from_wire(bytes: Bytes) -> Result<Self, Status>;
+}
+
+impl FromWire for CheckRequest {
+    fn from_wire(bytes: Bytes) -> Result<Self, Status> {
+        CheckRequest::prescan(&bytes)?;
+        CheckRequest::decode(bytes).map_err(malformed)
+    }
+}
+
+impl FromWire for ReportView {
+    fn from_wire(bytes: Bytes) -> Result<Self, Status> {
+        ReportRequest::prescan(&bytes)?;
+        ReportView::decode(bytes).map_err(malformed)
+    }
+}
+
+/// The server's codec: prost encoding, requests decoded by [`FromWire`] with the same
+/// errors as [`StrictCodec`].
+#[derive(Debug, Clone)]
+pub struct ViewCodec<T, U>(ProstCodec<T, T>, std::marker::PhantomData<U>);
+
+impl<T, U> Default for ViewCodec<T, U> {
+    fn default() -> Self {
+        ViewCodec(ProstCodec::default(), std::marker::PhantomData)
+    }
+}
+
+impl<T, U> Codec for ViewCodec<T, U>
+where
+    T: prost::Message + Default + Send + 'static,
+    U: FromWire + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = ProstEncoder<T>;
+    type Decoder = ViewDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        self.0.encoder()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ViewDecoder(std::marker::PhantomData)
+    }
+}
+
+/// Decodes with [`FromWire`] from contiguous bytes.
+#[derive(Debug, Clone)]
+pub struct ViewDecoder<U>(std::marker::PhantomData<U>);
+
+impl<U: FromWire> Decoder for ViewDecoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        let bytes: Bytes = buf.copy_to_bytes(buf.remaining());
+        U::from_wire(bytes).map(Some)
     }
 
     fn buffer_settings(&self) -> BufferSettings {

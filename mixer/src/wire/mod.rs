@@ -5,3 +5,18 @@
 pub mod codec;
 pub mod pb;
 pub mod status;
+pub mod view;
+
+/// The `istio.mixer.v1.Mixer` server the API port runs: Reports arrive as
+/// [`view::ReportView`]s (see `build.rs`).
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    missing_docs,
+    rustdoc::all,
+    unreachable_pub,
+    unused_qualifications
+)]
+pub mod service {
+    include!(concat!(env!("OUT_DIR"), "/istio.mixer.v1.Mixer.rs"));
+}
