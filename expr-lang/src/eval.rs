@@ -40,6 +40,17 @@ impl Node {
         self.eval(&mut Cx { bag, rec }).map_err(|e| *e)
     }
 
+    /// As [`Node::evaluate`], keeping the error boxed (a smaller result, for callers that
+    /// pass it on).
+    #[inline]
+    pub(crate) fn evaluate_boxed<'a, B: Bag + ?Sized, R: Recorder>(
+        &'a self,
+        bag: &'a B,
+        rec: R,
+    ) -> Result<Value<'a>, Box<EvalError>> {
+        self.eval(&mut Cx { bag, rec })
+    }
+
     /// As [`Node::evaluate`], for a BOOL program.
     #[inline]
     pub(crate) fn evaluate_bool<B: Bag + ?Sized, R: Recorder>(
