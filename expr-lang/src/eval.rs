@@ -40,6 +40,17 @@ impl Node {
         self.eval(&mut Cx { bag, rec }).map_err(|e| *e)
     }
 
+    /// As [`Node::evaluate`], keeping the error boxed (a smaller result, for callers that
+    /// pass it on).
+    #[inline]
+    pub(crate) fn evaluate_boxed<'a, B: Bag + ?Sized, R: Recorder>(
+        &'a self,
+        bag: &'a B,
+        rec: R,
+    ) -> Result<Value<'a>, Box<EvalError>> {
+        self.eval(&mut Cx { bag, rec })
+    }
+
     /// As [`Node::evaluate`], for a BOOL program.
     #[inline]
     pub(crate) fn evaluate_bool<B: Bag + ?Sized, R: Recorder>(
@@ -59,7 +70,17 @@ fn type_mismatch(kind: &'static str, v: &Value<'_>) -> Fault {
 }
 
 /// The value a bag holds for an attribute, checked against the attribute's declared type.
+#[inline]
 fn coerce<'a>(v: Value<'a>, ty: ValueType) -> Result<Value<'a>, Fault> {
+    // Nearly every bag value has its declared type already, and is kept as it is.
+    if v.value_type() == ty {
+        return Ok(v);
+    }
+    convert_to_declared(v, ty)
+}
+
+/// `coerce` for a value of another type than the declared one.
+fn convert_to_declared<'a>(v: Value<'a>, ty: ValueType) -> Result<Value<'a>, Fault> {
     let v = match (ty, v) {
         (ValueType::String, Value::String(s)) => Value::String(s),
         (ValueType::String, v @ (Value::DnsName(_) | Value::EmailAddress(_) | Value::Uri(_))) => {

@@ -89,6 +89,15 @@ impl Program {
         self.root.evaluate(bag, recorder)
     }
 
+    /// As [`Program::evaluate_recorded`], the error boxed.
+    pub(crate) fn evaluate_boxed<'a, B: Bag + ?Sized, R: Recorder>(
+        &'a self,
+        bag: &'a B,
+        recorder: R,
+    ) -> Result<Value<'a>, Box<EvalError>> {
+        self.root.evaluate_boxed(bag, recorder)
+    }
+
     /// Evaluates a BOOL program (a rule's `match`).
     #[inline]
     pub fn evaluate_bool<B: Bag + ?Sized>(&self, bag: &B) -> Result<bool, EvalError> {

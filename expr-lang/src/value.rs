@@ -209,6 +209,21 @@ impl<'a> Value<'a> {
         }
     }
 
+    /// A copy borrowing what `self` borrows: as `clone`, with the common cases (borrowed
+    /// text, scalars) inline.
+    #[inline]
+    pub fn share(&self) -> Value<'a> {
+        match self {
+            Value::String(Cow::Borrowed(s)) => Value::String(Cow::Borrowed(s)),
+            Value::Int64(v) => Value::Int64(*v),
+            Value::Bool(v) => Value::Bool(*v),
+            Value::Timestamp(v) => Value::Timestamp(*v),
+            Value::Duration(v) => Value::Duration(*v),
+            Value::IpAddress(Cow::Borrowed(b)) => Value::IpAddress(Cow::Borrowed(b)),
+            other => other.clone(),
+        }
+    }
+
     /// Re-borrows the value for a shorter lifetime without copying owned data when possible.
     pub fn borrowed(&self) -> Value<'_> {
         match self {

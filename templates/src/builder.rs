@@ -9,7 +9,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use expr_lang::golib::time::Timestamp;
-use expr_lang::{Bag, EvalError, FunctionTable, Manifest, Program, Recorder, Value, ValueType};
+use expr_lang::{
+    Bag, Direct, EvalError, Evaluator, ExprId, FunctionTable, Manifest, PlanBuilder, Program,
+    Recorder, Value, ValueType,
+};
 use serde_json::Value as Json;
 
 use crate::instances::Dims;
@@ -53,12 +56,27 @@ pub struct BuildError {
     pub error: EvalError,
 }
 
+/// A field's program and its id in the snapshot's evaluation plan.
+struct Expr {
+    program: Program,
+    id: ExprId,
+}
+
+impl Expr {
+    fn new(program: Program) -> Expr {
+        Expr {
+            program,
+            id: ExprId::NONE,
+        }
+    }
+}
+
 enum Compiled {
     Unset,
-    Expr(Program),
+    Expr(Expr),
     Map {
         names: Box<[Arc<str>]>,
-        programs: Box<[Program]>,
+        programs: Box<[Expr]>,
     },
 }
 
@@ -171,7 +189,7 @@ impl Compiler<'_> {
         for (k, ev) in entries {
             if let Some(p) = self.expr(&format!("{field}.{k}"), ev, None) {
                 names.push(Arc::from(k.as_str()));
-                programs.push(p);
+                programs.push(Expr::new(p));
             }
         }
         Compiled::Map {
@@ -251,10 +269,10 @@ impl InstanceBuilder {
                 FieldKind::ValueMap => c.map(spec.json, v),
                 FieldKind::Value => c
                     .expr(spec.json, v, None)
-                    .map_or(Compiled::Unset, Compiled::Expr),
+                    .map_or(Compiled::Unset, |p| Compiled::Expr(Expr::new(p))),
                 FieldKind::Typed(t) => c
                     .expr(spec.json, v, Some(t))
-                    .map_or(Compiled::Unset, Compiled::Expr),
+                    .map_or(Compiled::Unset, |p| Compiled::Expr(Expr::new(p))),
             };
         }
 
@@ -287,7 +305,7 @@ impl InstanceBuilder {
             Some(Compiled::Map { names, programs }) => names
                 .iter()
                 .cloned()
-                .zip(programs.iter().map(Program::result_type))
+                .zip(programs.iter().map(|e| e.program.result_type()))
                 .collect(),
             _ => Vec::new(),
         }
@@ -300,16 +318,16 @@ impl InstanceBuilder {
         for f in &self.fields {
             match f {
                 Compiled::Unset => s.push_str("|-"),
-                Compiled::Expr(p) => {
+                Compiled::Expr(e) => {
                     s.push('|');
-                    s.push_str(p.source());
+                    s.push_str(e.program.source());
                 }
                 Compiled::Map { names, programs } => {
                     s.push_str("|{");
-                    for (n, p) in names.iter().zip(programs.iter()) {
+                    for (n, e) in names.iter().zip(programs.iter()) {
                         s.push_str(n);
                         s.push('=');
-                        s.push_str(p.source());
+                        s.push_str(e.program.source());
                         s.push(';');
                     }
                     s.push('}');
@@ -319,33 +337,55 @@ impl InstanceBuilder {
         s
     }
 
-    /// Reads the fields of this builder's template in table order, for the builder
-    /// methods `template!` generates (`templates/src/instances.rs`).
-    pub(crate) fn reader<'a, 'r, B: Bag + ?Sized, R: Recorder>(
+    /// Gives every expression of this builder its id in `plan`, so that instances built
+    /// through an [`expr_lang::EvalTable`] share results with other users of the same
+    /// expression.
+    pub fn plan(&mut self, plan: &mut PlanBuilder) {
+        for field in &mut self.fields {
+            match field {
+                Compiled::Unset => {}
+                Compiled::Expr(e) => e.id = plan.intern(&e.program),
+                Compiled::Map { programs, .. } => {
+                    for e in programs.iter_mut() {
+                        e.id = plan.intern(&e.program);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the fields of this builder's template in table order through `eval`, for
+    /// the builder functions `template!` generates (`templates/src/instances.rs`).
+    pub(crate) fn reader<'a, 'e, E: Evaluator<'a>>(
         &'a self,
-        bag: &'a B,
-        rec: &'r mut R,
-    ) -> FieldReader<'a, 'r, B, R> {
+        eval: &'e mut E,
+    ) -> FieldReader<'a, 'e, E> {
         FieldReader {
             builder: self,
-            bag,
-            rec,
+            eval,
             next: 0,
         }
     }
 }
 
+/// The evaluator of the generated `builder.<template>(bag, rec)` methods.
+pub(crate) fn direct<'a, 'r, B: Bag + ?Sized, R: Recorder>(
+    bag: &'a B,
+    rec: &'r mut R,
+) -> Direct<'a, 'r, B, R> {
+    Direct::new(bag, rec)
+}
+
 /// Evaluates an instance's fields one after the other: each call reads the next field of
 /// the template's table, so a generated builder that calls one method per declared field
 /// reads each field at its own position.
-pub(crate) struct FieldReader<'a, 'r, B: ?Sized, R> {
+pub(crate) struct FieldReader<'a, 'e, E> {
     builder: &'a InstanceBuilder,
-    bag: &'a B,
-    rec: &'r mut R,
+    eval: &'e mut E,
     next: usize,
 }
 
-impl<'a, B: Bag + ?Sized, R: Recorder> FieldReader<'a, '_, B, R> {
+impl<'a, E: Evaluator<'a>> FieldReader<'a, '_, E> {
     /// The next field's position and compiled form.
     fn advance(&mut self) -> (usize, &'a Compiled) {
         let i = self.next;
@@ -368,10 +408,11 @@ impl<'a, B: Bag + ?Sized, R: Recorder> FieldReader<'a, '_, B, R> {
     /// A single-expression field of any type; `None` when unset.
     pub(crate) fn any(&mut self) -> Result<Option<Value<'a>>, BuildError> {
         match self.advance() {
-            (i, Compiled::Expr(p)) => p
-                .evaluate_recorded(self.bag, self.rec)
+            (i, Compiled::Expr(e)) => self
+                .eval
+                .evaluate(e.id, &e.program)
                 .map(Some)
-                .map_err(|e| self.err(self.json_name(i).to_owned(), e)),
+                .map_err(|e| self.err(self.json_name(i).to_owned(), *e)),
             _ => Ok(None),
         }
     }
@@ -417,10 +458,11 @@ impl<'a, B: Bag + ?Sized, R: Recorder> FieldReader<'a, '_, B, R> {
             return Ok(Dims::default());
         };
         let mut values = Vec::with_capacity(programs.len());
-        for (n, p) in names.iter().zip(programs.iter()) {
-            let v = p
-                .evaluate_recorded(self.bag, self.rec)
-                .map_err(|e| self.err(format!("{}.{n}", self.json_name(i)), e))?;
+        for (n, e) in names.iter().zip(programs.iter()) {
+            let v = self
+                .eval
+                .evaluate(e.id, &e.program)
+                .map_err(|e| self.err(format!("{}.{n}", self.json_name(i)), *e))?;
             values.push(v);
         }
         Ok(Dims { names, values })
@@ -947,5 +989,134 @@ mod tests {
         .quota(&MapBag::new(), &mut NoRecording)
         .unwrap_err();
         assert_eq!(q.field, "dimensions.uid");
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use std::cell::RefCell;
+
+    use expr_lang::{AttrKey, EvalTable, MapBag, NoRecording};
+    use serde_json::json;
+
+    use super::*;
+    use crate::instances::{logentry, metric};
+
+    /// Remembers the attributes looked up in the bag it wraps.
+    struct Counting {
+        bag: MapBag,
+        lookups: RefCell<Vec<String>>,
+    }
+
+    impl Bag for Counting {
+        fn get(&self, key: AttrKey<'_>) -> Option<Value<'_>> {
+            self.lookups.borrow_mut().push(key.name.to_owned());
+            self.bag.get(key)
+        }
+    }
+
+    fn compile(name: &str, kind: TemplateKind, params: Json) -> InstanceBuilder {
+        let manifest = Manifest::from_pairs([
+            ("request.size", ValueType::Int64),
+            ("source.name", ValueType::String),
+            ("response.code", ValueType::Int64),
+        ]);
+        InstanceBuilder::compile(
+            name,
+            kind,
+            &params,
+            None,
+            &manifest,
+            &FunctionTable::standard(),
+        )
+        .unwrap()
+    }
+
+    fn builders() -> Vec<InstanceBuilder> {
+        let dims = json!({"source": "source.name | \"unknown\"", "code": "response.code | 200"});
+        vec![
+            compile(
+                "count",
+                TemplateKind::Metric,
+                json!({"value": "1", "dimensions": dims}),
+            ),
+            compile(
+                "size",
+                TemplateKind::Metric,
+                json!({"value": "request.size", "dimensions": dims}),
+            ),
+            compile(
+                "log",
+                TemplateKind::LogEntry,
+                json!({"severity": "source.name | \"unknown\"", "variables": {"size": "request.size"}}),
+            ),
+        ]
+    }
+
+    #[test]
+    fn shared_expressions_are_evaluated_once_per_bag() {
+        let mut builders = builders();
+        let mut plan = PlanBuilder::new();
+        for b in &mut builders {
+            b.plan(&mut plan);
+        }
+        // `1`, the two dimensions and `request.size`; the severity is typed STRING, like
+        // the dimension of the same text, so it shares the dimension's id.
+        let plan = plan.finish();
+        assert_eq!(plan.len(), 4);
+        let bags = [
+            Counting {
+                bag: MapBag::new()
+                    .with("request.size", Value::Int64(7))
+                    .with("source.name", Value::str("a")),
+                lookups: RefCell::default(),
+            },
+            Counting {
+                bag: MapBag::new().with("request.size", Value::Int64(9)),
+                lookups: RefCell::default(),
+            },
+        ];
+        let mut table = EvalTable::new(&plan);
+        for bag in &bags {
+            let mut eval = table.for_bag(bag);
+            let count = metric::Instance::build(&builders[0], &mut eval).unwrap();
+            let size = metric::Instance::build(&builders[1], &mut eval).unwrap();
+            let log = logentry::Instance::build(&builders[2], &mut eval).unwrap();
+            // The same instances as built directly.
+            let direct = builders[1].metric(&bag.bag, &mut NoRecording).unwrap();
+            assert_eq!(size.value, direct.value);
+            assert_eq!(size.dimensions.values, direct.dimensions.values);
+            assert_eq!(count.dimensions.values, direct.dimensions.values);
+            assert_eq!(log.severity, direct.dimensions.values[0].to_string());
+            let mut lookups = bag.lookups.take();
+            lookups.sort();
+            assert_eq!(
+                lookups,
+                ["request.size", "response.code", "source.name"],
+                "each attribute read once"
+            );
+        }
+        assert_eq!(table.evaluations(), 8);
+    }
+
+    #[test]
+    fn a_shared_failure_fails_each_instance_with_its_own_field() {
+        let mut builders = builders();
+        let mut plan = PlanBuilder::new();
+        builders.iter_mut().for_each(|b| b.plan(&mut plan));
+        let mut table = EvalTable::new(&plan.finish());
+        let bag = MapBag::new();
+        let mut eval = table.for_bag(&bag);
+        let size = metric::Instance::build(&builders[1], &mut eval).unwrap_err();
+        let log = logentry::Instance::build(&builders[2], &mut eval).unwrap_err();
+        assert_eq!(
+            size.to_string(),
+            "instance 'size': field 'value': lookup failed: 'request.size'"
+        );
+        assert_eq!(
+            log.to_string(),
+            "instance 'log': field 'variables.size': lookup failed: 'request.size'"
+        );
+        assert_eq!(table.evaluations(), 1);
     }
 }

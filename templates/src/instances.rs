@@ -3,9 +3,11 @@
 //! allocates only the vectors that hold map fields.
 //!
 //! Each template is declared once, by `template!`: one list of fields gives the
-//! instance struct, the field table params compile against (`TemplateKind::fields`)
-//! and the `InstanceBuilder` method that builds the instance. The builder reads the
-//! fields in the order the list gives them, which is the table's order by construction.
+//! instance struct, the field table params compile against (`TemplateKind::fields`),
+//! `Instance::build` (through any [`expr_lang::Evaluator`], e.g. a per-bag table that
+//! evaluates shared expressions once) and the `InstanceBuilder` method that builds the
+//! instance directly from a bag. The builder reads the fields in the order the list
+//! gives them, which is the table's order by construction.
 
 use std::sync::Arc;
 
@@ -136,6 +138,22 @@ macro_rules! template {
                 }, )+)+
             ];
 
+            impl<'a> Instance<'a> {
+                /// Builds `builder`'s instance, evaluating its fields through `eval`.
+                pub fn build<E: expr_lang::Evaluator<'a>>(
+                    builder: &'a $crate::builder::InstanceBuilder,
+                    eval: &mut E,
+                ) -> Result<Instance<'a>, $crate::builder::BuildError> {
+                    let mut read = builder.reader(eval);
+                    $(
+                        let $group = $Group {
+                            $( $field: read.$shape()?, )+
+                        };
+                    )+
+                    Ok(Instance { name: builder.name(), $( $group, )+ })
+                }
+            }
+
             impl $crate::builder::InstanceBuilder {
                 #[doc = concat!("Builds an `", stringify!($kind), "` instance.")]
                 pub fn $kind<'a, B: expr_lang::Bag + ?Sized, R: expr_lang::Recorder>(
@@ -143,13 +161,7 @@ macro_rules! template {
                     bag: &'a B,
                     rec: &mut R,
                 ) -> Result<Instance<'a>, $crate::builder::BuildError> {
-                    let mut read = self.reader(bag, rec);
-                    $(
-                        let $group = $Group {
-                            $( $field: read.$shape()?, )+
-                        };
-                    )+
-                    Ok(Instance { name: self.name(), $( $group, )+ })
+                    Instance::build(self, &mut $crate::builder::direct(bag, rec))
                 }
             }
         }
@@ -177,6 +189,22 @@ macro_rules! template {
                 }, )+
             ];
 
+            impl<'a> Instance<'a> {
+                /// Builds `builder`'s instance, evaluating its fields through `eval`.
+                pub fn build<E: expr_lang::Evaluator<'a>>(
+                    builder: &'a $crate::builder::InstanceBuilder,
+                    eval: &mut E,
+                ) -> Result<Instance<'a>, $crate::builder::BuildError> {
+                    let mut read = builder.reader(eval);
+                    // Struct expression fields are evaluated in the order written, the
+                    // order of `FIELDS`.
+                    Ok(Instance {
+                        name: builder.name(),
+                        $( $field: read.$shape()?, )+
+                    })
+                }
+            }
+
             impl $crate::builder::InstanceBuilder {
                 #[doc = concat!("Builds a `", stringify!($kind), "` instance.")]
                 pub fn $kind<'a, B: expr_lang::Bag + ?Sized, R: expr_lang::Recorder>(
@@ -184,13 +212,7 @@ macro_rules! template {
                     bag: &'a B,
                     rec: &mut R,
                 ) -> Result<Instance<'a>, $crate::builder::BuildError> {
-                    let mut read = self.reader(bag, rec);
-                    // Struct expression fields are evaluated in the order written, the
-                    // order of `FIELDS`.
-                    Ok(Instance {
-                        name: self.name(),
-                        $( $field: read.$shape()?, )+
-                    })
+                    Instance::build(self, &mut $crate::builder::direct(bag, rec))
                 }
             }
         }

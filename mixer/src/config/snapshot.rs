@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use expr_lang::{Manifest, Program};
+use expr_lang::{EvalPlan, ExprId, Manifest, Program};
 use templates::{Handler, InstanceBuilder, TemplateKind, Variety};
 
 use crate::attrs::AttrTable;
@@ -74,6 +74,9 @@ pub struct Rule {
     pub namespace: String,
     /// `None` means always.
     pub predicate: Option<Program>,
+    /// The predicate's id in the snapshot's Report plan ([`ExprId::NONE`] when the rule
+    /// has no Report instances).
+    pub predicate_id: ExprId,
     pub actions: Vec<Action>,
     pub request_header_operations: Vec<HeaderOperation>,
     pub response_header_operations: Vec<HeaderOperation>,
@@ -233,6 +236,9 @@ pub struct Snapshot {
     pub check: Routes,
     pub report: Routes,
     pub quota: Routes,
+    /// The distinct expressions of Report instances and of their rules' `match`: a
+    /// Report evaluates each once per bag.
+    pub report_plan: EvalPlan,
     /// Built handlers by their internal name.
     pub handlers: BTreeMap<String, Arc<HandlerEntry>>,
     pub instances: BTreeMap<String, Arc<InstanceBuilder>>,
@@ -255,6 +261,7 @@ impl Snapshot {
             check: Routes::default(),
             report: Routes::default(),
             quota: Routes::default(),
+            report_plan: EvalPlan::default(),
             handlers: BTreeMap::new(),
             instances: BTreeMap::new(),
             quota_bindings: Vec::new(),

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use expr_lang::{AttrKey, Bag, EvalError, Recorder, Value, ValueType};
+use expr_lang::{AttrKey, Bag, BagEval, EvalError, Recorder, Value, ValueType};
 use templates::TemplateKind;
 
 use super::failures::{Stage, policy_error};
@@ -70,6 +70,21 @@ pub(crate) fn rule_matches<B: Bag + ?Sized, R: Recorder>(
     };
     predicate
         .evaluate_bool_recorded(bag, rec)
+        .inspect_err(|e| policy_error(metrics, &rule.name, Stage::Match, api, e))
+}
+
+/// As [`rule_matches`], through the snapshot's Report plan: a `match` shared by several
+/// rules is evaluated once per bag (and fails, counted, for each rule).
+pub(crate) fn rule_matches_planned<'a, B: Bag + ?Sized>(
+    rule: &'a Rule,
+    eval: &mut BagEval<'_, 'a, B>,
+    metrics: &Metrics,
+    api: &str,
+) -> Result<bool, EvalError> {
+    let Some(predicate) = &rule.predicate else {
+        return Ok(true);
+    };
+    eval.evaluate_bool(rule.predicate_id, predicate)
         .inspect_err(|e| policy_error(metrics, &rule.name, Stage::Match, api, e))
 }
 

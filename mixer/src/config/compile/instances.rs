@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use expr_lang::{FunctionTable, Manifest};
+use expr_lang::{FunctionTable, Manifest, PlanBuilder};
 use serde_json::Value as Json;
-use templates::{InstanceBuilder, TemplateKind};
+use templates::{InstanceBuilder, TemplateKind, Variety};
 
 use super::resources::Resources;
 use crate::config::diagnostics::{Diags, Res};
@@ -24,10 +24,13 @@ struct Declared {
     prefix: &'static str,
 }
 
+/// Compiles every instance; the expressions of Report instances join `plan`, so that a
+/// Report evaluates each distinct one once per bag.
 pub(super) fn compile_all(
     resources: &Resources<'_>,
     manifest: &Manifest,
     functions: &FunctionTable,
+    plan: &mut PlanBuilder,
     diags: &mut Diags,
 ) -> Instances {
     let mut instances = Instances::new();
@@ -44,7 +47,10 @@ pub(super) fn compile_all(
             manifest,
             functions,
         ) {
-            Ok(b) => {
+            Ok(mut b) => {
+                if b.kind().variety() == Variety::Report {
+                    b.plan(plan);
+                }
                 instances.insert(fqn, Arc::new(b));
             }
             Err(errors) => diags.param_errors(res, declared.prefix, errors),

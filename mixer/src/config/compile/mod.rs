@@ -14,7 +14,7 @@ mod rules;
 
 use std::sync::Arc;
 
-use expr_lang::FunctionTable;
+use expr_lang::{FunctionTable, PlanBuilder};
 
 use super::diagnostics::{Diagnostic, Diags};
 use super::snapshot::{Snapshot, Summary};
@@ -47,7 +47,9 @@ pub fn compile(docs: &[Document], opts: &CompileOptions, previous: Option<&Snaps
     let functions = FunctionTable::standard();
     let resources = resources::classify(docs, &opts.default_namespace, &mut diags);
     let manifest = manifest::union(&resources, &mut diags);
-    let instances = instances::compile_all(&resources, &manifest, &functions, &mut diags);
+    let mut plan = PlanBuilder::new();
+    let instances =
+        instances::compile_all(&resources, &manifest, &functions, &mut plan, &mut diags);
     let declarations = handlers::declare_all(&resources, &mut diags);
     let scope = rules::Scope {
         manifest: &manifest,
@@ -57,7 +59,7 @@ pub fn compile(docs: &[Document], opts: &CompileOptions, previous: Option<&Snaps
     };
     let pending = rules::compile_all(&resources, &scope, &mut diags);
     let built = handlers::build_all(&declarations, &pending, opts, previous, &mut diags);
-    let routed = routes::route(pending, &built, &opts.default_namespace);
+    let routed = routes::route(pending, &built, &opts.default_namespace, &mut plan);
     let quota_bindings = quota_specs::compile_all(&resources, &manifest, &instances, &mut diags);
 
     let manifest = Arc::new(manifest);
@@ -77,6 +79,7 @@ pub fn compile(docs: &[Document], opts: &CompileOptions, previous: Option<&Snaps
             check: routed.check,
             report: routed.report,
             quota: routed.quota,
+            report_plan: plan.finish(),
             handlers: built.by_name,
             instances,
             quota_bindings,

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use expr_lang::{ExprId, PlanBuilder};
 use templates::Variety;
 
 use super::handlers::Built;
@@ -17,10 +18,16 @@ pub(super) struct Routed {
     pub quota: Routes,
 }
 
-pub(super) fn route(rules: Vec<PendingRule<'_>>, built: &Built, default_namespace: &str) -> Routed {
+/// Routes the rules; the `match` of each rule with Report instances joins `plan`.
+pub(super) fn route(
+    rules: Vec<PendingRule<'_>>,
+    built: &Built,
+    default_namespace: &str,
+    plan: &mut PlanBuilder,
+) -> Routed {
     let mut routed = Routed::default();
     for pending in rules {
-        let rule = Arc::new(finish(pending, built));
+        let rule = Arc::new(finish(pending, built, plan));
         for (variety, routes) in [
             (Variety::Check, &mut routed.check),
             (Variety::Report, &mut routed.report),
@@ -36,8 +43,8 @@ pub(super) fn route(rules: Vec<PendingRule<'_>>, built: &Built, default_namespac
 }
 
 /// The rule with the actions whose handler was built (the others were reported).
-fn finish(pending: PendingRule<'_>, built: &Built) -> Rule {
-    let actions = pending
+fn finish(pending: PendingRule<'_>, built: &Built, plan: &mut PlanBuilder) -> Rule {
+    let actions: Vec<Action> = pending
         .actions
         .into_iter()
         .filter_map(|a| {
@@ -47,10 +54,19 @@ fn finish(pending: PendingRule<'_>, built: &Built) -> Rule {
             })
         })
         .collect();
+    let reports = actions
+        .iter()
+        .flat_map(|a| &a.instances)
+        .any(|i| i.kind().variety() == Variety::Report);
+    let predicate_id = match &pending.predicate {
+        Some(p) if reports => plan.intern(p),
+        _ => ExprId::NONE,
+    };
     Rule {
         name: pending.res.fqn(),
         namespace: pending.res.namespace.clone(),
         predicate: pending.predicate,
+        predicate_id,
         actions,
         request_header_operations: pending.request_ops,
         response_header_operations: pending.response_ops,
