@@ -91,8 +91,9 @@ async fn profile(args: &Args, work: &Arc<Workload>, config: &Path, calls: u64) -
     extra.extend(["--reload-poll-interval".to_owned(), "1h".to_owned()]);
     let mut server = start_server(command, config, &extra, VALGRIND_PATIENCE)?;
     let channels = connect(&server.address, 1).await?;
-    send(&channels[0], work, work.bodies.len() as u64).await?;
-    send(&channels[0], work, calls).await?;
+    let pid = server.child.id();
+    send(&channels[0], work, work.bodies.len() as u64, pid).await?;
+    send(&channels[0], work, calls, pid).await?;
     drop(channels);
     server.stop(VALGRIND_PATIENCE)?;
     let text = std::fs::read_to_string(&out)
@@ -103,15 +104,35 @@ async fn profile(args: &Args, work: &Arc<Workload>, config: &Path, calls: u64) -
     callgrind::parse(&text).with_context(|| format!("parsing {}", out.display()))
 }
 
-/// One call at a time, cycling through the workload's requests; any error fails the count.
-async fn send(channel: &Channel, work: &Workload, calls: u64) -> Result<()> {
+/// One call at a time, cycling through the workload's requests, each followed by the
+/// server settling; any error fails the count.
+async fn send(channel: &Channel, work: &Workload, calls: u64, pid: u32) -> Result<()> {
     for i in 0..calls as usize {
         let body = work.bodies[i % work.bodies.len()].clone();
         call(channel.clone(), work.mode, body)
             .await
             .with_context(|| format!("call {i} under callgrind failed"))?;
+        settle(pid).await;
     }
     Ok(())
+}
+
+/// Waits until the server has used no CPU for a few samples in a row. Callgrind runs one
+/// thread at a time, so work a call leaves to background threads (span export, the access
+/// log writer) would otherwise compete with the next call, and how much of it runs — or
+/// how many spans a full export queue drops — would depend on timing, not on the code.
+async fn settle(pid: u32) {
+    const QUIET_SAMPLES: u32 = 3;
+    const SAMPLE: Duration = Duration::from_millis(40);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut last = crate::process_cpu(pid);
+    let mut quiet = 0;
+    while quiet < QUIET_SAMPLES && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(SAMPLE).await;
+        let now = crate::process_cpu(pid);
+        quiet = if now == last { quiet + 1 } else { 0 };
+        last = now;
+    }
 }
 
 /// `callgrind.<config directory name>.<calls>.out` in `--profile-dir`, else a temporary
