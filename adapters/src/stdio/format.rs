@@ -13,6 +13,7 @@ use std::sync::Arc;
 use expr_lang::Value;
 use expr_lang::golib::duration::write_duration;
 use expr_lang::golib::net::write_ip;
+use expr_lang::golib::push_padded;
 use expr_lang::golib::time::{Timestamp, write_date_time};
 
 use super::config::Level;
@@ -199,28 +200,8 @@ pub fn push_time(out: &mut String, t: &Timestamp) {
     // RFC 3339's date and clock; only the fraction differs from RFC3339Nano.
     write_date_time(out, t, 0);
     out.push('.');
-    push_decimal(out, u64::from(t.nanos / 1000), 6);
+    push_padded(out, u64::from(t.nanos / 1000), 6);
     out.push('Z');
-}
-
-/// Appends `v` in decimal, zero-padded to at least `width` (at most 20) digits, without
-/// going through `fmt`, which costs several times more per number.
-fn push_decimal(out: &mut String, mut v: u64, width: usize) {
-    let mut digits = [b'0'; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        // A remainder below 10 fits in a u8.
-        digits[start] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    let start = start.min(digits.len().saturating_sub(width));
-    for &d in &digits[start..] {
-        out.push(char::from(d));
-    }
 }
 
 /// Appends `v` in decimal, as Go's `strconv` writes an int64.
@@ -228,7 +209,7 @@ fn push_i64(out: &mut String, v: i64) {
     if v < 0 {
         out.push('-');
     }
-    push_decimal(out, v.unsigned_abs(), 1);
+    push_padded(out, v.unsigned_abs(), 1);
 }
 
 /// A value as zap's `Any` field wrote it in a JSON object.
@@ -615,7 +596,7 @@ mod tests {
             assert_eq!(int(v), v.to_string());
         }
         let mut s = String::new();
-        push_decimal(&mut s, 42, 6);
+        push_padded(&mut s, 42, 6);
         assert_eq!(s, "000042");
         // Years past 9999 and before year 1 keep Go's form.
         assert_eq!(
