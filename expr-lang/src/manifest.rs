@@ -13,9 +13,12 @@ pub struct AttributeInfo {
 }
 
 /// A map from attribute name to [`ValueType`], the union of a config's attribute manifests.
+///
+/// Front ends look names up for every attribute of every request, so the map uses a fast,
+/// randomly seeded hasher; its keys are the config's names, never a request's.
 #[derive(Clone, Debug, Default)]
 pub struct Manifest {
-    attrs: HashMap<String, AttributeInfo>,
+    attrs: HashMap<String, AttributeInfo, foldhash::fast::RandomState>,
     names: Vec<String>,
 }
 

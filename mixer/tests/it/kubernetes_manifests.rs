@@ -86,7 +86,9 @@ fn service_and_container_ports_are_the_servers_defaults() {
     let help = mixer_command().args(["server", "--help"]).output().unwrap();
     let help = String::from_utf8(help.stdout).unwrap();
     let default_port = |flag: &str| -> u16 {
-        let at = help.find(flag).unwrap_or_else(|| panic!("{flag} in {help}"));
+        let at = help
+            .find(flag)
+            .unwrap_or_else(|| panic!("{flag} in {help}"));
         let rest = &help[at..];
         let default = &rest[rest.find("[default: ").unwrap() + 10..];
         let default = &default[..default.find(']').unwrap()];
@@ -119,18 +121,28 @@ fn service_and_container_ports_are_the_servers_defaults() {
     let mut service_ports = BTreeMap::new();
     for port in service["ports"].as_array().unwrap() {
         let name = port["name"].as_str().unwrap();
-        assert_eq!(port["targetPort"], name, "targets the container port by name");
+        assert_eq!(
+            port["targetPort"], name,
+            "targets the container port by name"
+        );
         service_ports.insert(name.to_owned(), port["port"].as_u64().unwrap() as u16);
     }
     for (name, port) in &expected {
-        assert_eq!(container_ports.get(*name), Some(port), "container port {name}");
+        assert_eq!(
+            container_ports.get(*name),
+            Some(port),
+            "container port {name}"
+        );
         assert_eq!(service_ports.get(*name), Some(port), "service port {name}");
     }
     assert_eq!(service_ports.len(), expected.len());
 
     let labels = &object(&docs, "Deployment", "mixer")["spec"]["template"]["metadata"]["labels"];
     for (key, value) in service["selector"].as_object().unwrap() {
-        assert_eq!(&labels[key], value, "the Service selects the Deployment's pods");
+        assert_eq!(
+            &labels[key], value,
+            "the Service selects the Deployment's pods"
+        );
     }
 }
 

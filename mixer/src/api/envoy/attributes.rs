@@ -30,11 +30,49 @@ pub enum Side {
     Destination,
 }
 
+/// The workload attributes of one side, spelled out once: a node identity is written for
+/// every access-log entry, and formatting the names each time cost more than the values.
+struct IdentityNames {
+    name: &'static str,
+    namespace: &'static str,
+    workload_namespace: &'static str,
+    workload_name: &'static str,
+    owner: &'static str,
+    service_account: &'static str,
+    uid: &'static str,
+    workload_uid: &'static str,
+    labels: &'static str,
+}
+
+const SOURCE_IDENTITY: IdentityNames = IdentityNames {
+    name: "source.name",
+    namespace: "source.namespace",
+    workload_namespace: "source.workload.namespace",
+    workload_name: "source.workload.name",
+    owner: "source.owner",
+    service_account: "source.serviceAccount",
+    uid: "source.uid",
+    workload_uid: "source.workload.uid",
+    labels: "source.labels",
+};
+
+const DESTINATION_IDENTITY: IdentityNames = IdentityNames {
+    name: "destination.name",
+    namespace: "destination.namespace",
+    workload_namespace: "destination.workload.namespace",
+    workload_name: "destination.workload.name",
+    owner: "destination.owner",
+    service_account: "destination.serviceAccount",
+    uid: "destination.uid",
+    workload_uid: "destination.workload.uid",
+    labels: "destination.labels",
+};
+
 impl Side {
-    fn prefix(self) -> &'static str {
+    fn identity_names(self) -> &'static IdentityNames {
         match self {
-            Side::Source => "source",
-            Side::Destination => "destination",
+            Side::Source => &SOURCE_IDENTITY,
+            Side::Destination => &DESTINATION_IDENTITY,
         }
     }
 
@@ -138,39 +176,42 @@ impl<'m> BagBuilder<'m> {
             Some(Kind::StringValue(s)) if !s.is_empty() => Some(s.as_str()),
             _ => None,
         };
-        let p = side.prefix();
+        let n = side.identity_names();
         let name = text("NAME");
         let namespace = text("NAMESPACE");
         let workload = text("WORKLOAD_NAME");
         if let Some(name) = name {
-            self.set_str(&format!("{p}.name"), name);
+            self.set_str(n.name, name);
         }
         if let Some(ns) = namespace {
-            self.set_str(&format!("{p}.namespace"), ns);
-            self.set_str(&format!("{p}.workload.namespace"), ns);
+            self.set_str(n.namespace, ns);
+            self.set_str(n.workload_namespace, ns);
         }
         if let Some(w) = workload {
-            self.set_str(&format!("{p}.workload.name"), w);
+            self.set_str(n.workload_name, w);
         }
         if let Some(owner) = text("OWNER") {
-            self.set_str(&format!("{p}.owner"), owner);
+            self.set_str(n.owner, owner);
         }
         if let Some(sa) = text("SERVICE_ACCOUNT") {
-            self.set_str(&format!("{p}.serviceAccount"), sa);
+            self.set_str(n.service_account, sa);
         }
         if let (Some(name), Some(ns)) = (name, namespace) {
-            self.set_str(&format!("{p}.uid"), &format!("kubernetes://{name}.{ns}"));
+            self.set(
+                n.uid,
+                Value::String(format!("kubernetes://{name}.{ns}").into()),
+            );
         }
         if let (Some(ns), Some(w)) = (namespace, workload) {
-            self.set_str(
-                &format!("{p}.workload.uid"),
-                &format!("istio://{ns}/workloads/{w}"),
+            self.set(
+                n.workload_uid,
+                Value::String(format!("istio://{ns}/workloads/{w}").into()),
             );
         }
         if let Some(Kind::StructValue(labels)) =
             metadata.fields.get("labels").and_then(|v| v.kind.as_ref())
         {
-            self.set_map(&format!("{p}.labels"), struct_to_map(labels));
+            self.set_map(n.labels, struct_to_map(labels));
         }
     }
 
