@@ -6,24 +6,23 @@
 //! is full — the collector is slow or unreachable — new spans are dropped and counted,
 //! so tracing never slows down or fails a Report call.
 //!
-//! OTLP carries the service name on the Resource, and the SDK exporter sends one
-//! Resource per call, so a batch is split by service (and address) and each part is
-//! exported with its own Resource.
+//! A batch is one `ExportTraceServiceRequest`: OTLP carries the service name (and
+//! address) on the Resource, so the batch's spans are grouped by both, one
+//! `ResourceSpans` per group, and sent in one call over the handler's gRPC channel.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
-use opentelemetry::{Array, KeyValue, Value as OtelValue};
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
+use super::client::{ExportError, Exporter};
 use super::config::BatchConfig;
-use super::span::{Converted, ServiceKey};
+use super::span::{self, Converted, HostIp};
+use super::wire;
 
 /// The adapters' self-metrics for trace export, shared by every trace handler of the
 /// process: handlers are rebuilt on config reloads, and their counters must continue
@@ -220,9 +219,9 @@ impl Queue {
 }
 
 /// The export task's state.
-pub struct Worker<E> {
+pub struct Worker {
     pub queue: Arc<Queue>,
-    pub exporter: E,
+    pub exporter: Exporter,
     pub scheduled_delay: Duration,
     /// Bound of one export call.
     pub timeout: Duration,
@@ -233,7 +232,7 @@ pub struct Worker<E> {
     pub healthy: bool,
 }
 
-impl<E: SpanExporter + 'static> Worker<E> {
+impl Worker {
     /// Exports batches until `shutdown` fires (with the flush deadline) or its sender is
     /// dropped, then flushes the queue.
     pub async fn run(mut self, mut shutdown: oneshot::Receiver<Instant>) {
@@ -293,73 +292,98 @@ impl<E: SpanExporter + 'static> Worker<E> {
             }
             self.export(batch, flush_deadline).await;
         }
-        if let Err(e) = self.exporter.shutdown() {
-            tracing::debug!(handler = %self.handler, error = %e, "OTLP exporter shutdown failed.");
+    }
+
+    /// Exports `batch` in one request, bounded by the export timeout and by `deadline`.
+    async fn export(&mut self, batch: Vec<Converted>, deadline: Instant) {
+        let n = batch.len() as u64;
+        let request = encode_request(batch);
+        let bound = deadline.min(Instant::now() + self.timeout);
+        match self.exporter.export(request, bound).await {
+            Ok(rejected) => {
+                let rejected = rejected.min(n);
+                self.metrics.exported.inc_by(n - rejected);
+                self.metrics.failed.inc_by(rejected);
+                if rejected > 0 {
+                    tracing::debug!(
+                        handler = %self.handler,
+                        rejected,
+                        "The collector rejected some trace spans of an export."
+                    );
+                }
+                if !self.healthy {
+                    tracing::info!(handler = %self.handler, "Trace span export recovered.");
+                    self.healthy = true;
+                }
+            }
+            Err(error) => self.failed(n, &error),
         }
     }
 
-    /// Exports `batch`, one call per service, each bounded by the export timeout and by
-    /// `deadline`.
-    async fn export(&mut self, batch: Vec<Converted>, deadline: Instant) {
-        let mut index: HashMap<ServiceKey, usize> = HashMap::new();
-        let mut groups: Vec<(ServiceKey, Vec<SpanData>)> = Vec::new();
-        for c in batch {
-            match index.get(&c.service) {
-                Some(&i) => groups[i].1.push(c.span),
-                None => {
-                    index.insert(c.service.clone(), groups.len());
-                    groups.push((c.service, vec![c.span]));
-                }
-            }
-        }
-        for (service, spans) in groups {
-            let n = spans.len() as u64;
-            self.exporter.set_resource(&resource(&service));
-            let bound = deadline.min(Instant::now() + self.timeout);
-            let outcome = match tokio::time::timeout_at(bound, self.exporter.export(spans)).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("the export timed out".to_owned()),
-            };
-            match outcome {
-                Ok(()) => {
-                    self.metrics.exported.inc_by(n);
-                    if !self.healthy {
-                        tracing::info!(handler = %self.handler, "Trace span export recovered.");
-                        self.healthy = true;
-                    }
-                }
-                Err(error) => {
-                    self.metrics.failed.inc_by(n);
-                    if self.healthy {
-                        tracing::warn!(
-                            handler = %self.handler,
-                            service = %service.name,
-                            spans = n,
-                            %error,
-                            "Trace span export failed; spans are lost (counted in \
-                             mixer_adapter_trace_spans_failed_total, further failures are \
-                             logged at debug level until an export succeeds)."
-                        );
-                        self.healthy = false;
-                    } else {
-                        tracing::debug!(handler = %self.handler, spans = n, %error, "Trace span export failed.");
-                    }
-                }
-            }
+    fn failed(&mut self, spans: u64, error: &ExportError) {
+        self.metrics.failed.inc_by(spans);
+        if self.healthy {
+            tracing::warn!(
+                handler = %self.handler,
+                spans,
+                %error,
+                "Trace span export failed; spans are lost (counted in \
+                 mixer_adapter_trace_spans_failed_total, further failures are logged at \
+                 debug level until an export succeeds)."
+            );
+            self.healthy = false;
+        } else {
+            tracing::debug!(handler = %self.handler, spans, %error, "Trace span export failed.");
         }
     }
 }
 
+/// The `ExportTraceServiceRequest` of `batch`: one `ResourceSpans` per service and
+/// address, each with one `ScopeSpans`, holding that group's spans in queue order.
+pub fn encode_request(mut batch: Vec<Converted>) -> Vec<u8> {
+    // Grouped by sorting; the sort is stable, so each group keeps the queue's order.
+    batch.sort_by(|a, b| (a.service(), a.ip).cmp(&(b.service(), b.ip)));
+    let same = |a: &Converted, b: &Converted| a.service() == b.service() && a.ip == b.ip;
+    // Each span's bytes with their key and length; each group's Resource and scope.
+    let span_bytes: usize = batch.iter().map(|c| c.span().len() + 4).sum();
+    let group_bytes: usize = batch
+        .chunk_by(same)
+        .map(|g| g[0].service().len() + 128)
+        .sum();
+    let mut out = Vec::with_capacity(span_bytes + group_bytes);
+    for group in batch.chunk_by(same) {
+        wire::nested(&mut out, wire::REQUEST_RESOURCE_SPANS, |rs| {
+            write_resource(rs, group[0].service(), group[0].ip);
+            wire::nested(rs, wire::RESOURCE_SPANS_SCOPE_SPANS, |ss| {
+                wire::nested(ss, wire::SCOPE_SPANS_SCOPE, |scope| {
+                    wire::bytes(scope, wire::SCOPE_NAME, span::SCOPE_NAME.as_bytes());
+                    wire::bytes(scope, wire::SCOPE_VERSION, span::SCOPE_VERSION.as_bytes());
+                });
+                for c in group {
+                    wire::bytes(ss, wire::SCOPE_SPANS_SPANS, c.span());
+                }
+            });
+        });
+    }
+    out
+}
+
 /// The Resource of one service: `service.name`, and `host.ip` when the workload address
 /// is known (Zipkin showed both as the span's local endpoint).
-pub fn resource(service: &ServiceKey) -> Resource {
-    let mut b = Resource::builder_empty().with_service_name(service.name.clone());
-    if let Some(ip) = &service.ip {
-        b = b.with_attribute(KeyValue::new(
-            "host.ip",
-            OtelValue::Array(Array::String(vec![ip.text().into()])),
-        ));
-    }
-    b.build()
+fn write_resource(rs: &mut Vec<u8>, service: &[u8], ip: Option<HostIp>) {
+    wire::nested(rs, wire::RESOURCE_SPANS_RESOURCE, |r| {
+        wire::key_value(r, wire::RESOURCE_ATTRIBUTES, "service.name", |v| {
+            wire::bytes(v, wire::ANY_STRING, service)
+        });
+        if let Some(ip) = ip {
+            // An array of one string, as the SDK's Resource carried it.
+            wire::key_value(r, wire::RESOURCE_ATTRIBUTES, "host.ip", |v| {
+                wire::nested(v, wire::ANY_ARRAY, |array| {
+                    wire::nested(array, wire::ARRAY_VALUES, |one| {
+                        wire::any_string(one, &ip.text())
+                    })
+                })
+            });
+        }
+    });
 }

@@ -947,3 +947,115 @@ async fn exported_span_fields_are_exactly_as_before() {
         );
     }
 }
+
+/// A batch is one `ExportTraceServiceRequest`, with one `ResourceSpans` per service and
+/// address, each holding that service's spans in the order they were reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_per_batch_carries_every_service() {
+    let (endpoint, mut rx) = start_receiver().await;
+    let name = "otlp-one-request.istio-system";
+    let res = resources();
+    let handler = build(
+        &ADAPTER,
+        name,
+        json!({"endpoint": endpoint, "sampleProbability": 1, "scheduledDelay": "1h"}),
+        &res,
+    );
+    let istio = compile("default.instance.istio-system", &istio_tracespan_params());
+    let services = [
+        "ratings-v1",
+        "reviews-v2",
+        "details-v1",
+        "reviews-v2",
+        "ratings-v1",
+    ];
+    let bags: Vec<MapBag> = services
+        .iter()
+        .enumerate()
+        .map(|(i, service)| {
+            let mut bag = request(
+                TRACE_128,
+                &format!("{:016x}", i + 1),
+                PARENT,
+                "inbound",
+                200,
+            );
+            bag.insert("destination.workload.name", Value::str(service));
+            bag
+        })
+        .collect();
+    // Another address for one of the services: a Resource of its own.
+    let mut moved = request(TRACE_128, "00000000000000ff", PARENT, "inbound", 200);
+    moved.insert(
+        "destination.ip",
+        Value::IpAddress(Cow::Owned(vec![10, 0, 0, 9])),
+    );
+    send(&*handler, &istio, &bags);
+    send(&*handler, &istio, &[moved]);
+    close(handler).await;
+
+    let request = rx.try_recv().expect("one export request");
+    assert!(rx.try_recv().is_err(), "a second export request");
+    let mut groups: Vec<(String, String, Vec<Vec<u8>>)> = request
+        .resource_spans
+        .into_iter()
+        .map(|rs| {
+            let attrs = rs.resource.unwrap().attributes;
+            assert_eq!(rs.scope_spans.len(), 1);
+            let spans = rs.scope_spans[0].spans.iter().map(|s| s.span_id.clone());
+            (
+                string_attr(&attrs, "service.name").unwrap(),
+                string_attr(&attrs, "host.ip").unwrap(),
+                spans.collect(),
+            )
+        })
+        .collect();
+    groups.sort();
+    let group = |service: &str, ip: &str, ids: &[u64]| {
+        let ids = ids.iter().map(|i| id(*i)).collect();
+        (service.to_owned(), ip.to_owned(), ids)
+    };
+    assert_eq!(
+        groups,
+        vec![
+            group("details-v1", "10.0.0.2", &[3]),
+            group("ratings-v1", "10.0.0.2", &[1, 5]),
+            group("reviews-v2", "10.0.0.2", &[2, 4]),
+            group("reviews-v2", "10.0.0.9", &[0xff]),
+        ]
+    );
+    assert_eq!(
+        counter(&res, "mixer_adapter_trace_spans_exported_total", name),
+        6.0
+    );
+}
+
+/// A failed export names the endpoint and the gRPC code, never the headers' values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_errors_name_the_endpoint_without_secrets() {
+    let endpoint = closed_endpoint().await;
+    let mut headers = BTreeMap::new();
+    headers.insert("authorization".to_owned(), "Bearer s3cret-token".to_owned());
+    let config = Config {
+        endpoint: endpoint.clone(),
+        headers,
+        timeout: Duration::from_secs(2),
+        ..zipkin_to_otlp(
+            &ZipkinConfig {
+                url: None,
+                sample_probability: 1.0,
+            },
+            String::new(),
+        )
+    };
+    let exporter = build_exporter(&config).unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let error = exporter
+        .export(export::encode_request(Vec::new()), deadline)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains(&endpoint), "{error}");
+    assert!(error.contains("Unavailable"), "{error}");
+    assert!(!error.contains("s3cret"), "{error}");
+}
