@@ -340,48 +340,93 @@ impl Worker {
 
 /// The `ExportTraceServiceRequest` of `batch`: one `ResourceSpans` per service and
 /// address, each with one `ScopeSpans`, holding that group's spans in queue order.
-pub fn encode_request(mut batch: Vec<Converted>) -> Vec<u8> {
-    // Grouped by sorting; the sort is stable, so each group keeps the queue's order.
-    batch.sort_by(|a, b| (a.service(), a.ip).cmp(&(b.service(), b.ip)));
-    let same = |a: &Converted, b: &Converted| a.service() == b.service() && a.ip == b.ip;
-    // Each span's bytes with their key and length; each group's Resource and scope.
-    let span_bytes: usize = batch.iter().map(|c| c.span().len() + 4).sum();
-    let group_bytes: usize = batch
-        .chunk_by(same)
-        .map(|g| g[0].service().len() + 128)
-        .sum();
-    let mut out = Vec::with_capacity(span_bytes + group_bytes);
-    for group in batch.chunk_by(same) {
-        wire::nested(&mut out, wire::REQUEST_RESOURCE_SPANS, |rs| {
-            write_resource(rs, group[0].service(), group[0].ip);
-            wire::nested(rs, wire::RESOURCE_SPANS_SCOPE_SPANS, |ss| {
-                wire::nested(ss, wire::SCOPE_SPANS_SCOPE, |scope| {
-                    wire::bytes(scope, wire::SCOPE_NAME, span::SCOPE_NAME.as_bytes());
-                    wire::bytes(scope, wire::SCOPE_VERSION, span::SCOPE_VERSION.as_bytes());
-                });
-                for c in group {
-                    wire::bytes(ss, wire::SCOPE_SPANS_SPANS, c.span());
-                }
-            });
-        });
+/// Every length is computed before its message is written, so each span's bytes are
+/// copied once.
+pub fn encode_request(batch: Vec<Converted>) -> Vec<u8> {
+    let groups = Groups::of(&batch);
+    let scope_len =
+        wire::field_len(span::SCOPE_NAME.len()) + wire::field_len(span::SCOPE_VERSION.len());
+    let span_bytes: usize = batch.iter().map(|c| wire::field_len(c.span().len())).sum();
+    let mut out = Vec::with_capacity(span_bytes + groups.heads.len() * 160);
+    let (mut resource, mut ip_text) = (Vec::new(), String::new());
+    for &head in &groups.heads {
+        let first = &batch[head];
+        resource.clear();
+        write_resource(&mut resource, first.service(), first.ip, &mut ip_text);
+        let spans = || groups.members(head).map(|i| batch[i].span());
+        let scope_spans_len =
+            wire::field_len(scope_len) + spans().map(|s| wire::field_len(s.len())).sum::<usize>();
+        let resource_spans_len = resource.len() + wire::field_len(scope_spans_len);
+        wire::header(&mut out, wire::REQUEST_RESOURCE_SPANS, resource_spans_len);
+        out.extend_from_slice(&resource);
+        wire::header(&mut out, wire::RESOURCE_SPANS_SCOPE_SPANS, scope_spans_len);
+        wire::header(&mut out, wire::SCOPE_SPANS_SCOPE, scope_len);
+        wire::bytes(&mut out, wire::SCOPE_NAME, span::SCOPE_NAME.as_bytes());
+        wire::bytes(
+            &mut out,
+            wire::SCOPE_VERSION,
+            span::SCOPE_VERSION.as_bytes(),
+        );
+        for s in spans() {
+            wire::bytes(&mut out, wire::SCOPE_SPANS_SPANS, s);
+        }
     }
     out
 }
 
-/// The Resource of one service: `service.name`, and `host.ip` when the workload address
-/// is known (Zipkin showed both as the span's local endpoint).
-fn write_resource(rs: &mut Vec<u8>, service: &[u8], ip: Option<HostIp>) {
+/// A batch's spans grouped by service and address, in order of first appearance, each
+/// group in queue order (a list threaded through the batch: no allocation per group).
+struct Groups {
+    /// The first span of each group.
+    heads: Vec<usize>,
+    /// The next span of the same group, or `usize::MAX`.
+    next: Vec<usize>,
+}
+
+impl Groups {
+    fn of(batch: &[Converted]) -> Groups {
+        let mut tails: foldhash::HashMap<(&[u8], Option<HostIp>), usize> =
+            foldhash::HashMap::with_capacity_and_hasher(batch.len(), Default::default());
+        let mut heads = Vec::new();
+        let mut next = vec![usize::MAX; batch.len()];
+        for (i, c) in batch.iter().enumerate() {
+            match tails.entry((c.service(), c.ip)) {
+                std::collections::hash_map::Entry::Occupied(mut tail) => {
+                    next[*tail.get()] = i;
+                    tail.insert(i);
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(i);
+                    heads.push(i);
+                }
+            }
+        }
+        Groups { heads, next }
+    }
+
+    /// The spans of the group starting at `head`.
+    fn members(&self, head: usize) -> impl Iterator<Item = usize> + '_ {
+        std::iter::successors(Some(head), |&i| {
+            Some(self.next[i]).filter(|&n| n != usize::MAX)
+        })
+    }
+}
+
+/// Writes the `resource` field of one service's `ResourceSpans`: `service.name`, and
+/// `host.ip` when the workload address is known (Zipkin showed both as the span's
+/// local endpoint).
+fn write_resource(rs: &mut Vec<u8>, service: &[u8], ip: Option<HostIp>, text: &mut String) {
     wire::nested(rs, wire::RESOURCE_SPANS_RESOURCE, |r| {
         wire::key_value(r, wire::RESOURCE_ATTRIBUTES, "service.name", |v| {
             wire::bytes(v, wire::ANY_STRING, service)
         });
         if let Some(ip) = ip {
+            text.clear();
+            ip.write_text(text);
             // An array of one string, as the SDK's Resource carried it.
             wire::key_value(r, wire::RESOURCE_ATTRIBUTES, "host.ip", |v| {
                 wire::nested(v, wire::ANY_ARRAY, |array| {
-                    wire::nested(array, wire::ARRAY_VALUES, |one| {
-                        wire::any_string(one, &ip.text())
-                    })
+                    wire::nested(array, wire::ARRAY_VALUES, |one| wire::any_string(one, text))
                 })
             });
         }

@@ -57,8 +57,14 @@ impl HostIp {
     }
 
     /// Go's text of the address (`10.0.0.1`, `2001:db8::1`).
+    #[cfg(test)]
     pub fn text(&self) -> String {
         golib::net::format_ip(&self.bytes[..usize::from(self.len)])
+    }
+
+    /// Appends Go's text of the address to `out`.
+    pub fn write_text(&self, out: &mut String) {
+        golib::net::write_ip(out, &self.bytes[..usize::from(self.len)]);
     }
 }
 

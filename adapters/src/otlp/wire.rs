@@ -94,6 +94,19 @@ pub fn bytes(buf: &mut Vec<u8>, field: u32, v: &[u8]) {
     buf.extend_from_slice(v);
 }
 
+/// Appends the key and length of a length-delimited field of `len` bytes, whose
+/// contents the caller appends next.
+pub fn header(buf: &mut Vec<u8>, field: u32, len: usize) {
+    encode_key(field, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
+}
+
+/// The encoded size of a length-delimited field of `len` bytes (fields 1 to 15, whose
+/// key is one byte).
+pub fn field_len(len: usize) -> usize {
+    1 + encoded_len_varint(len as u64) + len
+}
+
 /// Appends a length-delimited field whose contents `body` writes. The length is not
 /// known before, so one byte is reserved for it (enough for the small messages that
 /// make up a span) and the contents are moved when it needs more.
