@@ -432,3 +432,84 @@ fn write_resource(rs: &mut Vec<u8>, service: &[u8], ip: Option<HostIp>, text: &m
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    use prost::Message;
+
+    fn span(id: u8, name_len: usize) -> Vec<u8> {
+        Span {
+            span_id: vec![id; 8],
+            name: "n".repeat(name_len),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    fn text(v: &Option<AnyValue>) -> String {
+        match v.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(any_value::Value::StringValue(s)) => s.clone(),
+            Some(any_value::Value::ArrayValue(a)) => text(&Some(a.values[0].clone())),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Groups of every size (lengths of one to three varint bytes), IPv4 and IPv6
+    /// addresses and none: what prost decodes is what was queued.
+    #[test]
+    fn requests_decode_into_their_groups() {
+        let v6 = HostIp::new(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        let v4 = HostIp::new(&[10, 1, 2, 3]);
+        let mut batch = Vec::new();
+        for i in 0..40u8 {
+            batch.push(Converted::from_parts(&span(i, 2_000), "big", v4));
+            if i % 10 == 0 {
+                batch.push(Converted::from_parts(&span(i, 3), "small", v6));
+                batch.push(Converted::from_parts(&span(i, 0), "", None));
+            }
+        }
+        let request = ExportTraceServiceRequest::decode(&encode_request(batch)[..]).unwrap();
+        let groups: Vec<(String, Option<String>, Vec<u8>)> = request
+            .resource_spans
+            .iter()
+            .map(|rs| {
+                let attrs = &rs.resource.as_ref().unwrap().attributes;
+                assert_eq!(rs.scope_spans.len(), 1);
+                let scope = rs.scope_spans[0].scope.as_ref().unwrap();
+                assert_eq!(
+                    (scope.name.as_str(), scope.version.as_str()),
+                    (span::SCOPE_NAME, span::SCOPE_VERSION)
+                );
+                let ids = rs.scope_spans[0].spans.iter().map(|s| s.span_id[0]);
+                (
+                    text(&attrs[0].value),
+                    attrs.get(1).map(|kv| text(&kv.value)),
+                    ids.collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            groups,
+            vec![
+                ("big".into(), Some("10.1.2.3".into()), (0..40).collect()),
+                (
+                    "small".into(),
+                    Some("2001:db8::1".into()),
+                    vec![0, 10, 20, 30]
+                ),
+                (String::new(), None, vec![0, 10, 20, 30]),
+            ]
+        );
+        assert_eq!(
+            request.resource_spans[0].scope_spans[0].spans[39]
+                .name
+                .len(),
+            2_000
+        );
+        assert!(encode_request(Vec::new()).is_empty());
+    }
+}

@@ -92,6 +92,18 @@ impl Converted {
     pub fn service(&self) -> &[u8] {
         &self.buf[self.span_len..]
     }
+
+    /// A queued span made of an encoded `Span` and its service.
+    #[cfg(test)]
+    pub fn from_parts(span: &[u8], service: &str, ip: Option<HostIp>) -> Converted {
+        let mut buf = span.to_vec();
+        buf.extend_from_slice(service.as_bytes());
+        Converted {
+            buf,
+            span_len: span.len(),
+            ip,
+        }
+    }
 }
 
 /// OpenCensus' probability sampler: the decision depends on the trace id only, so every
