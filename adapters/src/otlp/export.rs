@@ -6,24 +6,23 @@
 //! is full — the collector is slow or unreachable — new spans are dropped and counted,
 //! so tracing never slows down or fails a Report call.
 //!
-//! OTLP carries the service name on the Resource, and the SDK exporter sends one
-//! Resource per call, so a batch is split by service (and address) and each part is
-//! exported with its own Resource.
+//! A batch is one `ExportTraceServiceRequest`: OTLP carries the service name (and
+//! address) on the Resource, so the batch's spans are grouped by both, one
+//! `ResourceSpans` per group, and sent in one call over the handler's gRPC channel.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
-use opentelemetry::{Array, KeyValue, Value as OtelValue};
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
+use super::client::{ExportError, Exporter};
 use super::config::BatchConfig;
-use super::span::{Converted, ServiceKey};
+use super::span::{self, Converted, HostIp};
+use super::wire;
 
 /// The adapters' self-metrics for trace export, shared by every trace handler of the
 /// process: handlers are rebuilt on config reloads, and their counters must continue
@@ -220,9 +219,9 @@ impl Queue {
 }
 
 /// The export task's state.
-pub struct Worker<E> {
+pub struct Worker {
     pub queue: Arc<Queue>,
-    pub exporter: E,
+    pub exporter: Exporter,
     pub scheduled_delay: Duration,
     /// Bound of one export call.
     pub timeout: Duration,
@@ -233,7 +232,7 @@ pub struct Worker<E> {
     pub healthy: bool,
 }
 
-impl<E: SpanExporter + 'static> Worker<E> {
+impl Worker {
     /// Exports batches until `shutdown` fires (with the flush deadline) or its sender is
     /// dropped, then flushes the queue.
     pub async fn run(mut self, mut shutdown: oneshot::Receiver<Instant>) {
@@ -293,73 +292,224 @@ impl<E: SpanExporter + 'static> Worker<E> {
             }
             self.export(batch, flush_deadline).await;
         }
-        if let Err(e) = self.exporter.shutdown() {
-            tracing::debug!(handler = %self.handler, error = %e, "OTLP exporter shutdown failed.");
+    }
+
+    /// Exports `batch` in one request, bounded by the export timeout and by `deadline`.
+    async fn export(&mut self, batch: Vec<Converted>, deadline: Instant) {
+        let n = batch.len() as u64;
+        let request = encode_request(batch);
+        let bound = deadline.min(Instant::now() + self.timeout);
+        match self.exporter.export(request, bound).await {
+            Ok(rejected) => {
+                let rejected = rejected.min(n);
+                self.metrics.exported.inc_by(n - rejected);
+                self.metrics.failed.inc_by(rejected);
+                if rejected > 0 {
+                    tracing::debug!(
+                        handler = %self.handler,
+                        rejected,
+                        "The collector rejected some trace spans of an export."
+                    );
+                }
+                if !self.healthy {
+                    tracing::info!(handler = %self.handler, "Trace span export recovered.");
+                    self.healthy = true;
+                }
+            }
+            Err(error) => self.failed(n, &error),
         }
     }
 
-    /// Exports `batch`, one call per service, each bounded by the export timeout and by
-    /// `deadline`.
-    async fn export(&mut self, batch: Vec<Converted>, deadline: Instant) {
-        let mut index: HashMap<ServiceKey, usize> = HashMap::new();
-        let mut groups: Vec<(ServiceKey, Vec<SpanData>)> = Vec::new();
-        for c in batch {
-            match index.get(&c.service) {
-                Some(&i) => groups[i].1.push(c.span),
-                None => {
-                    index.insert(c.service.clone(), groups.len());
-                    groups.push((c.service, vec![c.span]));
-                }
-            }
-        }
-        for (service, spans) in groups {
-            let n = spans.len() as u64;
-            self.exporter.set_resource(&resource(&service));
-            let bound = deadline.min(Instant::now() + self.timeout);
-            let outcome = match tokio::time::timeout_at(bound, self.exporter.export(spans)).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("the export timed out".to_owned()),
-            };
-            match outcome {
-                Ok(()) => {
-                    self.metrics.exported.inc_by(n);
-                    if !self.healthy {
-                        tracing::info!(handler = %self.handler, "Trace span export recovered.");
-                        self.healthy = true;
-                    }
-                }
-                Err(error) => {
-                    self.metrics.failed.inc_by(n);
-                    if self.healthy {
-                        tracing::warn!(
-                            handler = %self.handler,
-                            service = %service.name,
-                            spans = n,
-                            %error,
-                            "Trace span export failed; spans are lost (counted in \
-                             mixer_adapter_trace_spans_failed_total, further failures are \
-                             logged at debug level until an export succeeds)."
-                        );
-                        self.healthy = false;
-                    } else {
-                        tracing::debug!(handler = %self.handler, spans = n, %error, "Trace span export failed.");
-                    }
-                }
-            }
+    fn failed(&mut self, spans: u64, error: &ExportError) {
+        self.metrics.failed.inc_by(spans);
+        if self.healthy {
+            tracing::warn!(
+                handler = %self.handler,
+                spans,
+                %error,
+                "Trace span export failed; spans are lost (counted in \
+                 mixer_adapter_trace_spans_failed_total, further failures are logged at \
+                 debug level until an export succeeds)."
+            );
+            self.healthy = false;
+        } else {
+            tracing::debug!(handler = %self.handler, spans, %error, "Trace span export failed.");
         }
     }
 }
 
-/// The Resource of one service: `service.name`, and `host.ip` when the workload address
-/// is known (Zipkin showed both as the span's local endpoint).
-pub fn resource(service: &ServiceKey) -> Resource {
-    let mut b = Resource::builder_empty().with_service_name(service.name.clone());
-    if let Some(ip) = &service.ip {
-        b = b.with_attribute(KeyValue::new(
-            "host.ip",
-            OtelValue::Array(Array::String(vec![ip.text().into()])),
-        ));
+/// The `ExportTraceServiceRequest` of `batch`: one `ResourceSpans` per service and
+/// address, each with one `ScopeSpans`, holding that group's spans in queue order.
+/// Every length is computed before its message is written, so each span's bytes are
+/// copied once.
+pub fn encode_request(batch: Vec<Converted>) -> Vec<u8> {
+    let groups = Groups::of(&batch);
+    let scope_len =
+        wire::field_len(span::SCOPE_NAME.len()) + wire::field_len(span::SCOPE_VERSION.len());
+    let span_bytes: usize = batch.iter().map(|c| wire::field_len(c.span().len())).sum();
+    let mut out = Vec::with_capacity(span_bytes + groups.heads.len() * 160);
+    let (mut resource, mut ip_text) = (Vec::new(), String::new());
+    for &head in &groups.heads {
+        let first = &batch[head];
+        resource.clear();
+        write_resource(&mut resource, first.service(), first.ip, &mut ip_text);
+        let spans = || groups.members(head).map(|i| batch[i].span());
+        let scope_spans_len =
+            wire::field_len(scope_len) + spans().map(|s| wire::field_len(s.len())).sum::<usize>();
+        let resource_spans_len = resource.len() + wire::field_len(scope_spans_len);
+        wire::header(&mut out, wire::REQUEST_RESOURCE_SPANS, resource_spans_len);
+        out.extend_from_slice(&resource);
+        wire::header(&mut out, wire::RESOURCE_SPANS_SCOPE_SPANS, scope_spans_len);
+        wire::header(&mut out, wire::SCOPE_SPANS_SCOPE, scope_len);
+        wire::bytes(&mut out, wire::SCOPE_NAME, span::SCOPE_NAME.as_bytes());
+        wire::bytes(
+            &mut out,
+            wire::SCOPE_VERSION,
+            span::SCOPE_VERSION.as_bytes(),
+        );
+        for s in spans() {
+            wire::bytes(&mut out, wire::SCOPE_SPANS_SPANS, s);
+        }
     }
-    b.build()
+    out
+}
+
+/// A batch's spans grouped by service and address, in order of first appearance, each
+/// group in queue order (a list threaded through the batch: no allocation per group).
+struct Groups {
+    /// The first span of each group.
+    heads: Vec<usize>,
+    /// The next span of the same group, or `usize::MAX`.
+    next: Vec<usize>,
+}
+
+impl Groups {
+    fn of(batch: &[Converted]) -> Groups {
+        let mut tails: foldhash::HashMap<(&[u8], Option<HostIp>), usize> =
+            foldhash::HashMap::with_capacity_and_hasher(batch.len(), Default::default());
+        let mut heads = Vec::new();
+        let mut next = vec![usize::MAX; batch.len()];
+        for (i, c) in batch.iter().enumerate() {
+            match tails.entry((c.service(), c.ip)) {
+                std::collections::hash_map::Entry::Occupied(mut tail) => {
+                    next[*tail.get()] = i;
+                    tail.insert(i);
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(i);
+                    heads.push(i);
+                }
+            }
+        }
+        Groups { heads, next }
+    }
+
+    /// The spans of the group starting at `head`.
+    fn members(&self, head: usize) -> impl Iterator<Item = usize> + '_ {
+        std::iter::successors(Some(head), |&i| {
+            Some(self.next[i]).filter(|&n| n != usize::MAX)
+        })
+    }
+}
+
+/// Writes the `resource` field of one service's `ResourceSpans`: `service.name`, and
+/// `host.ip` when the workload address is known (Zipkin showed both as the span's
+/// local endpoint).
+fn write_resource(rs: &mut Vec<u8>, service: &[u8], ip: Option<HostIp>, text: &mut String) {
+    wire::nested(rs, wire::RESOURCE_SPANS_RESOURCE, |r| {
+        wire::key_value(r, wire::RESOURCE_ATTRIBUTES, "service.name", |v| {
+            wire::bytes(v, wire::ANY_STRING, service)
+        });
+        if let Some(ip) = ip {
+            text.clear();
+            ip.write_text(text);
+            // An array of one string, as the SDK's Resource carried it.
+            wire::key_value(r, wire::RESOURCE_ATTRIBUTES, "host.ip", |v| {
+                wire::nested(v, wire::ANY_ARRAY, |array| {
+                    wire::nested(array, wire::ARRAY_VALUES, |one| wire::any_string(one, text))
+                })
+            });
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    use prost::Message;
+
+    fn span(id: u8, name_len: usize) -> Vec<u8> {
+        Span {
+            span_id: vec![id; 8],
+            name: "n".repeat(name_len),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    fn text(v: &Option<AnyValue>) -> String {
+        match v.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(any_value::Value::StringValue(s)) => s.clone(),
+            Some(any_value::Value::ArrayValue(a)) => text(&Some(a.values[0].clone())),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Groups of every size (lengths of one to three varint bytes), IPv4 and IPv6
+    /// addresses and none: what prost decodes is what was queued.
+    #[test]
+    fn requests_decode_into_their_groups() {
+        let v6 = HostIp::new(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        let v4 = HostIp::new(&[10, 1, 2, 3]);
+        let mut batch = Vec::new();
+        for i in 0..40u8 {
+            batch.push(Converted::from_parts(&span(i, 2_000), "big", v4));
+            if i % 10 == 0 {
+                batch.push(Converted::from_parts(&span(i, 3), "small", v6));
+                batch.push(Converted::from_parts(&span(i, 0), "", None));
+            }
+        }
+        let request = ExportTraceServiceRequest::decode(&encode_request(batch)[..]).unwrap();
+        let groups: Vec<(String, Option<String>, Vec<u8>)> = request
+            .resource_spans
+            .iter()
+            .map(|rs| {
+                let attrs = &rs.resource.as_ref().unwrap().attributes;
+                assert_eq!(rs.scope_spans.len(), 1);
+                let scope = rs.scope_spans[0].scope.as_ref().unwrap();
+                assert_eq!(
+                    (scope.name.as_str(), scope.version.as_str()),
+                    (span::SCOPE_NAME, span::SCOPE_VERSION)
+                );
+                let ids = rs.scope_spans[0].spans.iter().map(|s| s.span_id[0]);
+                (
+                    text(&attrs[0].value),
+                    attrs.get(1).map(|kv| text(&kv.value)),
+                    ids.collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            groups,
+            vec![
+                ("big".into(), Some("10.1.2.3".into()), (0..40).collect()),
+                (
+                    "small".into(),
+                    Some("2001:db8::1".into()),
+                    vec![0, 10, 20, 30]
+                ),
+                (String::new(), None, vec![0, 10, 20, 30]),
+            ]
+        );
+        assert_eq!(
+            request.resource_spans[0].scope_spans[0].spans[39]
+                .name
+                .len(),
+            2_000
+        );
+        assert!(encode_request(Vec::new()).is_empty());
+    }
 }

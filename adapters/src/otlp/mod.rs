@@ -30,30 +30,31 @@
 //! | `requestSize`, `responseSize`, `apiProtocol` | not used (as by Mixer's trace adapters) |
 //!
 //! Sampling is OpenCensus' probability sampler on the trace id (`sampleProbability`,
-//! default 0: nothing is exported). Export is batched off the request path; see
-//! the `export` module.
+//! default 0: nothing is exported). Export is batched off the request path, one
+//! `ExportTraceServiceRequest` per batch with a `ResourceSpans` per service; see the
+//! `export` module.
 
+mod client;
 pub mod config;
 mod export;
 mod span;
 #[cfg(test)]
 mod tests;
+mod wire;
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use templates::handler::TraceSpanHandler;
 use templates::instances::tracespan;
 use templates::{Handler, HandlerError, TemplateKind};
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
-use tonic::transport::ClientTlsConfig;
 
 use crate::{Adapter, BuildError, Env, ValidateInput, Validation};
+use client::build_exporter;
 use config::{BatchConfig, Config, ZipkinConfig};
 use export::{Metrics, Queue, Worker};
 use span::{Sampler, Skipped};
@@ -203,44 +204,6 @@ impl Adapter for ZipkinAdapter {
     }
 }
 
-/// The OTLP/gRPC exporter for `config`.
-fn build_exporter(config: &Config) -> Result<opentelemetry_otlp::SpanExporter, BuildError> {
-    let mut metadata = MetadataMap::new();
-    for (name, value) in &config.headers {
-        // Validation accepted only names and values gRPC metadata can carry; a failure
-        // here is still reported rather than sending the export without the header.
-        let key = MetadataKey::from_bytes(name.as_bytes()).map_err(|e| invalid_header(name, e))?;
-        let value = MetadataValue::try_from(value.as_str()).map_err(|e| invalid_header(name, e))?;
-        metadata.insert(key, value);
-    }
-    let mut builder = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(config.endpoint.clone())
-        .with_timeout(config.timeout)
-        .with_metadata(metadata);
-    let https = config
-        .endpoint
-        .get(..6)
-        .is_some_and(|s| s.eq_ignore_ascii_case("https:"));
-    if https {
-        // Without trust anchors every TLS handshake fails; use the bundled web PKI roots.
-        builder = builder.with_tls_config(ClientTlsConfig::new().with_enabled_roots());
-    }
-    builder.build().map_err(|e| {
-        BuildError::InvalidEndpoint(format!(
-            "cannot create the OTLP exporter for {}: {e}",
-            config.endpoint
-        ))
-    })
-}
-
-fn invalid_header(name: &str, reason: impl std::fmt::Display) -> BuildError {
-    BuildError::InvalidHeader {
-        name: name.to_owned(),
-        reason: reason.to_string(),
-    }
-}
-
 /// The export task of a handler, until `close()`.
 struct Running {
     /// Carries the flush deadline.
@@ -298,7 +261,7 @@ impl TraceHandler {
         });
         tracing::debug!(
             handler = %env.handler,
-            endpoint = %config.endpoint,
+            endpoint = %crate::redact::redact_url(&config.endpoint),
             sample_probability = config.sample_probability,
             "Trace handler started."
         );

@@ -1,22 +1,19 @@
-//! Turning a `tracespan` instance into an OpenTelemetry span, following the span builder
-//! Mixer's trace adapters shared (OpenCensus-based), with OTLP in place of
-//! the OpenCensus data model where the two differ.
+//! Turning a `tracespan` instance into an OTLP span, following the span builder Mixer's
+//! trace adapters shared (OpenCensus-based), with OTLP in place of the OpenCensus data
+//! model where the two differ.
+//!
+//! The span is encoded as an OTLP `Span` message on the Report path (see the `wire`
+//! module), into one buffer that also holds its service name: one allocation per span.
 
-use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::sync::LazyLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use expr_lang::Value;
 use expr_lang::golib;
 use expr_lang::golib::time::Timestamp;
-use opentelemetry::trace::{
-    Event, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
-};
-use opentelemetry::{InstrumentationScope, Key, KeyValue, Value as OtelValue};
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use templates::code;
 use templates::instances::tracespan;
+
+use super::wire;
 
 /// What a client span id is XORed with when `rewriteClientSpanId` is set, so that the
 /// client and server halves of one proxied request get distinct span ids (the constant
@@ -26,27 +23,15 @@ pub const CLIENT_SPAN_ID_XOR: u64 = 0x3f6a_2ec3_c810_c2ab;
 /// Attribute carrying the HTTP status code (OpenCensus' `http.status_code`).
 pub const HTTP_STATUS_CODE: &str = "http.status_code";
 
-/// Scope every exported span carries: these spans are not produced by instrumented code
-/// but by this server on the proxies' behalf.
-static SCOPE: LazyLock<InstrumentationScope> = LazyLock::new(|| {
-    InstrumentationScope::builder("mixer.adapter.tracespan")
-        .with_version(env!("CARGO_PKG_VERSION"))
-        .build()
-});
-
-/// The local endpoint of a span: the service it is reported for and, when known, its
-/// address. OTLP carries both on the Resource, so spans are exported per key.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ServiceKey {
-    pub name: String,
-    /// The workload's IP; `None` when absent or unspecified (`0.0.0.0`).
-    pub ip: Option<HostIp>,
-}
+/// Instrumentation scope of every exported span: these spans are not produced by
+/// instrumented code but by this server on the proxies' behalf.
+pub const SCOPE_NAME: &str = "mixer.adapter.tracespan";
+pub const SCOPE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// A workload address, kept as bytes so that a span carries no formatted copy of it:
-/// the text is made once per exported Resource. IPv4-mapped IPv6 addresses are stored
+/// the text is written once per exported Resource. IPv4-mapped IPv6 addresses are stored
 /// as IPv4, so that two keys are equal exactly when their texts are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HostIp {
     bytes: [u8; 16],
     /// 4 or 16.
@@ -72,19 +57,53 @@ impl HostIp {
     }
 
     /// Go's text of the address (`10.0.0.1`, `2001:db8::1`).
+    #[cfg(test)]
     pub fn text(&self) -> String {
         golib::net::format_ip(&self.bytes[..usize::from(self.len)])
+    }
+
+    /// Appends Go's text of the address to `out`.
+    pub fn write_text(&self, out: &mut String) {
+        golib::net::write_ip(out, &self.bytes[..usize::from(self.len)]);
     }
 }
 
 /// The first 12 bytes of an IPv4-mapped IPv6 address.
 const V4_IN_V6_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
 
-/// A span ready for export, with the service it belongs to.
+/// A span ready for export: its encoded OTLP `Span` message, followed by the name of
+/// the service it is reported for, in one buffer. OTLP carries the service name (and
+/// the address) on the Resource, so the export task groups spans by both.
 #[derive(Clone, Debug)]
 pub struct Converted {
-    pub service: ServiceKey,
-    pub span: SpanData,
+    buf: Vec<u8>,
+    span_len: usize,
+    /// The workload's IP; `None` when absent or unspecified (`0.0.0.0`).
+    pub ip: Option<HostIp>,
+}
+
+impl Converted {
+    /// The encoded `Span` message.
+    pub fn span(&self) -> &[u8] {
+        &self.buf[..self.span_len]
+    }
+
+    /// The service name (UTF-8: it was copied from a string).
+    pub fn service(&self) -> &[u8] {
+        &self.buf[self.span_len..]
+    }
+
+    /// A queued span made of an encoded `Span` and its service.
+    #[cfg(test)]
+    pub fn from_parts(span: &[u8], service: &str, ip: Option<HostIp>) -> Converted {
+        let mut buf = span.to_vec();
+        buf.extend_from_slice(service.as_bytes());
+        Converted {
+            buf,
+            span_len: span.len(),
+            ip,
+        }
+    }
 }
 
 /// OpenCensus' probability sampler: the decision depends on the trace id only, so every
@@ -172,23 +191,28 @@ pub fn http_to_canonical(http: i64) -> i32 {
     }
 }
 
-/// The span status for an HTTP code: OTLP has only OK and ERROR, so a non-OK canonical
-/// code becomes an error described by the code's name (what Zipkin showed as `error`).
-fn status(http: i64) -> Status {
+/// Writes the `Status` for an HTTP code: OTLP has only OK and ERROR, so a non-OK
+/// canonical code becomes an error described by the code's name (what Zipkin showed
+/// as `error`).
+fn write_status(buf: &mut Vec<u8>, http: i64) {
     match http_to_canonical(http) {
-        code::OK => Status::Ok,
-        c => Status::error(code::name(c)),
+        code::OK => wire::varint(buf, wire::STATUS_CODE, wire::STATUS_OK),
+        c => {
+            wire::bytes(buf, wire::STATUS_MESSAGE, code::name(c).as_bytes());
+            wire::varint(buf, wire::STATUS_CODE, wire::STATUS_ERROR);
+        }
     }
 }
 
-/// A timestamp as a `SystemTime`. Missing and pre-1970 times become the epoch, which
-/// OTLP encodes as 0, its "unknown time".
-fn system_time(t: Option<Timestamp>) -> SystemTime {
+/// A timestamp in nanoseconds since the Unix epoch. Missing and pre-1970 times become
+/// 0, OTLP's "unknown time"; times past 2554 wrap, as they did through the SDK.
+fn unix_nanos(t: Option<Timestamp>) -> u64 {
     match t {
-        Some(t) if t.secs >= 0 => UNIX_EPOCH
-            .checked_add(Duration::new(t.secs.unsigned_abs(), t.nanos))
-            .unwrap_or(UNIX_EPOCH),
-        _ => UNIX_EPOCH,
+        Some(t) if t.secs >= 0 => {
+            let nanos = u128::from(t.secs.unsigned_abs()) * 1_000_000_000 + u128::from(t.nanos);
+            nanos as u64
+        }
+        _ => 0,
     }
 }
 
@@ -210,46 +234,67 @@ fn go_time_string(t: &Timestamp) -> String {
     format!("{date} {clock} {zone} {zone}")
 }
 
-/// A span tag value: strings, integers and doubles keep their type; everything else is
-/// rendered as Go's `%v` rendered Mixer's values (booleans `true`, IP addresses as the
-/// decimal byte list `[10 0 0 1]`, maps `map[k:v]`).
-pub fn tag_value(v: &Value<'_>) -> OtelValue {
+/// Writes a span tag value as `AnyValue` contents: strings, integers and doubles keep
+/// their type; everything else is rendered as Go's `%v` rendered Mixer's values
+/// (booleans `true`, IP addresses as the decimal byte list `[10 0 0 1]`, maps
+/// `map[k:v]`).
+pub fn write_tag_value(buf: &mut Vec<u8>, v: &Value<'_>) {
     match v {
         Value::String(s) | Value::EmailAddress(s) | Value::Uri(s) | Value::DnsName(s) => {
-            OtelValue::from(s.to_string())
+            wire::any_string(buf, s)
         }
-        Value::Int64(i) => OtelValue::I64(*i),
-        Value::Double(d) => OtelValue::F64(*d),
-        Value::Bool(b) => OtelValue::from(b.to_string()),
-        Value::Timestamp(t) => OtelValue::from(go_time_string(t)),
-        Value::IpAddress(bytes) => {
-            let mut out = String::from("[");
+        Value::Int64(i) => wire::any_int(buf, *i),
+        Value::Double(d) => wire::any_double(buf, *d),
+        Value::Bool(b) => wire::any_string(buf, if *b { "true" } else { "false" }),
+        Value::Timestamp(t) => wire::any_string(buf, &go_time_string(t)),
+        Value::IpAddress(bytes) => wire::nested(buf, wire::ANY_STRING, |out| {
+            out.push(b'[');
             for (i, b) in bytes.iter().enumerate() {
                 if i > 0 {
-                    out.push(' ');
+                    out.push(b' ');
                 }
-                // Writing into a String cannot fail.
-                let _ = write!(out, "{b}");
+                push_decimal(out, *b);
             }
-            out.push(']');
-            OtelValue::from(out)
+            out.push(b']');
+        }),
+        other @ (Value::Duration(_) | Value::StringMap(_)) => {
+            let mut text = String::new();
+            // Writing into a String cannot fail.
+            let _ = write!(text, "{other}");
+            wire::any_string(buf, &text)
         }
-        other @ (Value::Duration(_) | Value::StringMap(_)) => OtelValue::from(other.to_string()),
     }
 }
 
-/// A message event (OpenTelemetry's RPC message event convention), standing in for
-/// OpenCensus' message events, which Zipkin showed as `Received N bytes` / `Sent N bytes`.
-fn message_event(at: SystemTime, received: bool, bytes: i64) -> Event {
-    Event::new(
-        "message",
-        at,
-        vec![
-            KeyValue::new("message.type", if received { "RECEIVED" } else { "SENT" }),
-            KeyValue::new("message.uncompressed_size", bytes),
-        ],
-        0,
-    )
+fn push_decimal(out: &mut Vec<u8>, b: u8) {
+    if b >= 100 {
+        out.push(b'0' + b / 100);
+    }
+    if b >= 10 {
+        out.push(b'0' + (b / 10) % 10);
+    }
+    out.push(b'0' + b % 10);
+}
+
+/// Writes a message event (OpenTelemetry's RPC message event convention), standing in
+/// for OpenCensus' message events, which Zipkin showed as `Received N bytes` / `Sent N
+/// bytes`.
+fn write_message_event(buf: &mut Vec<u8>, at: u64, received: bool, bytes: i64) {
+    wire::nested(buf, wire::SPAN_EVENTS, |e| {
+        if at != 0 {
+            wire::fixed64(e, wire::EVENT_TIME, at);
+        }
+        wire::bytes(e, wire::EVENT_NAME, b"message");
+        wire::key_value(e, wire::EVENT_ATTRIBUTES, "message.type", |v| {
+            wire::any_string(v, if received { "RECEIVED" } else { "SENT" })
+        });
+        wire::key_value(
+            e,
+            wire::EVENT_ATTRIBUTES,
+            "message.uncompressed_size",
+            |v| wire::any_int(v, bytes),
+        );
+    });
 }
 
 /// Builds the span of one instance, or says why there is none. The handler calls its
@@ -308,85 +353,154 @@ pub fn build(inst: &tracespan::Instance<'_>, ids: SpanIds, default_service: &str
         (false, _) => (span_id, parent),
     };
     let parent = parent.filter(|p| *p != 0);
-
-    let start = system_time(inst.start_time);
-    let end = system_time(inst.end_time);
-
-    let mut attributes: Vec<KeyValue> = Vec::with_capacity(inst.span_tags.len() + 1);
-    if inst.http_status_code > 0 {
-        attributes.push(KeyValue::new(HTTP_STATUS_CODE, inst.http_status_code));
-    }
-    let tags = &inst.span_tags;
-    for (name, value) in tags.names.iter().zip(&tags.values) {
-        let value = tag_value(value);
-        // Tags are set after the status code attribute and win over it, as in Mixer.
-        match attributes.iter_mut().find(|kv| kv.key.as_str() == &**name) {
-            Some(kv) => kv.value = value,
-            // The key shares the configuration's name instead of copying it.
-            None => attributes.push(KeyValue::new(Key::from(name.clone()), value)),
-        }
-    }
-
     // Server spans receive the request and send the response; client spans the reverse.
     let server = !inst.client_span;
-    let mut events = SpanEvents::default();
-    events.events = vec![
-        message_event(start, server, inst.request_total_size),
-        message_event(end, !server, inst.response_total_size),
-    ];
 
     let (name, ip) = if inst.client_span {
         (&inst.source_name, inst.source_ip.as_deref())
     } else {
         (&inst.destination_name, inst.destination_ip.as_deref())
     };
-    let service = ServiceKey {
-        name: if name.is_empty() {
-            default_service.to_owned()
-        } else {
-            name.to_string()
-        },
-        ip: ip.and_then(HostIp::new),
+    let service: &str = if name.is_empty() {
+        default_service
+    } else {
+        name
     };
 
-    let span = SpanData {
-        span_context: SpanContext::new(
-            TraceId::from_bytes(trace_id),
-            SpanId::from(span_id),
-            TraceFlags::SAMPLED,
-            false,
-            TraceState::default(),
-        ),
-        parent_span_id: parent.map_or(SpanId::INVALID, SpanId::from),
-        // The parent of a server span is the caller's span, in another process.
-        parent_span_is_remote: server && parent.is_some(),
-        span_kind: if inst.client_span {
-            SpanKind::Client
-        } else {
-            SpanKind::Server
-        },
-        name: Cow::Owned(inst.span_name.to_string()),
-        start_time: start,
-        end_time: end,
-        attributes,
-        dropped_attributes_count: 0,
-        events,
-        links: SpanLinks::default(),
-        status: if inst.http_status_code > 0 {
-            status(inst.http_status_code)
-        } else {
-            Status::Unset
-        },
-        instrumentation_scope: SCOPE.clone(),
+    let mut buf = Vec::with_capacity(size_hint(inst) + service.len());
+    wire::bytes(&mut buf, wire::SPAN_TRACE_ID, &trace_id);
+    wire::bytes(&mut buf, wire::SPAN_SPAN_ID, &span_id.to_be_bytes());
+    if let Some(parent) = parent {
+        wire::bytes(&mut buf, wire::SPAN_PARENT_SPAN_ID, &parent.to_be_bytes());
+    }
+    if !inst.span_name.is_empty() {
+        wire::bytes(&mut buf, wire::SPAN_NAME, inst.span_name.as_bytes());
+    }
+    let kind = if server {
+        wire::KIND_SERVER
+    } else {
+        wire::KIND_CLIENT
     };
-    Converted { service, span }
+    wire::varint(&mut buf, wire::SPAN_KIND, kind);
+    let (start, end) = (unix_nanos(inst.start_time), unix_nanos(inst.end_time));
+    if start != 0 {
+        wire::fixed64(&mut buf, wire::SPAN_START_TIME, start);
+    }
+    if end != 0 {
+        wire::fixed64(&mut buf, wire::SPAN_END_TIME, end);
+    }
+    write_attributes(&mut buf, inst);
+    write_message_event(&mut buf, start, server, inst.request_total_size);
+    write_message_event(&mut buf, end, !server, inst.response_total_size);
+    // Status is always present (UNSET is an empty message), as the SDK sent it.
+    wire::nested(&mut buf, wire::SPAN_STATUS, |st| {
+        if inst.http_status_code > 0 {
+            write_status(st, inst.http_status_code);
+        }
+    });
+    // Sampled; and the parent of a server span is the caller's, in another process.
+    let mut flags = wire::FLAG_SAMPLED | wire::FLAG_HAS_IS_REMOTE;
+    if server && parent.is_some() {
+        flags |= wire::FLAG_IS_REMOTE;
+    }
+    wire::fixed32(&mut buf, wire::SPAN_FLAGS, flags);
+
+    let span_len = buf.len();
+    buf.extend_from_slice(service.as_bytes());
+    Converted {
+        buf,
+        span_len,
+        ip: ip.and_then(HostIp::new),
+    }
+}
+
+/// The span's attributes: `http.status_code` (when above 0) first, then the tags in
+/// the configuration's order. A tag of that name wins over the status code and takes
+/// its place, as in Mixer.
+fn write_attributes(buf: &mut Vec<u8>, inst: &tracespan::Instance<'_>) {
+    let tags = &inst.span_tags;
+    let status_tag = if inst.http_status_code > 0 {
+        let tag = tags.names.iter().position(|n| &**n == HTTP_STATUS_CODE);
+        let code = inst.http_status_code;
+        wire::key_value(
+            buf,
+            wire::SPAN_ATTRIBUTES,
+            HTTP_STATUS_CODE,
+            |v| match tag {
+                Some(i) => write_tag_value(v, &tags.values[i]),
+                None => wire::any_int(v, code),
+            },
+        );
+        tag
+    } else {
+        None
+    };
+    for (i, (name, value)) in tags.names.iter().zip(&tags.values).enumerate() {
+        if Some(i) != status_tag {
+            wire::key_value(buf, wire::SPAN_ATTRIBUTES, name, |v| {
+                write_tag_value(v, value)
+            });
+        }
+    }
+}
+
+/// Enough bytes for most spans of `inst` (one allocation, no growing): the fixed
+/// fields, status code attribute and events take under 320, each attribute its key
+/// and value and up to 10 more.
+fn size_hint(inst: &tracespan::Instance<'_>) -> usize {
+    let tags = &inst.span_tags;
+    let tag_bytes: usize = tags
+        .names
+        .iter()
+        .zip(&tags.values)
+        .map(|(name, value)| {
+            let value = match value {
+                Value::String(s) | Value::EmailAddress(s) | Value::Uri(s) | Value::DnsName(s) => {
+                    s.len()
+                }
+                _ => 24,
+            };
+            name.len() + value + 10
+        })
+        .sum();
+    320 + inst.span_name.len() + tag_bytes
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::trace::v1::{Span, Status, span, status};
+    use prost::Message;
+    use std::borrow::Cow;
     use std::sync::Arc;
     use templates::Dims;
+
+    /// The decoded span of `c`, with its service name.
+    fn decoded(c: &Converted) -> (Span, &str) {
+        let span = Span::decode(c.span()).unwrap();
+        (span, std::str::from_utf8(c.service()).unwrap())
+    }
+
+    fn str_value(v: &str) -> Option<AnyValue> {
+        Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.to_owned())),
+        })
+    }
+
+    fn int_value(v: i64) -> Option<AnyValue> {
+        Some(AnyValue {
+            value: Some(any_value::Value::IntValue(v)),
+        })
+    }
+
+    fn kv(key: &str, value: Option<AnyValue>) -> KeyValue {
+        KeyValue {
+            key: key.to_owned(),
+            value,
+            key_strindex: 0,
+        }
+    }
 
     fn instance<'a>(names: &'a [Arc<str>], values: Vec<Value<'a>>) -> tracespan::Instance<'a> {
         tracespan::Instance {
@@ -413,11 +527,11 @@ mod tests {
         }
     }
 
-    fn attr<'s>(span: &'s SpanData, key: &str) -> Option<&'s OtelValue> {
+    fn attr(span: &Span, key: &str) -> Option<AnyValue> {
         span.attributes
             .iter()
-            .find(|kv| kv.key.as_str() == key)
-            .map(|kv| &kv.value)
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.clone())
     }
 
     #[test]
@@ -474,8 +588,25 @@ mod tests {
         ] {
             assert_eq!(http_to_canonical(http), c, "{http}");
         }
-        assert_eq!(status(404), Status::error("NOT_FOUND"));
-        assert_eq!(status(204), Status::Ok);
+        let status_of = |http| {
+            let mut buf = Vec::new();
+            write_status(&mut buf, http);
+            Status::decode(&buf[..]).unwrap()
+        };
+        assert_eq!(
+            status_of(404),
+            Status {
+                message: "NOT_FOUND".into(),
+                code: status::StatusCode::Error as i32
+            }
+        );
+        assert_eq!(
+            status_of(204),
+            Status {
+                message: String::new(),
+                code: status::StatusCode::Ok as i32
+            }
+        );
     }
 
     #[test]
@@ -489,27 +620,30 @@ mod tests {
             Value::Int64(7),
             Value::Double(0.5),
             Value::Bool(true),
-            Value::IpAddress(Cow::Owned(vec![10, 0, 0, 1])),
+            Value::IpAddress(Cow::Owned(vec![10, 0, 200, 1])),
             Value::Timestamp(Timestamp::from_unix(1_483_228_800, 500_000_000)),
             Value::Duration(1_500_000_000),
             Value::str("overridden"),
         ];
         let c = convert(&instance(&names, values), &Sampler::new(1.0), "default").unwrap();
-        let s = &c.span;
-        assert_eq!(attr(s, "s"), Some(&OtelValue::from("x")));
-        assert_eq!(attr(s, "i"), Some(&OtelValue::I64(7)));
-        assert_eq!(attr(s, "d"), Some(&OtelValue::F64(0.5)));
-        assert_eq!(attr(s, "b"), Some(&OtelValue::from("true")));
-        assert_eq!(attr(s, "ip"), Some(&OtelValue::from("[10 0 0 1]")));
+        let (s, _) = decoded(&c);
+        assert_eq!(attr(&s, "s"), str_value("x"));
+        assert_eq!(attr(&s, "i"), int_value(7));
         assert_eq!(
-            attr(s, "t"),
-            Some(&OtelValue::from("2017-01-01 00:00:00.5 +0000 UTC"))
+            attr(&s, "d"),
+            Some(AnyValue {
+                value: Some(any_value::Value::DoubleValue(0.5))
+            })
         );
-        assert_eq!(attr(s, "dur"), Some(&OtelValue::from("1.5s")));
-        // The tag replaced the status code attribute rather than duplicating it.
+        assert_eq!(attr(&s, "b"), str_value("true"));
+        assert_eq!(attr(&s, "ip"), str_value("[10 0 200 1]"));
+        assert_eq!(attr(&s, "t"), str_value("2017-01-01 00:00:00.5 +0000 UTC"));
+        assert_eq!(attr(&s, "dur"), str_value("1.5s"));
+        // The tag replaced the status code attribute, in its place, rather than
+        // duplicating it.
         assert_eq!(
-            attr(s, HTTP_STATUS_CODE),
-            Some(&OtelValue::from("overridden"))
+            s.attributes[0],
+            kv(HTTP_STATUS_CODE, str_value("overridden"))
         );
         assert_eq!(s.attributes.len(), 8);
         let t = Timestamp {
@@ -523,36 +657,38 @@ mod tests {
     #[test]
     fn server_span_shape() {
         let c = convert(&instance(&[], vec![]), &Sampler::new(1.0), "default").unwrap();
-        let s = &c.span;
-        assert_eq!(s.span_kind, SpanKind::Server);
-        assert_eq!(s.span_context.span_id(), SpanId::from(0xa2fb4a1d1a96d312));
-        assert_eq!(s.parent_span_id, SpanId::from(0x0020000000000001));
-        assert!(s.parent_span_is_remote);
-        assert_eq!(s.attributes, vec![KeyValue::new(HTTP_STATUS_CODE, 200i64)]);
-        assert_eq!(s.status, Status::Ok);
-        assert_eq!(s.start_time, UNIX_EPOCH + Duration::new(1_500_000_000, 5));
-        // Destination name; its 0.0.0.0 address says nothing and is left out.
+        let (s, service) = decoded(&c);
+        assert_eq!(s.kind, span::SpanKind::Server as i32);
         assert_eq!(
-            c.service,
-            ServiceKey {
-                name: "dst".into(),
-                ip: None
-            }
+            s.trace_id,
+            0x463ac35c9f6413ad48485a3953bb6124u128.to_be_bytes()
         );
-        let events: Vec<_> = s.events.iter().collect();
-        assert_eq!(events.len(), 2);
-        assert_eq!(events[0].timestamp, s.start_time);
+        assert_eq!(s.span_id, 0xa2fb4a1d1a96d312u64.to_be_bytes());
+        assert_eq!(s.parent_span_id, 0x0020000000000001u64.to_be_bytes());
+        // Sampled, with a remote parent.
+        assert_eq!(s.flags, 0x301);
+        assert_eq!(s.name, "/index");
+        assert_eq!(s.attributes, vec![kv(HTTP_STATUS_CODE, int_value(200))]);
+        assert_eq!(s.status.unwrap().code, status::StatusCode::Ok as i32);
+        assert_eq!(s.start_time_unix_nano, 1_500_000_000_000_000_005);
+        assert_eq!(s.end_time_unix_nano, 1_500_000_001_000_000_000);
+        // Destination name; its 0.0.0.0 address says nothing and is left out.
+        assert_eq!(service, "dst");
+        assert_eq!(c.ip, None);
+        assert_eq!(s.events.len(), 2);
+        assert_eq!(s.events[0].time_unix_nano, s.start_time_unix_nano);
+        assert_eq!(s.events[0].name, "message");
         assert_eq!(
-            events[0].attributes,
+            s.events[0].attributes,
             vec![
-                KeyValue::new("message.type", "RECEIVED"),
-                KeyValue::new("message.uncompressed_size", 128i64)
+                kv("message.type", str_value("RECEIVED")),
+                kv("message.uncompressed_size", int_value(128))
             ]
         );
-        assert_eq!(events[1].timestamp, s.end_time);
+        assert_eq!(s.events[1].time_unix_nano, s.end_time_unix_nano);
         assert_eq!(
-            events[1].attributes[0],
-            KeyValue::new("message.type", "SENT")
+            s.events[1].attributes[0],
+            kv("message.type", str_value("SENT"))
         );
     }
 
@@ -563,39 +699,33 @@ mod tests {
         i.http_status_code = 0;
         i.source_name = "".into();
         let c = convert(&i, &Sampler::new(1.0), "mesh").unwrap();
-        assert_eq!(c.span.span_kind, SpanKind::Client);
-        assert!(!c.span.parent_span_is_remote);
-        assert_eq!(c.span.status, Status::Unset);
-        assert!(c.span.attributes.is_empty());
+        let (s, service) = decoded(&c);
+        assert_eq!(s.kind, span::SpanKind::Client as i32);
+        assert_eq!(s.flags, 0x101);
+        // UNSET: an empty status, present.
+        assert_eq!(s.status, Some(Status::default()));
+        assert!(s.attributes.is_empty());
+        assert_eq!(service, "mesh");
+        assert_eq!(c.ip, HostIp::new(&[10, 0, 0, 1]));
         assert_eq!(
-            c.service,
-            ServiceKey {
-                name: "mesh".into(),
-                ip: HostIp::new(&[10, 0, 0, 1])
-            }
-        );
-        assert_eq!(
-            c.span.events[0].attributes[0],
-            KeyValue::new("message.type", "SENT")
+            s.events[0].attributes[0],
+            kv("message.type", str_value("SENT"))
         );
 
         i.rewrite_client_span_id = true;
-        let c = convert(&i, &Sampler::new(1.0), "mesh").unwrap();
+        let (s, _) = decoded(&convert(&i, &Sampler::new(1.0), "mesh").unwrap());
         assert_eq!(
-            c.span.span_context.span_id(),
-            SpanId::from(0xa2fb4a1d1a96d312 ^ CLIENT_SPAN_ID_XOR)
+            s.span_id,
+            (0xa2fb4a1d1a96d312 ^ CLIENT_SPAN_ID_XOR).to_be_bytes()
         );
-        assert_eq!(c.span.parent_span_id, SpanId::from(0x0020000000000001));
+        assert_eq!(s.parent_span_id, 0x0020000000000001u64.to_be_bytes());
 
         i.client_span = false;
-        let c = convert(&i, &Sampler::new(1.0), "mesh").unwrap();
+        let (s, _) = decoded(&convert(&i, &Sampler::new(1.0), "mesh").unwrap());
+        assert_eq!(s.span_id, 0xa2fb4a1d1a96d312u64.to_be_bytes());
         assert_eq!(
-            c.span.span_context.span_id(),
-            SpanId::from(0xa2fb4a1d1a96d312)
-        );
-        assert_eq!(
-            c.span.parent_span_id,
-            SpanId::from(0xa2fb4a1d1a96d312 ^ CLIENT_SPAN_ID_XOR)
+            s.parent_span_id,
+            (0xa2fb4a1d1a96d312 ^ CLIENT_SPAN_ID_XOR).to_be_bytes()
         );
     }
 
@@ -604,9 +734,9 @@ mod tests {
         let s = Sampler::new(1.0);
         let mut i = instance(&[], vec![]);
         i.parent_span_id = "xyz".into();
-        let c = convert(&i, &s, "default").unwrap();
-        assert_eq!(c.span.parent_span_id, SpanId::INVALID);
-        assert!(!c.span.parent_span_is_remote);
+        let (span, _) = decoded(&convert(&i, &s, "default").unwrap());
+        assert!(span.parent_span_id.is_empty());
+        assert_eq!(span.flags, 0x101);
         i.trace_id = "".into();
         assert_eq!(convert(&i, &s, "d").unwrap_err(), Skipped::InvalidTraceId);
         i.trace_id = "0000".into();
@@ -621,8 +751,11 @@ mod tests {
         );
         assert!(convert(&i, &s, "d").is_ok());
         i.start_time = None;
-        let c = convert(&i, &s, "d").unwrap();
-        assert_eq!(c.span.start_time, UNIX_EPOCH);
+        i.end_time = Some(Timestamp::from_unix(-5, 0));
+        let (span, _) = decoded(&convert(&i, &s, "d").unwrap());
+        assert_eq!(span.start_time_unix_nano, 0);
+        assert_eq!(span.end_time_unix_nano, 0);
+        assert_eq!(span.events[0].time_unix_nano, 0);
     }
 
     #[test]
@@ -653,13 +786,30 @@ mod tests {
         let ids = span_ids(&inst, &sampler).unwrap();
         let built = build(&inst, ids, "default");
         let converted = convert(&inst, &sampler, "default").unwrap();
-        assert_eq!(built.service, converted.service);
-        assert_eq!(built.span.attributes, converted.span.attributes);
-        assert_eq!(built.span.span_context, converted.span.span_context);
-        assert_eq!(attr(&built.span, "a"), Some(&OtelValue::from("x")));
+        assert_eq!(built.buf, converted.buf);
+        assert_eq!(built.ip, converted.ip);
+        assert_eq!(attr(&decoded(&built).0, "a"), str_value("x"));
         assert_eq!(
             span_ids(&inst, &Sampler::new(0.0)),
             Err(Skipped::NotSampled)
         );
+    }
+
+    #[test]
+    fn the_size_hint_covers_a_typical_span() {
+        let names: Vec<Arc<str>> = ["http.host", "http.method", "principal"]
+            .into_iter()
+            .map(Arc::from)
+            .collect();
+        let values = vec![
+            Value::str("reviews:9080"),
+            Value::str("GET"),
+            Value::Int64(1),
+        ];
+        let inst = instance(&names, values);
+        let c = convert(&inst, &Sampler::new(1.0), "default").unwrap();
+        assert!(c.buf.len() <= size_hint(&inst) + c.service().len());
+        // And not much more.
+        assert!(size_hint(&inst) < c.buf.len() + 128, "{}", c.buf.len());
     }
 }

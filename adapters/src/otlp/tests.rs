@@ -15,8 +15,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
-use opentelemetry_proto::tonic::trace::v1::{Span, span, status};
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, InstrumentationScope, KeyValue, any_value,
+};
+use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span, Status, span, status};
 use serde_json::{Value as Json, json};
 use templates::{Handler, InstanceBuilder, TemplateKind};
 use tokio::sync::{mpsc, oneshot};
@@ -766,4 +768,294 @@ fn building_needs_a_runtime_and_a_valid_endpoint() {
     let mut headers = BTreeMap::new();
     headers.insert("authorization".to_owned(), "Bearer x".to_owned());
     build_exporter(&Config { headers, ..config }).unwrap();
+}
+
+/// A string attribute as OTLP carries it.
+fn kv_str(key: &str, value: &str) -> KeyValue {
+    kv(key, any_value::Value::StringValue(value.to_owned()))
+}
+
+fn kv(key: &str, value: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue { value: Some(value) }),
+        key_strindex: 0,
+    }
+}
+
+/// The message event at `at` with `bytes` (`message.type` RECEIVED when `received`).
+fn message_event(at: u64, received: bool, bytes: i64) -> span::Event {
+    span::Event {
+        time_unix_nano: at,
+        name: "message".to_owned(),
+        attributes: vec![
+            kv_str("message.type", if received { "RECEIVED" } else { "SENT" }),
+            kv(
+                "message.uncompressed_size",
+                any_value::Value::IntValue(bytes),
+            ),
+        ],
+        dropped_attributes_count: 0,
+    }
+}
+
+/// Every field of the exported messages, written down from what the
+/// opentelemetry-SDK exporter sent before export was rewritten: ids, flags, kind,
+/// times, attributes in the configuration's order (typed tags included; a tag named
+/// like the status code attribute replaces it in place), events, status, the Resource's
+/// attributes and the instrumentation scope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exported_span_fields_are_exactly_as_before() {
+    let (endpoint, mut rx) = start_receiver().await;
+    let handler = build(
+        &ADAPTER,
+        "otlp-fields.istio-system",
+        json!({"endpoint": endpoint, "sampleProbability": 1, "scheduledDelay": "1h"}),
+        &resources(),
+    );
+    let mut params = rewriting_tracespan_params();
+    params["spanTags"]["size"] = json!("request.total_size | 0");
+    params["spanTags"]["weight"] = json!("0.25");
+    params["spanTags"]["took"] = json!("response.duration");
+    params["spanTags"]["http.status_code"] = json!("\"overridden\"");
+    let typed = compile("typed.instance.istio-system", &params);
+    let with_duration = |mut bag: MapBag| {
+        bag.insert("response.duration", Value::Duration(1_500_000_000));
+        bag
+    };
+    send(
+        &*handler,
+        &typed,
+        &[
+            with_duration(request(
+                TRACE_128,
+                "00000000000000d1",
+                PARENT,
+                "inbound",
+                200,
+            )),
+            with_duration(request(TRACE_64, "00000000000000d2", "", "outbound", 404)),
+        ],
+    );
+    close(handler).await;
+
+    let mut requests = Vec::new();
+    while let Ok(r) = rx.try_recv() {
+        requests.push(r);
+    }
+    let mut resource_spans: Vec<_> = requests
+        .into_iter()
+        .flat_map(|r| r.resource_spans)
+        .collect();
+    resource_spans
+        .sort_by_key(|rs| string_attr(&rs.resource.as_ref().unwrap().attributes, "service.name"));
+    assert_eq!(resource_spans.len(), 2, "{resource_spans:#?}");
+
+    let tags = |status_code: &str| {
+        vec![
+            kv_str("http.status_code", status_code),
+            kv_str("http.host", "reviews:9080"),
+            kv_str("http.method", "GET"),
+            kv_str("http.path", "/reviews/0"),
+            kv_str("http.user_agent", ""),
+            kv_str("principal", "unknown"),
+            kv_str("source.version", "v1"),
+            kv_str("destination.version", "unknown"),
+            kv("size", any_value::Value::IntValue(128)),
+            kv("weight", any_value::Value::DoubleValue(0.25)),
+            kv_str("took", "1.5s"),
+        ]
+    };
+    let (start, end) = (1_500_000_000_100_000_000, 1_500_000_000_200_000_000);
+    let mut trace_64 = vec![0u8; 8];
+    trace_64.extend(hex(TRACE_64));
+    let client = Span {
+        trace_id: trace_64,
+        span_id: id(0xd2 ^ CLIENT_SPAN_ID_XOR),
+        trace_state: String::new(),
+        parent_span_id: Vec::new(),
+        flags: 0x01 | 0x100,
+        name: "/reviews/0".to_owned(),
+        kind: span::SpanKind::Client as i32,
+        start_time_unix_nano: start,
+        end_time_unix_nano: end,
+        attributes: tags("overridden"),
+        dropped_attributes_count: 0,
+        events: vec![
+            message_event(start, false, 128),
+            message_event(end, true, 512),
+        ],
+        dropped_events_count: 0,
+        links: Vec::new(),
+        dropped_links_count: 0,
+        status: Some(Status {
+            message: "NOT_FOUND".to_owned(),
+            code: status::StatusCode::Error as i32,
+        }),
+    };
+    let server = Span {
+        trace_id: hex(TRACE_128),
+        span_id: id(0xd1),
+        parent_span_id: id(0xd1 ^ CLIENT_SPAN_ID_XOR),
+        flags: 0x01 | 0x100 | 0x200,
+        kind: span::SpanKind::Server as i32,
+        events: vec![
+            message_event(start, true, 128),
+            message_event(end, false, 512),
+        ],
+        status: Some(Status {
+            message: String::new(),
+            code: status::StatusCode::Ok as i32,
+        }),
+        ..client.clone()
+    };
+    let scope = InstrumentationScope {
+        name: "mixer.adapter.tracespan".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        attributes: Vec::new(),
+        dropped_attributes_count: 0,
+    };
+    for (rs, (service, ip, span)) in resource_spans.into_iter().zip([
+        ("productpage-v1", "10.0.0.1", client),
+        ("reviews-v2", "10.0.0.2", server),
+    ]) {
+        assert_eq!(rs.schema_url, "");
+        let resource = rs.resource.unwrap();
+        let mut attributes = resource.attributes;
+        attributes.sort_by(|a, b| a.key.cmp(&b.key));
+        let ip = ArrayValue {
+            values: vec![AnyValue {
+                value: Some(any_value::Value::StringValue(ip.to_owned())),
+            }],
+        };
+        assert_eq!(
+            attributes,
+            vec![
+                kv("host.ip", any_value::Value::ArrayValue(ip)),
+                kv_str("service.name", service),
+            ]
+        );
+        assert_eq!(resource.dropped_attributes_count, 0);
+        assert!(resource.entity_refs.is_empty());
+        assert_eq!(
+            rs.scope_spans,
+            vec![ScopeSpans {
+                scope: Some(scope.clone()),
+                spans: vec![span],
+                schema_url: String::new(),
+            }]
+        );
+    }
+}
+
+/// A batch is one `ExportTraceServiceRequest`, with one `ResourceSpans` per service and
+/// address, each holding that service's spans in the order they were reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_per_batch_carries_every_service() {
+    let (endpoint, mut rx) = start_receiver().await;
+    let name = "otlp-one-request.istio-system";
+    let res = resources();
+    let handler = build(
+        &ADAPTER,
+        name,
+        json!({"endpoint": endpoint, "sampleProbability": 1, "scheduledDelay": "1h"}),
+        &res,
+    );
+    let istio = compile("default.instance.istio-system", &istio_tracespan_params());
+    let services = [
+        "ratings-v1",
+        "reviews-v2",
+        "details-v1",
+        "reviews-v2",
+        "ratings-v1",
+    ];
+    let bags: Vec<MapBag> = services
+        .iter()
+        .enumerate()
+        .map(|(i, service)| {
+            let mut bag = request(
+                TRACE_128,
+                &format!("{:016x}", i + 1),
+                PARENT,
+                "inbound",
+                200,
+            );
+            bag.insert("destination.workload.name", Value::str(service));
+            bag
+        })
+        .collect();
+    // Another address for one of the services: a Resource of its own.
+    let mut moved = request(TRACE_128, "00000000000000ff", PARENT, "inbound", 200);
+    moved.insert(
+        "destination.ip",
+        Value::IpAddress(Cow::Owned(vec![10, 0, 0, 9])),
+    );
+    send(&*handler, &istio, &bags);
+    send(&*handler, &istio, &[moved]);
+    close(handler).await;
+
+    let request = rx.try_recv().expect("one export request");
+    assert!(rx.try_recv().is_err(), "a second export request");
+    let mut groups: Vec<(String, String, Vec<Vec<u8>>)> = request
+        .resource_spans
+        .into_iter()
+        .map(|rs| {
+            let attrs = rs.resource.unwrap().attributes;
+            assert_eq!(rs.scope_spans.len(), 1);
+            let spans = rs.scope_spans[0].spans.iter().map(|s| s.span_id.clone());
+            (
+                string_attr(&attrs, "service.name").unwrap(),
+                string_attr(&attrs, "host.ip").unwrap(),
+                spans.collect(),
+            )
+        })
+        .collect();
+    groups.sort();
+    let group = |service: &str, ip: &str, ids: &[u64]| {
+        let ids = ids.iter().map(|i| id(*i)).collect();
+        (service.to_owned(), ip.to_owned(), ids)
+    };
+    assert_eq!(
+        groups,
+        vec![
+            group("details-v1", "10.0.0.2", &[3]),
+            group("ratings-v1", "10.0.0.2", &[1, 5]),
+            group("reviews-v2", "10.0.0.2", &[2, 4]),
+            group("reviews-v2", "10.0.0.9", &[0xff]),
+        ]
+    );
+    assert_eq!(
+        counter(&res, "mixer_adapter_trace_spans_exported_total", name),
+        6.0
+    );
+}
+
+/// A failed export names the endpoint and the gRPC code, never the headers' values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_errors_name_the_endpoint_without_secrets() {
+    let endpoint = closed_endpoint().await;
+    let mut headers = BTreeMap::new();
+    headers.insert("authorization".to_owned(), "Bearer s3cret-token".to_owned());
+    let config = Config {
+        endpoint: endpoint.clone(),
+        headers,
+        timeout: Duration::from_secs(2),
+        ..zipkin_to_otlp(
+            &ZipkinConfig {
+                url: None,
+                sample_probability: 1.0,
+            },
+            String::new(),
+        )
+    };
+    let exporter = build_exporter(&config).unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let error = exporter
+        .export(export::encode_request(Vec::new()), deadline)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains(&endpoint), "{error}");
+    assert!(error.contains("Unavailable"), "{error}");
+    assert!(!error.contains("s3cret"), "{error}");
 }
