@@ -119,7 +119,7 @@ struct Store {
     /// Objects per resource, by (namespace, name).
     objects: Vec<BTreeMap<(String, String), Json>>,
     rv: u64,
-    /// Resource versions up to this one are too old to watch from (410).
+    /// Resource versions up to this one (included) are too old to watch from (410).
     compacted: u64,
     history: Vec<Change>,
     watchers: Vec<Watcher>,
@@ -138,6 +138,14 @@ impl Store {
         self.resources
             .iter()
             .position(|r| r.group == group && r.version == version && r.plural == plural)
+    }
+
+    /// Makes every resourceVersion handed out so far too old to watch from. The current
+    /// one moves on, so that a list made now gives a version that can be watched.
+    fn expire_history(&mut self) {
+        self.compacted = self.rv;
+        self.rv += 1;
+        self.history.clear();
     }
 
     /// Records a change and sends it to the watches it concerns.
@@ -332,9 +340,7 @@ impl KubeApi {
     /// watch from (as etcd compaction through the current revision), so a client whose
     /// watch is re-established gets 410 Gone and must re-list. Open watches go on.
     pub fn compact(&self) {
-        let mut store = self.shared.lock();
-        store.compacted = store.rv;
-        store.history.clear();
+        self.shared.lock().expire_history();
     }
 
     /// Ends every open watch stream (the connections stay usable), as a load balancer
@@ -415,8 +421,7 @@ impl KubeApi {
             for objects in &mut store.objects {
                 objects.clear();
             }
-            store.history.clear();
-            store.compacted = store.rv;
+            store.expire_history();
         }
         let (runtime, addr) = serve(self.shared.clone(), self.addr);
         assert_eq!(addr, self.addr);
@@ -441,7 +446,7 @@ fn write_kubeconfig(path: &Path, addr: SocketAddr) {
 }
 
 /// Binds `addr` (retrying a while: a port just closed may still be held) and serves on a
-/// runtime of its own.
+/// runtime of its own. Blocking only on the std listener, so callable from async tests.
 fn serve(shared: Arc<Shared>, addr: SocketAddr) -> (tokio::runtime::Runtime, SocketAddr) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -449,23 +454,25 @@ fn serve(shared: Arc<Shared>, addr: SocketAddr) -> (tokio::runtime::Runtime, Soc
         .enable_all()
         .build()
         .expect("builds a runtime");
-    let listener = runtime.block_on(async {
-        let mut tries = 0;
-        loop {
-            match tokio::net::TcpListener::bind(addr).await {
-                Ok(listener) => break listener,
-                Err(e) if tries < 100 => {
-                    tries += 1;
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("binding {addr}: {e}"),
+    let mut tries = 0;
+    let listener = loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(listener) => break listener,
+            Err(e) if tries < 100 => {
+                tries += 1;
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(50));
             }
+            Err(e) => panic!("binding {addr}: {e}"),
         }
-    });
+    };
+    listener
+        .set_nonblocking(true)
+        .expect("a non-blocking listener");
     let bound = listener.local_addr().expect("a bound address");
     let router = axum::Router::new().fallback(handle).with_state(shared);
     runtime.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
         let _ = axum::serve(listener, router).await;
     });
     (runtime, bound)
@@ -590,7 +597,7 @@ async fn list(
     let offset = match query.get("continue").filter(|c| !c.is_empty()) {
         None => 0,
         Some(token) => match parse_continue(token) {
-            Some((rv, _)) if rv < store.compacted => {
+            Some((rv, _)) if rv <= store.compacted => {
                 return status(
                     StatusCode::GONE,
                     "Expired",
@@ -678,7 +685,7 @@ fn watch_stream(
                 &bookmark_object(resource, store.rv, true),
             ));
         }
-    } else if since < store.compacted {
+    } else if since <= store.compacted {
         let message = format!(
             "too old resource version: {since} ({})",
             store.compacted + 1
