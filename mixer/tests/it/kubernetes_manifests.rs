@@ -1,14 +1,19 @@
 //! samples/kubernetes: every manifest parses, and the fields the server relies on agree with
 //! the server itself — its ports and probe paths (asked of a real server process), the
-//! service account its RBAC binds, read-only verbs, and the image the Dockerfile builds.
+//! CRDs against the kinds it watches, the Deployment's arguments against an API server
+//! (the fake of `test_support::kube_api`) that has exactly the shipped CRDs, the service
+//! account its RBAC binds, read-only verbs, and the image the Dockerfile builds.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use mixer::config::kubernetes::{GROUP, VERSION, config_kinds};
 use serde_json::Value as Json;
+use test_support::kube_api::{KubeApi, ResourceType};
 
 use crate::common::*;
+use crate::kubernetes::apply_yaml;
 
 fn manifests_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/kubernetes")
@@ -256,5 +261,101 @@ fn the_pod_runs_unprivileged_and_the_image_is_non_root() {
         image_user.split(':').next().unwrap().parse::<u64>().ok(),
         Some(user),
         "the image's user is the one the pod runs as"
+    );
+}
+
+/// The custom resources the shipped CRDs define, as `(kind, plural)`, after checking each
+/// definition's shape: group, version, scope, and a schema that keeps every field.
+fn shipped_crds(docs: &BTreeMap<String, Vec<Json>>) -> BTreeSet<(String, String)> {
+    let mut kinds = BTreeSet::new();
+    for crd in &docs["crds.yaml"] {
+        assert_eq!(crd["apiVersion"], "apiextensions.k8s.io/v1", "{crd}");
+        assert_eq!(crd["kind"], "CustomResourceDefinition");
+        let spec = &crd["spec"];
+        assert_eq!(spec["group"], GROUP);
+        assert_eq!(spec["scope"], "Namespaced");
+        let plural = spec["names"]["plural"].as_str().unwrap().to_owned();
+        let kind = spec["names"]["kind"].as_str().unwrap().to_owned();
+        assert_eq!(crd["metadata"]["name"], format!("{plural}.{GROUP}"));
+        let versions = spec["versions"].as_array().unwrap();
+        assert_eq!(versions.len(), 1, "{kind}");
+        assert_eq!(versions[0]["name"], VERSION);
+        assert_eq!(versions[0]["served"], true);
+        assert_eq!(versions[0]["storage"], true);
+        let schema = &versions[0]["schema"]["openAPIV3Schema"];
+        assert_eq!(schema["type"], "object");
+        assert_eq!(schema["x-kubernetes-preserve-unknown-fields"], true);
+        assert!(kinds.insert((kind, plural)), "one CRD per kind");
+    }
+    kinds
+}
+
+#[test]
+fn the_crds_define_exactly_the_kinds_the_server_watches() {
+    let watched: BTreeSet<(String, String)> = config_kinds()
+        .iter()
+        .inspect(|k| assert!(k.namespaced, "{}", k.kind))
+        .map(|k| (k.kind.to_owned(), k.plural.clone()))
+        .collect();
+    assert_eq!(shipped_crds(&documents()), watched);
+}
+
+/// A cluster with exactly the shipped CRDs and Istio's default config applied: the server
+/// started with the Deployment's own arguments lists every kind, loads the config without
+/// errors and turns ready on the readiness probe's path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deployments_arguments_serve_the_config_applied_to_the_cluster() {
+    let docs = documents();
+    let api = KubeApi::start();
+    for (kind, plural) in shipped_crds(&docs) {
+        api.register(ResourceType::new(GROUP, VERSION, &kind, &plural, true));
+    }
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples");
+    for dir in ["default", "kubernetes/config"] {
+        for entry in std::fs::read_dir(samples.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) == Some("yaml") {
+                apply_yaml(&api, &std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+
+    let container = container(&docs);
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args.first(), Some(&"server"), "{args:?}");
+    let kubeconfig = api.kubeconfig();
+    let mut flags = args[1..].to_vec();
+    flags.extend(["--kubeconfig", kubeconfig.to_str().unwrap()]);
+    let monitoring = format!("127.0.0.1:{}", test_support::free_port());
+    let mut server = ServerProcess::launch(MIXER, &monitoring, &flags);
+    server.wait_ready();
+    let ready = server
+        .monitoring_get("/readyz", Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(ready.status, 200, "{}", ready.text());
+
+    let debug = server
+        .monitoring_get("/debug/config", Duration::from_secs(10))
+        .unwrap();
+    let debug: Json = serde_json::from_str(&debug.text()).unwrap();
+    let load = &debug["last_load"];
+    assert_eq!(load["applied"], true, "{debug}");
+    let errors: Vec<&Json> = load["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["severity"] == "error")
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let rules = debug["summary"]["rules"].as_u64();
+    assert_eq!(
+        rules,
+        Some(11),
+        "samples/default's 9 rules and kubernetesenv's 2: {debug}"
     );
 }

@@ -43,12 +43,16 @@ pub fn config_kinds() -> &'static [ConfigKind] {
 
 /// The plural Istio's CRDs give a kind: lowercased, then English plural endings
 /// (`prometheus` → `prometheuses`, `cloudwatch` → `cloudwatches`, `logentry` →
-/// `logentries`, `kubernetes` → `kuberneteses`, `signalfx` → `signalfxs`).
+/// `logentries` but `apikey` → `apikeys`, `kubernetes` → `kuberneteses`, `signalfx` →
+/// `signalfxs`).
 pub fn plural(kind: &str) -> String {
     let lower = kind.to_ascii_lowercase();
     if lower.ends_with('s') || lower.ends_with("ch") {
         format!("{lower}es")
-    } else if let Some(stem) = lower.strip_suffix('y') {
+    } else if let Some(stem) = lower
+        .strip_suffix('y')
+        .filter(|stem| !stem.ends_with(['a', 'e', 'i', 'o', 'u']))
+    {
         format!("{stem}ies")
     } else {
         format!("{lower}s")
@@ -79,6 +83,7 @@ mod tests {
             ("metric", "metrics"),
             ("logentry", "logentries"),
             ("listentry", "listentries"),
+            ("apikey", "apikeys"),
             ("tracespan", "tracespans"),
             ("kubernetes", "kuberneteses"),
             ("prometheus", "prometheuses"),
