@@ -21,13 +21,13 @@ use crate::runtime::{
 use crate::wire::pb::google::rpc::Status as RpcStatus;
 use crate::wire::pb::istio::mixer::v1::referenced_attributes::Condition as PbCondition;
 use crate::wire::pb::istio::mixer::v1::{
-    CheckRequest, CheckResponse, CompressedAttributes, HeaderOperation, ReferencedAttributes,
-    ReportResponse, RouteDirective, check_response, header_operation,
+    CheckResponse, HeaderOperation, ReferencedAttributes, ReportResponse, RouteDirective,
+    check_response, header_operation,
 };
 use crate::wire::pb::istio::policy::v1beta1::DirectHttpResponse;
 use crate::wire::service::mixer_server::Mixer;
 use crate::wire::status::{DIRECT_HTTP_RESPONSE_TYPE, http_status_for};
-use crate::wire::view::ReportView;
+use crate::wire::view::{CheckView, ReportView};
 
 /// The prefix that makes Envoy's client fall back to the base dictionary.
 pub const INVALID_REQUEST_PREFIX: &str = "Request could not be processed due to invalid";
@@ -218,10 +218,10 @@ fn decode_error(runtime: &Runtime, api: &str, e: &DecodeError) -> Status {
 
 /// The requested quotas. The API has no release, so a negative amount (which would hand
 /// units back) is refused.
-fn quota_requests(req: &CheckRequest) -> Result<Vec<QuotaRequest<'_>>, Status> {
-    req.quotas
-        .iter()
-        .map(|(name, params)| {
+fn quota_requests(req: &CheckView) -> Result<Vec<QuotaRequest<'_>>, Status> {
+    req.quotas()
+        .map(|params| {
+            let name = params.name;
             if params.amount < 0 {
                 return Err(Status::invalid_argument(format!(
                     "quota {name:?}: amount {} is negative; quotas are allocated with amounts of 0 or more",
@@ -241,7 +241,7 @@ fn quota_requests(req: &CheckRequest) -> Result<Vec<QuotaRequest<'_>>, Status> {
 impl Mixer for MixerService {
     async fn check(
         &self,
-        request: Request<CheckRequest>,
+        request: Request<CheckView>,
     ) -> Result<Response<CheckResponse>, Status> {
         let started = Instant::now();
         let metrics = &self.runtime.metrics;
@@ -294,20 +294,21 @@ impl Mixer for MixerService {
 }
 
 impl MixerService {
-    async fn check_inner(&self, req: CheckRequest) -> Result<CheckResponse, Status> {
-        check_word_count(req.global_word_count)?;
+    async fn check_inner(&self, req: CheckView) -> Result<CheckResponse, Status> {
+        check_word_count(req.global_word_count())?;
         let snap = self.runtime.snapshot();
-        let empty = CompressedAttributes::default();
-        let attrs = req.attributes.as_ref().unwrap_or(&empty);
+        let attrs = req.attributes();
         let quotas = quota_requests(&req)?;
-        let bag = ProtoBag::decode_limited(attrs, &attrs.words, &snap.attributes, self.limits)
+        let bag = ProtoBag::decode_wire(attrs, attrs.words(), &snap.attributes, self.limits)
             .map_err(|e| decode_error(&self.runtime, "check", &e))?;
         let answer = self
             .runtime
-            .check(&snap, &bag, &req.deduplication_id, &quotas)
+            .check(&snap, &bag, req.deduplication_id(), &quotas)
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
-        let gwc = req.global_word_count;
+        // The next Check on this thread decodes into this bag's storage.
+        bag.recycle();
+        let gwc = req.global_word_count();
         Ok(CheckResponse {
             precondition: Some(precondition(&answer, gwc)),
             quotas: quotas

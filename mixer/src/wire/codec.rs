@@ -11,13 +11,12 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Buf, Bytes};
-use prost::Message as _;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic::{Code, Status};
 use tonic_prost::{ProstCodec, ProstEncoder};
 
 use super::pb::istio::mixer::v1::{CheckRequest, CheckResponse, ReportRequest, ReportResponse};
-use super::view::ReportView;
+use super::view::{CheckView, ReportView};
 
 /// `--max-report-attribute-sets`, for the prescan (the codec is built by generated code,
 /// which passes it no state). Set once at server start.
@@ -146,10 +145,10 @@ pub trait FromWire: Sized {
     fn from_wire(bytes: Bytes) -> Result<Self, Status>;
 }
 
-impl FromWire for CheckRequest {
+impl FromWire for CheckView {
     fn from_wire(bytes: Bytes) -> Result<Self, Status> {
         CheckRequest::prescan(&bytes)?;
-        CheckRequest::decode(bytes).map_err(malformed)
+        CheckView::decode(bytes).map_err(malformed)
     }
 }
 
