@@ -63,7 +63,8 @@ fn main() -> Result<(), Box<dyn Error>> {
 /// The server the API port runs for `istio.mixer.v1.Mixer`: the generated one above takes
 /// owned prost messages, this one takes a Check or a Report as a view of its bytes
 /// (`wire::view::CheckView`, `wire::view::ReportView`), so attribute sets are decoded
-/// straight into bags.
+/// straight into bags, and answers a Check with the response already encoded
+/// (`wire::codec::Encoded`).
 fn compile_view_server() {
     use tonic_prost_build::manual::{Builder, Method, Service};
     let method = |name: &str, route: &str, input: &str, output: &str| {
@@ -83,7 +84,7 @@ fn compile_view_server() {
             "check",
             "Check",
             "crate::wire::view::CheckView",
-            &format!("{pb}::CheckResponse"),
+            "crate::wire::codec::Encoded",
         ))
         .method(method(
             "report",

@@ -17,10 +17,10 @@ use std::hint::black_box;
 use benches::Traffic;
 use expr_lang::NoRecording;
 use futures::executor::block_on;
-use mixer::runtime::check::{self, CheckContext};
-use mixer::runtime::quota::{self, QuotaRequest};
 use mixer::config::Snapshot;
 use mixer::metrics::Metrics;
+use mixer::runtime::check::{self, CheckContext};
+use mixer::runtime::quota::{self, QuotaRequest};
 use mixer::runtime::{PolicyErrorMode, Referenced, report};
 use mixer::wire::pb::istio::mixer::v1::{CheckRequest, ReportRequest};
 use mixer::wire::service::mixer_server::Mixer;
@@ -168,7 +168,9 @@ fn check(pol: &Loaded, rt: &tokio::runtime::Handle) {
         snap.check.len(),
         snap.quota.len()
     );
-    let full = measure(CHECK_CALLS, 1, |i| view_check(&decode_view(i), snap, metrics));
+    let full = measure(CHECK_CALLS, 1, |i| {
+        view_check(&decode_view(i), snap, metrics)
+    });
     print("allocations per check (10-rule policy)", &full);
     {
         let other = Loaded::new(common::mixer_load_policy_config(), rt);
@@ -195,7 +197,10 @@ fn check(pol: &Loaded, rt: &tokio::runtime::Handle) {
     let unrecycled = measure(CHECK_CALLS, 1, |i| {
         black_box(common::check_bag(&checks[i % checks.len()], snap));
     });
-    print("  (bag decode from prost's message, not recycled)", &unrecycled);
+    print(
+        "  (bag decode from prost's message, not recycled)",
+        &unrecycled,
+    );
     let plain = measure(CHECK_CALLS, 1, |i| {
         black_box(
             block_on(check::evaluate(

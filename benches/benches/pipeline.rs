@@ -19,7 +19,7 @@ use mixer::config::Snapshot;
 use mixer::runtime::check::{self, CheckContext};
 use mixer::runtime::quota::{self, QuotaRequest};
 use mixer::runtime::{PolicyErrorMode, matching, report};
-use mixer::wire::pb::istio::mixer::v1::{CheckRequest, ReportRequest};
+use mixer::wire::pb::istio::mixer::v1::{CheckRequest, CheckResponse, ReportRequest};
 use mixer::wire::service::mixer_server::Mixer;
 use mixer::wire::view::{CheckView, ReportView};
 use prost::Message;
@@ -495,7 +495,13 @@ fn bench_check(c: &mut Criterion, pol: &Loaded, rt: &tokio::runtime::Handle) {
                 let bytes = encoded.with_id(counter as usize, counter);
                 let req = CheckView::decode(bytes).expect("decodes");
                 let response = block_on(service.check(Request::new(req))).expect("check ok");
-                debug_assert_eq!(response.get_ref().quotas.len(), usize::from(quota));
+                debug_assert_eq!(
+                    CheckResponse::decode(&response.get_ref().0[..])
+                        .expect("a CheckResponse")
+                        .quotas
+                        .len(),
+                    usize::from(quota)
+                );
                 response
             })
         });

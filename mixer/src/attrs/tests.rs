@@ -918,7 +918,10 @@ fn recycled_bags_start_empty() {
     assert_eq!(fresh.get_by_name("request.headers"), None);
     assert_eq!(fresh.decoded_bytes(), 0);
     let again = ProtoBag::decode(&ca, &ca.words, &table).unwrap();
-    assert_eq!(contents(&again), contents(&ProtoBag::decode(&ca, &ca.words, &table).unwrap()));
+    assert_eq!(
+        contents(&again),
+        contents(&ProtoBag::decode(&ca, &ca.words, &table).unwrap())
+    );
 }
 
 /// The strategy of [`arbitrary_compressed_attributes_never_panic`] reaches the decoder's

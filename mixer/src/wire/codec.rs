@@ -207,6 +207,36 @@ impl<U: FromWire> Decoder for ViewDecoder<U> {
     }
 }
 
+/// A message already encoded (by a front end that writes its answer straight into
+/// bytes), handed to the gRPC encoder as is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Encoded(pub Vec<u8>);
+
+impl prost::Message for Encoded {
+    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+
+    /// Only ever encoded; as a message read, every field is unknown and skipped.
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

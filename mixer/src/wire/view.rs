@@ -961,17 +961,19 @@ mod tests {
             3 => "[a-z]{0,3}".prop_map(String::into_bytes),
             1 => proptest::collection::vec(any::<u8>(), 0..4),
         ];
-        let params = (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(amount, flag, twice)| {
-            let body = [varint_field(1, amount), varint_field(2, flag % 3)].concat();
-            let field = len_field(2, &body);
-            if twice {
-                [field.clone(), len_field(2, &varint_field(2, flag))].concat()
-            } else {
-                field
-            }
-        });
+        let params =
+            (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(amount, flag, twice)| {
+                let body = [varint_field(1, amount), varint_field(2, flag % 3)].concat();
+                let field = len_field(2, &body);
+                if twice {
+                    [field.clone(), len_field(2, &varint_field(2, flag))].concat()
+                } else {
+                    field
+                }
+            });
         prop_oneof![
-            proptest::collection::vec(set_field(), 0..8).prop_map(|set| len_field(1, &set.concat())),
+            proptest::collection::vec(set_field(), 0..8)
+                .prop_map(|set| len_field(1, &set.concat())),
             any::<u64>().prop_map(|v| varint_field(2, v)),
             text.clone().prop_map(|id| len_field(3, &id)),
             (text, params).prop_map(|(name, params)| {
@@ -1007,7 +1009,10 @@ mod tests {
 
     #[test]
     fn malformed_checks_fail_with_prosts_errors() {
-        let set = len_field(1, &len_field(2, &[varint_field(1, 2), varint_field(2, 1)].concat()));
+        let set = len_field(
+            1,
+            &len_field(2, &[varint_field(1, 2), varint_field(2, 1)].concat()),
+        );
         // Truncated: a length past the end, a varint cut short, a fixed64 cut short.
         for bytes in [
             set[..set.len() - 1].to_vec(),
@@ -1021,8 +1026,14 @@ mod tests {
         // a quota's amount length-delimited.
         for bytes in [
             len_field(2, b"x"),
-            len_field(1, &len_field(2, &[varint_field(1, 2), key(2, 1), vec![0; 8]].concat())),
-            len_field(4, &[len_field(1, b"q"), len_field(2, &len_field(1, b"1"))].concat()),
+            len_field(
+                1,
+                &len_field(2, &[varint_field(1, 2), key(2, 1), vec![0; 8]].concat()),
+            ),
+            len_field(
+                4,
+                &[len_field(1, b"q"), len_field(2, &len_field(1, b"1"))].concat(),
+            ),
         ] {
             assert_check_same_as_prost(&bytes);
             let e = CheckView::decode(Bytes::from(bytes)).unwrap_err();
@@ -1042,9 +1053,13 @@ mod tests {
     #[test]
     fn repeated_check_fields_mean_what_prost_makes_of_them() {
         let quota = |name: &[u8], amount: u64| {
-            len_field(4, &[len_field(1, name), len_field(2, &varint_field(1, amount))].concat())
+            len_field(
+                4,
+                &[len_field(1, name), len_field(2, &varint_field(1, amount))].concat(),
+            )
         };
-        let entry = |k: u64, v: u64| len_field(2, &[varint_field(1, k), varint_field(2, v)].concat());
+        let entry =
+            |k: u64, v: u64| len_field(2, &[varint_field(1, k), varint_field(2, v)].concat());
         let bytes = [
             quota(b"b", 1),
             quota(b"a", 2),
@@ -1059,11 +1074,18 @@ mod tests {
         assert_check_same_as_prost(&bytes);
         let view = CheckView::decode(Bytes::from(bytes)).unwrap();
         let quotas: Vec<_> = view.quotas().map(|q| (q.name, q.amount)).collect();
-        assert_eq!(quotas, [("a", 2), ("b", 3)], "by name, the last of a name kept");
+        assert_eq!(
+            quotas,
+            [("a", 2), ("b", 3)],
+            "by name, the last of a name kept"
+        );
         assert_eq!(view.deduplication_id(), "id-2");
         let attrs = view.attributes();
         assert_eq!(attrs.words().len(), 2);
-        assert_eq!(attrs.attrs(), &[(1, WireValue::Str(-2)), (2, WireValue::Str(-3))]);
+        assert_eq!(
+            attrs.attrs(),
+            &[(1, WireValue::Str(-2)), (2, WireValue::Str(-3))]
+        );
     }
 
     #[test]
@@ -1086,11 +1108,18 @@ mod tests {
         };
         let bytes = Bytes::from(request.encode_to_vec());
         let view = CheckView::decode(bytes.clone()).unwrap();
-        assert!(bytes.as_ptr_range().contains(&view.deduplication_id().as_ptr()));
+        assert!(
+            bytes
+                .as_ptr_range()
+                .contains(&view.deduplication_id().as_ptr())
+        );
         let word = view.attributes().words().get(0).unwrap();
         assert!(bytes.as_ptr_range().contains(&word.as_ptr()));
         let quota = view.quotas().next().unwrap();
-        assert_eq!((quota.name, quota.amount, quota.best_effort), ("requestcount", 1, true));
+        assert_eq!(
+            (quota.name, quota.amount, quota.best_effort),
+            ("requestcount", 1, true)
+        );
         // No attributes at all: an empty set.
         let empty = CheckView::decode(Bytes::new()).unwrap();
         assert!(empty.attributes().attrs().is_empty());
