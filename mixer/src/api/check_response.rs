@@ -2,10 +2,12 @@
 //!
 //! Building the prost message first cost an allocation per header name and value, per
 //! referenced message word (twice: the word list and its index) and per repeated field,
-//! all freed once encoded. Here every field is written from the answer as it stands; the
-//! only allocation is the buffer, sized exactly by a counting pass. The bytes are what
-//! prost would write for the same message (fields in number order, defaults left out),
-//! which `tests` checks against the prost message built field by field.
+//! all freed once encoded. Here every field is written from the answer as it stands, in
+//! one pass: a message's length is written after its body (one byte is left for it, and
+//! the body moved in the rarer case it needs more), so the only allocation is the
+//! buffer. The bytes are what prost would write for the same message (fields in number
+//! order, defaults left out), which `tests` checks against the prost message built field
+//! by field.
 
 use std::time::Duration;
 
@@ -21,30 +23,14 @@ use crate::wire::pb::istio::mixer::v1::referenced_attributes::Condition as PbCon
 use crate::wire::pb::istio::policy::v1beta1::DirectHttpResponse;
 use crate::wire::status::{DIRECT_HTTP_RESPONSE_TYPE, http_status_for};
 
-/// Where protobuf goes: a buffer, or a count of its bytes (to size a length prefix).
-trait Out {
-    fn put(&mut self, bytes: &[u8]);
-}
-
-struct Count(usize);
-
-impl Out for Count {
-    fn put(&mut self, bytes: &[u8]) {
-        self.0 += bytes.len();
-    }
-}
-
-impl Out for Vec<u8> {
-    fn put(&mut self, bytes: &[u8]) {
-        self.extend_from_slice(bytes);
-    }
-}
+/// The buffer protobuf is written into.
+type Out = Vec<u8>;
 
 const VARINT: u32 = 0;
 const LEN: u32 = 2;
 
-fn varint(out: &mut dyn Out, mut value: u64) {
-    let mut buf = [0u8; 10];
+/// `value` as a protobuf varint in `buf`; returns its length.
+fn varint_bytes(mut value: u64, buf: &mut [u8; 10]) -> usize {
     let mut n = 0;
     while value >= 0x80 {
         buf[n] = (value as u8) | 0x80;
@@ -52,23 +38,29 @@ fn varint(out: &mut dyn Out, mut value: u64) {
         n += 1;
     }
     buf[n] = value as u8;
-    out.put(&buf[..=n]);
+    n + 1
 }
 
-fn key(out: &mut dyn Out, field: u32, wire_type: u32) {
+fn varint(out: &mut Out, value: u64) {
+    let mut buf = [0u8; 10];
+    let n = varint_bytes(value, &mut buf);
+    out.extend_from_slice(&buf[..n]);
+}
+
+fn key(out: &mut Out, field: u32, wire_type: u32) {
     varint(out, u64::from(field << 3 | wire_type));
 }
 
 /// An `int32`, `int64`, `uint32` or enum field; negative values take ten bytes, as in
 /// protobuf.
-fn int_field(out: &mut dyn Out, field: u32, value: i64) {
+fn int_field(out: &mut Out, field: u32, value: i64) {
     if value != 0 {
         key(out, field, VARINT);
         varint(out, value as u64);
     }
 }
 
-fn sint32_field(out: &mut dyn Out, field: u32, value: i32) {
+fn sint32_field(out: &mut Out, field: u32, value: i32) {
     if value != 0 {
         key(out, field, VARINT);
         varint(out, u64::from(((value << 1) ^ (value >> 31)) as u32));
@@ -77,21 +69,30 @@ fn sint32_field(out: &mut dyn Out, field: u32, value: i32) {
 
 /// A `string` or `bytes` field; `always` for an element of a repeated field, which is
 /// written even when empty.
-fn bytes_field(out: &mut dyn Out, field: u32, value: &[u8], always: bool) {
+fn bytes_field(out: &mut Out, field: u32, value: &[u8], always: bool) {
     if always || !value.is_empty() {
         key(out, field, LEN);
         varint(out, value.len() as u64);
-        out.put(value);
+        out.extend_from_slice(value);
     }
 }
 
-/// A message field, its body written by `body` (run twice: to count, then to write).
-fn message(out: &mut dyn Out, field: u32, body: &dyn Fn(&mut dyn Out)) {
-    let mut count = Count(0);
-    body(&mut count);
+/// A message field, its body written by `body`.
+fn message(out: &mut Out, field: u32, body: &dyn Fn(&mut Out)) {
     key(out, field, LEN);
-    varint(out, count.0 as u64);
+    let at = out.len();
+    // Most bodies are shorter than 128 bytes: their length takes the one byte left.
+    out.push(0);
     body(out);
+    let len = out.len() - at - 1;
+    let mut buf = [0u8; 10];
+    let n = varint_bytes(len as u64, &mut buf);
+    if n > 1 {
+        let end = out.len();
+        out.resize(end + n - 1, 0);
+        out.copy_within(at + 1..end, at + n);
+    }
+    out[at..at + n].copy_from_slice(&buf[..n]);
 }
 
 /// The encoded `CheckResponse` for `answer` to a request with `global_word_count` that
@@ -101,15 +102,14 @@ pub fn encode(
     quotas: &[QuotaRequest<'_>],
     global_word_count: u32,
 ) -> Vec<u8> {
-    let body = |out: &mut dyn Out| write_response(out, answer, quotas, global_word_count);
-    let mut count = Count(0);
-    body(&mut count);
-    let mut buf = Vec::with_capacity(count.0);
-    body(&mut buf);
-    buf
+    // About what a decision with this many references takes, so it rarely grows.
+    let quota_refs: usize = answer.quotas.iter().map(|q| q.referenced.len()).sum();
+    let mut out = Vec::with_capacity(128 + 16 * (answer.referenced.len() + quota_refs));
+    write_response(&mut out, answer, quotas, global_word_count);
+    out
 }
 
-fn write_response(out: &mut dyn Out, answer: &CheckAnswer, quotas: &[QuotaRequest<'_>], gwc: u32) {
+fn write_response(out: &mut Out, answer: &CheckAnswer, quotas: &[QuotaRequest<'_>], gwc: u32) {
     let referenced = Words::of(&answer.referenced, gwc);
     message(out, 2, &|o| {
         write_precondition(o, &answer.precondition, &answer.referenced, &referenced)
@@ -127,7 +127,7 @@ fn write_response(out: &mut dyn Out, answer: &CheckAnswer, quotas: &[QuotaReques
     }
 }
 
-fn write_precondition(out: &mut dyn Out, p: &Precondition, refs: &Referenced, words: &Words<'_>) {
+fn write_precondition(out: &mut Out, p: &Precondition, refs: &Referenced, words: &Words<'_>) {
     message(out, 1, &|o| write_status(o, &p.status));
     message(out, 2, &|o| write_duration(o, p.valid_duration));
     int_field(out, 3, i64::from(p.valid_use_count));
@@ -137,7 +137,7 @@ fn write_precondition(out: &mut dyn Out, p: &Precondition, refs: &Referenced, wo
     }
 }
 
-fn write_quota_result(out: &mut dyn Out, q: &QuotaResult, refs: &Referenced, words: &Words<'_>) {
+fn write_quota_result(out: &mut Out, q: &QuotaResult, refs: &Referenced, words: &Words<'_>) {
     message(out, 1, &|o| write_duration(o, q.valid_duration));
     int_field(out, 2, q.granted_amount);
     message(out, 5, &|o| write_referenced(o, refs, words));
@@ -145,7 +145,7 @@ fn write_quota_result(out: &mut dyn Out, q: &QuotaResult, refs: &Referenced, wor
 }
 
 /// A `google.rpc.Status`; a direct HTTP response rides in its details, as Mixer sent it.
-fn write_status(out: &mut dyn Out, s: &HandlerStatus) {
+fn write_status(out: &mut Out, s: &HandlerStatus) {
     int_field(out, 1, i64::from(s.code));
     bytes_field(out, 2, s.message.as_bytes(), false);
     if let Some(d) = &s.direct_response {
@@ -163,12 +163,12 @@ fn write_status(out: &mut dyn Out, s: &HandlerStatus) {
     }
 }
 
-fn write_duration(out: &mut dyn Out, d: Duration) {
+fn write_duration(out: &mut Out, d: Duration) {
     int_field(out, 1, i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     int_field(out, 2, i64::from(d.subsec_nanos()));
 }
 
-fn write_referenced(out: &mut dyn Out, refs: &Referenced, words: &Words<'_>) {
+fn write_referenced(out: &mut Out, refs: &Referenced, words: &Words<'_>) {
     for word in words.iter() {
         bytes_field(out, 1, word.as_bytes(), true);
     }
@@ -187,7 +187,7 @@ fn write_referenced(out: &mut dyn Out, refs: &Referenced, words: &Words<'_>) {
     }
 }
 
-fn write_route(out: &mut dyn Out, p: &Precondition) {
+fn write_route(out: &mut Out, p: &Precondition) {
     let route = &p.route;
     for edit in &route.request_header_operations {
         message(out, 1, &|o| write_header_op(o, edit));
@@ -206,7 +206,7 @@ fn write_route(out: &mut dyn Out, p: &Precondition) {
     }
 }
 
-fn write_header_op(out: &mut dyn Out, edit: &HeaderEdit) {
+fn write_header_op(out: &mut Out, edit: &HeaderEdit) {
     let operation = match edit.operation {
         HeaderOperationKind::Replace => Operation::Replace,
         HeaderOperationKind::Remove => Operation::Remove,

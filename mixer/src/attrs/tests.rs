@@ -857,7 +857,8 @@ fn check_views_enforce_the_decode_limits() {
         let map: BTreeMap<String, String> = pairs.into_iter().collect();
         Value::StringMap(StringMapRef::Owned(Arc::new(map)))
     };
-    let cases: [(Vec<(String, Value<'static>)>, Option<Limit>); 3] = [
+    type Attrs = Vec<(String, Value<'static>)>;
+    let cases: [(Attrs, Option<Limit>); 3] = [
         (
             vec![
                 ("request.path".into(), Value::str("/a")),
