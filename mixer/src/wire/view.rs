@@ -421,7 +421,7 @@ struct QuotaSpan {
 }
 
 /// A `CheckRequest`, read from its bytes as [`ReportView`] reads a Report: its one
-/// attribute set into [`SetTables`], the deduplication id and quota names as places in
+/// attribute set into `SetTables`, the deduplication id and quota names as places in
 /// the bytes (checked to be UTF-8, as prost checks `string` fields). What the walk does
 /// not read (malformed input, groups, `attributes` given twice, which prost merges) is
 /// left to prost, whose error is the answer.
