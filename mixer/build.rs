@@ -61,8 +61,10 @@ fn main() -> Result<(), Box<dyn Error>> {
 }
 
 /// The server the API port runs for `istio.mixer.v1.Mixer`: the generated one above takes
-/// owned prost messages, this one takes a Report as a view of its bytes
-/// (`wire::view::ReportView`), so attribute sets are decoded straight into bags.
+/// owned prost messages, this one takes a Check or a Report as a view of its bytes
+/// (`wire::view::CheckView`, `wire::view::ReportView`), so attribute sets are decoded
+/// straight into bags, and answers a Check with the response already encoded
+/// (`wire::codec::Encoded`).
 fn compile_view_server() {
     use tonic_prost_build::manual::{Builder, Method, Service};
     let method = |name: &str, route: &str, input: &str, output: &str| {
@@ -81,8 +83,8 @@ fn compile_view_server() {
         .method(method(
             "check",
             "Check",
-            &format!("{pb}::CheckRequest"),
-            &format!("{pb}::CheckResponse"),
+            "crate::wire::view::CheckView",
+            "crate::wire::codec::Encoded",
         ))
         .method(method(
             "report",

@@ -15,14 +15,16 @@ use std::alloc::System;
 use std::hint::black_box;
 
 use benches::Traffic;
-use expr_lang::{NoRecording, ReferencedSet};
+use expr_lang::NoRecording;
 use futures::executor::block_on;
+use mixer::config::Snapshot;
+use mixer::metrics::Metrics;
 use mixer::runtime::check::{self, CheckContext};
 use mixer::runtime::quota::{self, QuotaRequest};
-use mixer::runtime::{PolicyErrorMode, report};
-use mixer::wire::pb::istio::mixer::v1::{CheckRequest, ReportRequest, check_request};
+use mixer::runtime::{PolicyErrorMode, Referenced, report};
+use mixer::wire::pb::istio::mixer::v1::{CheckRequest, ReportRequest};
 use mixer::wire::service::mixer_server::Mixer;
-use mixer::wire::view::ReportView;
+use mixer::wire::view::{CheckView, ReportView};
 use prost::Message;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use templates::{QuotaArgs, Reply};
@@ -128,71 +130,77 @@ fn report(tel: &Loaded, rt: &tokio::runtime::Handle) {
     );
 }
 
+/// Runs `check` over the policy's snapshot: the view read from the request bytes, its
+/// bag, the rules evaluated recording references.
+fn view_check(view: &CheckView, snap: &Snapshot, metrics: &Metrics) {
+    let bag = common::view_bag(view, snap);
+    let mut refs = Referenced::new();
+    let outcome = block_on(check::evaluate(
+        &CheckContext {
+            snapshot: snap,
+            mode: PolicyErrorMode::Mixer,
+            metrics,
+        },
+        &bag,
+        &mut refs,
+    ))
+    .expect("check dispatches");
+    assert!(outcome.status.is_ok());
+    bag.recycle();
+    black_box(refs);
+}
+
 fn check(pol: &Loaded, rt: &tokio::runtime::Handle) {
     let snap = &pol.snapshot;
     let metrics = &pol.metrics;
     let mode = PolicyErrorMode::Mixer;
     let checks = common::check_requests(&mut Traffic::new(4), RING);
     let bytes = common::encode_all(&checks);
-    let bags: Vec<_> = checks.iter().map(|r| common::check_bag(r, snap)).collect();
+    let views = common::check_views(&checks);
+    let bags: Vec<_> = views.iter().map(|v| common::view_bag(v, snap)).collect();
     let mut dedup = 0u64;
+    let decode_view = |i: usize| {
+        CheckView::decode(bytes::Bytes::copy_from_slice(&bytes[i % bytes.len()])).expect("decodes")
+    };
 
     println!(
-        "Check, 10-rule policy ({} check rules, {} quota rule):",
+        "Check, 10-rule policy ({} check rules, {} quota rule); each row copies the request bytes once (1 allocation), as a server receives them:",
         snap.check.len(),
         snap.quota.len()
     );
     let full = measure(CHECK_CALLS, 1, |i| {
-        let req = CheckRequest::decode(&bytes[i % bytes.len()][..]).expect("decodes");
-        let bag = common::check_bag(&req, snap);
-        let mut refs = ReferencedSet::new();
-        let outcome = block_on(check::evaluate(
-            &CheckContext {
-                snapshot: snap,
-                mode,
-                metrics,
-            },
-            &bag,
-            &mut refs,
-        ))
-        .expect("check dispatches");
-        assert!(outcome.status.is_ok());
-        black_box(refs);
+        view_check(&decode_view(i), snap, metrics)
     });
     print("allocations per check (10-rule policy)", &full);
     {
         let other = Loaded::new(common::mixer_load_policy_config(), rt);
-        let snap = &other.snapshot;
         let counts = measure(CHECK_CALLS, 1, |i| {
-            let req = CheckRequest::decode(&bytes[i % bytes.len()][..]).expect("decodes");
-            let bag = common::check_bag(&req, snap);
-            let mut refs = ReferencedSet::new();
-            let outcome = block_on(check::evaluate(
-                &CheckContext {
-                    snapshot: snap,
-                    mode,
-                    metrics,
-                },
-                &bag,
-                &mut refs,
-            ))
-            .expect("check dispatches");
-            assert!(outcome.status.is_ok());
-            black_box(refs);
+            view_check(&decode_view(i), &other.snapshot, metrics)
         });
         print(
             "  (same, over mixer-load's benches/configs/policy-10-rules)",
             &counts,
         );
     }
+    let view = measure(CHECK_CALLS, 1, |i| {
+        black_box(decode_view(i));
+    });
+    print("  of which CheckView decode (with the copy)", &view);
     let prost = measure(CHECK_CALLS, 1, |i| {
         black_box(CheckRequest::decode(&bytes[i % bytes.len()][..]).expect("decodes"));
     });
-    print("  of which protobuf decode", &prost);
+    print("  (prost's decode instead, for comparison)", &prost);
     let decode = measure(CHECK_CALLS, 1, |i| {
+        common::view_bag(&views[i % views.len()], snap).recycle();
+    });
+    print("  of which bag decode (recycled)", &decode);
+    let unrecycled = measure(CHECK_CALLS, 1, |i| {
         black_box(common::check_bag(&checks[i % checks.len()], snap));
     });
-    print("  of which bag decode", &decode);
+    print(
+        "  (bag decode from prost's message, not recycled)",
+        &unrecycled,
+    );
     let plain = measure(CHECK_CALLS, 1, |i| {
         black_box(
             block_on(check::evaluate(
@@ -209,7 +217,7 @@ fn check(pol: &Loaded, rt: &tokio::runtime::Handle) {
     });
     print("  of which check::evaluate, no recording", &plain);
     let recorded = measure(CHECK_CALLS, 1, |i| {
-        let mut refs = ReferencedSet::new();
+        let mut refs = Referenced::new();
         black_box(
             block_on(check::evaluate(
                 &CheckContext {
@@ -225,7 +233,7 @@ fn check(pol: &Loaded, rt: &tokio::runtime::Handle) {
         black_box(refs);
     });
     print(
-        "  of which check::evaluate, recording (ReferencedSet)",
+        "  of which check::evaluate, recording (the server's Referenced)",
         &recorded,
     );
     let quota = measure(CHECK_CALLS, 1, |i| {
@@ -236,7 +244,7 @@ fn check(pol: &Loaded, rt: &tokio::runtime::Handle) {
             amount: 1,
             best_effort: false,
         };
-        let mut refs = ReferencedSet::new();
+        let mut refs = Referenced::new();
         let q = block_on(quota::allocate(
             snap,
             &bags[i % bags.len()],
@@ -261,44 +269,32 @@ fn check(pol: &Loaded, rt: &tokio::runtime::Handle) {
     let cached = common::service(pol.config.dir.path(), rt, 10_000);
     for (what, service, quota) in [
         (
-            "allocations per check (gRPC service method, no check cache, incl. protobuf decode)",
+            "allocations per check (gRPC service method, no check cache, incl. decode)",
             &uncached,
             false,
         ),
         (
-            "allocations per check (gRPC service method, check cache hit, incl. protobuf decode)",
+            "allocations per check (gRPC service method, check cache hit, incl. decode)",
             &cached,
             false,
         ),
         (
-            "allocations per check with 1 quota (gRPC service method, incl. protobuf decode)",
+            "allocations per check with 1 quota (gRPC service method, incl. decode)",
             &uncached,
             true,
         ),
     ] {
-        let encoded: Vec<Vec<u8>> = checks
-            .iter()
-            .map(|r| {
-                let mut r = r.clone();
-                if quota {
-                    r.quotas.insert(
-                        QUOTA_NAME.to_owned(),
-                        check_request::QuotaParams {
-                            amount: 1,
-                            best_effort: false,
-                        },
-                    );
-                }
-                r.encode_to_vec()
+        // Every call's bytes, with a fresh deduplication id, made before counting: a
+        // server receives them in a buffer of its transport.
+        let encoded = common::CheckBytes::new(&checks, quota);
+        let mut requests: Vec<bytes::Bytes> = (0..WARMUP_CALLS + CHECK_CALLS)
+            .map(|i| {
+                dedup += 1;
+                encoded.with_id(i, dedup)
             })
             .collect();
         let svc = measure(CHECK_CALLS, 1, |i| {
-            let mut req = CheckRequest::decode(&encoded[i % encoded.len()][..]).expect("decodes");
-            dedup += 1;
-            let mut buf = [0u8; 16];
-            req.deduplication_id.clear();
-            req.deduplication_id
-                .push_str(common::hex_id(dedup, &mut buf));
+            let req = CheckView::decode(std::mem::take(&mut requests[i])).expect("decodes");
             black_box(block_on(service.check(Request::new(req))).expect("check ok"));
         });
         print(what, &svc);

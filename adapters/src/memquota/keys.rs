@@ -48,63 +48,98 @@ pub fn counter_key_into(out: &mut Vec<u8>, name: &str, dims: &Dims<'_>, guard_su
     for (i, slot) in order.iter_mut().enumerate() {
         *slot = i;
     }
-    // Stable, as before: the key must not depend on the sort algorithm.
-    order.sort_by(|a, b| dims.names[*a].cmp(&dims.names[*b]));
-    let mut value = Vec::new();
-    for (pos, i) in order.iter().enumerate() {
+    // Stable, as before: the key must not depend on the sort algorithm. An instance's
+    // dimensions usually come in name order already.
+    if !order.is_sorted_by(|a, b| dims.names[*a] <= dims.names[*b]) {
+        order.sort_by(|a, b| dims.names[*a].cmp(&dims.names[*b]));
+    }
+    let body = out.len();
+    // Almost no name or value needs escaping: everything is written as is and checked
+    // once, and only a key that needed it is written again escaped part by part.
+    let last = write_raw(out, dims, order);
+    if needs_escape(&out[body..], n) {
+        out.truncate(body);
+        write_escaped(out, dims, order, guard_suffix);
+    } else if guard_suffix && n > 0 {
+        guard_trailing_number(out, last);
+    }
+}
+
+/// Appends `;name=value` for each dimension in `order`, unescaped; returns where the last
+/// value starts.
+fn write_raw(out: &mut Vec<u8>, dims: &Dims<'_>, order: &[usize]) -> usize {
+    let mut last = out.len();
+    for &i in order {
         out.push(b';');
-        escape_into(out, dims.names[*i].as_bytes());
+        out.extend_from_slice(dims.names[i].as_bytes());
+        out.push(b'=');
+        last = out.len();
+        match &dims.values[i] {
+            // Strings, the usual dimension, are copied straight into the key.
+            Value::String(s) | Value::EmailAddress(s) | Value::Uri(s) | Value::DnsName(s) => {
+                out.extend_from_slice(s.as_bytes())
+            }
+            other => render_value(out, other),
+        }
+    }
+    last
+}
+
+/// Appends `;name=value` for each dimension in `order`, names and values escaped.
+fn write_escaped(out: &mut Vec<u8>, dims: &Dims<'_>, order: &[usize], guard_suffix: bool) {
+    let mut value = Vec::new();
+    for (pos, &i) in order.iter().enumerate() {
+        out.push(b';');
+        escape_into(out, dims.names[i].as_bytes());
         out.push(b'=');
         let start = out.len();
-        match &dims.values[*i] {
-            // Strings, the usual dimension, are escaped straight into the key.
-            Value::String(s) | Value::EmailAddress(s) | Value::Uri(s) | Value::DnsName(s) => {
-                escape_into(out, s.as_bytes())
-            }
-            other => {
-                value.clear();
-                render_value(&mut value, other);
-                escape_into(out, &value);
-            }
-        }
+        value.clear();
+        render_value(&mut value, &dims.values[i]);
+        escape_into(out, &value);
         if guard_suffix && pos + 1 == order.len() {
             guard_trailing_number(out, start);
         }
     }
 }
 
+/// Whether `raw`, the unescaped `;name=value` parts of `parts` dimensions, has a `\` or a
+/// `;` besides the parts' own separators: whether it has more than `parts` of them.
+fn needs_escape(raw: &[u8], parts: usize) -> bool {
+    special_bytes(raw) != parts
+}
+
+/// The number of `\` and `;` bytes in `bytes`, counted eight at a time.
+fn special_bytes(bytes: &[u8]) -> usize {
+    const LOW7: u64 = u64::from_ne_bytes([0x7f; 8]);
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    // The high bit of each byte of `x` that is zero, exactly (no carries between bytes).
+    let zero_bytes = |x: u64| !(((x & LOW7).wrapping_add(LOW7)) | x) & !LOW7;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut count = 0;
+    for chunk in &mut chunks {
+        let word = u64::from_ne_bytes(chunk.try_into().expect("eight bytes"));
+        let found = zero_bytes(word ^ (ONES * u64::from(b'\\')))
+            | zero_bytes(word ^ (ONES * u64::from(b';')));
+        // One bit per found byte, at the bottom of its byte: their sum is the top byte
+        // of the product.
+        count += ((found >> 7).wrapping_mul(ONES) >> 56) as usize;
+    }
+    count
+        + chunks
+            .remainder()
+            .iter()
+            .filter(|&&b| b == b'\\' || b == b';')
+            .count()
+}
+
 /// Appends `bytes` with `\` and `;` escaped by a backslash.
 fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
-    // Most values need no escaping and are copied whole.
-    if !needs_escape(bytes) {
-        out.extend_from_slice(bytes);
-        return;
-    }
     for &b in bytes {
         if b == b'\\' || b == b';' {
             out.push(b'\\');
         }
         out.push(b);
     }
-}
-
-/// Whether `bytes` contains `\` or `;`, eight bytes at a time.
-fn needs_escape(bytes: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    // Sets the high bit of every zero byte (and possibly of bytes above a zero byte,
-    // which only matters when there is a zero byte anyway).
-    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    let mut chunks = bytes.chunks_exact(8);
-    for chunk in &mut chunks {
-        let word = u64::from_ne_bytes(chunk.try_into().expect("eight bytes"));
-        if has_zero(word ^ (ONES * u64::from(b'\\'))) | has_zero(word ^ (ONES * u64::from(b';')))
-            != 0
-        {
-            return true;
-        }
-    }
-    chunks.remainder().iter().any(|&b| b == b'\\' || b == b';')
 }
 
 /// If `out[start..]` ends with `-` followed by digits, escapes that `-`.
@@ -303,17 +338,32 @@ mod tests {
     #[test]
     fn quota_escape_scan_finds_every_special_byte() {
         for len in 0..40 {
-            assert!(!needs_escape(&vec![b'a'; len]));
+            assert!(!needs_escape(&vec![b'a'; len], 0));
             for at in 0..len {
                 for special in [b'\\', b';'] {
                     let mut bytes = vec![b'a'; len];
                     bytes[at] = special;
-                    assert!(needs_escape(&bytes), "{len} {at}");
+                    assert!(needs_escape(&bytes, 0), "{len} {at}");
                 }
             }
         }
         // Bytes next to the special ones in value do not count.
-        assert!(!needs_escape(b"[]:<=>?@AZaz{|}~\x00\xff\x5b\x5d\x3a\x3c"));
+        assert!(!needs_escape(
+            b"[]:<=>?@AZaz{|}~\x00\xff\x5b\x5d\x3a\x3c",
+            0
+        ));
+        // Counted exactly, neighbours and all.
+        for len in 0..40usize {
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| [b';', b'\\', b'a', b':', 0, 0xff, b'[', b';'][(i * 7 + len) % 8])
+                .collect();
+            let naive = bytes.iter().filter(|&&b| b == b';' || b == b'\\').count();
+            assert_eq!(special_bytes(&bytes), naive, "{bytes:?}");
+        }
+        // The parts' own separators do not count; one more does.
+        assert!(!needs_escape(b";a=b;c=d", 2));
+        assert!(needs_escape(b";a=b;c=d;", 2));
+        assert!(needs_escape(b";a=b;c=\\d", 2));
     }
 
     #[test]
@@ -380,6 +430,43 @@ mod tests {
         let m1 = counter_key("q", &dims(&n1, vec![map(&[("ab", "c")])]), false);
         let m2 = counter_key("q", &dims(&n1, vec![map(&[("a", "bc")])]), false);
         assert_ne!(m1, m2);
+    }
+
+    /// Keys written raw and checked once are the keys written escaped part by part,
+    /// whatever the names' order and the values' special bytes.
+    #[test]
+    fn quota_keys_written_raw_equal_keys_written_escaped() {
+        let names: Vec<Arc<str>> = ["z;", "a\\", "m", "b"].into_iter().map(Arc::from).collect();
+        let values = [
+            "plain",
+            "x;y",
+            "back\\slash",
+            "v-12",
+            "",
+            ";",
+            "-1",
+            "a-b-3",
+        ];
+        for first in values {
+            for last in values {
+                for guard in [false, true] {
+                    for n in 1..=names.len() {
+                        let mut vals = vec![Value::str(first); n];
+                        vals[n - 1] = Value::str(last);
+                        let d = dims(&names[..n], vals);
+                        let mut order: Vec<usize> = (0..n).collect();
+                        order.sort_by(|a, b| d.names[*a].cmp(&d.names[*b]));
+                        let mut expected = b"q".to_vec();
+                        write_escaped(&mut expected, &d, &order, guard);
+                        assert_eq!(
+                            text(counter_key("q", &d, guard)),
+                            text(expected),
+                            "{first:?} {last:?} {guard} {n}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -19,7 +19,8 @@ use mixer::config::store::read_dirs;
 use mixer::metrics::Metrics;
 use mixer::runtime::{PolicyErrorMode, Runtime, RuntimeOptions};
 use mixer::wire::pb::istio::mixer::v1::report_request::RepeatedAttributesSemantics;
-use mixer::wire::pb::istio::mixer::v1::{CheckRequest, ReportRequest};
+use mixer::wire::pb::istio::mixer::v1::{CheckRequest, ReportRequest, check_request};
+use mixer::wire::view::CheckView;
 use prost::Message;
 use serde_json::json;
 use tempfile::TempDir;
@@ -479,6 +480,78 @@ pub fn encode_all<M: Message>(messages: &[M]) -> Vec<Vec<u8>> {
 pub fn check_bag<'r>(req: &'r CheckRequest, snap: &Snapshot) -> ProtoBag<'r> {
     let attrs = req.attributes.as_ref().expect("attributes");
     ProtoBag::decode(attrs, &attrs.words, &snap.attributes).expect("decodes")
+}
+
+/// A Check request's bag, read from its bytes as the server reads it.
+pub fn view_bag<'r>(view: &'r CheckView, snap: &Snapshot) -> ProtoBag<'r> {
+    let attrs = view.attributes();
+    ProtoBag::decode_wire(
+        attrs,
+        attrs.words(),
+        &snap.attributes,
+        mixer::attrs::DecodeLimits::default(),
+    )
+    .expect("decodes")
+}
+
+/// The views of `requests`, as the server reads them.
+pub fn check_views(requests: &[CheckRequest]) -> Vec<CheckView> {
+    requests.iter().map(CheckView::from_request).collect()
+}
+
+/// A placeholder deduplication id, replaced by a fresh one in each copy of a request.
+const DEDUP_PLACEHOLDER: &[u8; 16] = b"################";
+
+/// Encoded Check requests into which a fresh deduplication id is written per call, so
+/// that memquota allocates rather than replays, as it does for Envoy's traffic.
+pub struct CheckBytes {
+    encoded: Vec<Vec<u8>>,
+    /// Where the placeholder id is in each.
+    offsets: Vec<usize>,
+}
+
+impl CheckBytes {
+    /// `requests`, each asking for one unit of [`QUOTA_NAME`] when `quota`.
+    pub fn new(requests: &[CheckRequest], quota: bool) -> CheckBytes {
+        let placeholder = std::str::from_utf8(DEDUP_PLACEHOLDER).expect("ascii");
+        let encoded: Vec<Vec<u8>> = requests
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r.deduplication_id = placeholder.to_owned();
+                if quota {
+                    r.quotas.insert(
+                        QUOTA_NAME.to_owned(),
+                        check_request::QuotaParams {
+                            amount: 1,
+                            best_effort: false,
+                        },
+                    );
+                }
+                r.encode_to_vec()
+            })
+            .collect();
+        let offsets = encoded
+            .iter()
+            .map(|bytes| {
+                bytes
+                    .windows(DEDUP_PLACEHOLDER.len())
+                    .position(|w| w == DEDUP_PLACEHOLDER)
+                    .expect("the placeholder id is in the request")
+            })
+            .collect();
+        CheckBytes { encoded, offsets }
+    }
+
+    /// Request `i` (cycling) with deduplication id `id`, as the bytes a server receives.
+    pub fn with_id(&self, i: usize, id: u64) -> bytes::Bytes {
+        let i = i % self.encoded.len();
+        let mut bytes = self.encoded[i].clone();
+        let mut buf = [0u8; 16];
+        let at = self.offsets[i];
+        bytes[at..at + 16].copy_from_slice(hex_id(id, &mut buf).as_bytes());
+        bytes::Bytes::from(bytes)
+    }
 }
 
 /// A Report request's bags, decoded as the server decodes INDEPENDENT_ENCODING batches.

@@ -2,32 +2,25 @@
 //! and encodes its answers (statuses, referenced attributes, route directives).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use prost::Message;
-use templates::{QuotaResult, Status as HandlerStatus, code};
+use templates::code;
 use tonic::{Request, Response, Status};
 
+use super::check_response;
 use super::shed::LoadShedder;
 use crate::attrs::{
     DecodeError, DecodeLimits, GLOBAL_WORD_COUNT, ProtoBag, ReportSets, SetError,
     decode_referenced as decode_matches, encode_referenced,
 };
-use crate::config::snapshot::HeaderOperationKind;
-use crate::runtime::routes::HeaderEdit;
 use crate::runtime::{
-    CheckAnswer, Condition, Precondition, QuotaRequest, Reference, Referenced, ReportError, Runtime,
+    CheckAnswer, Condition, QuotaRequest, Reference, Referenced, ReportError, Runtime,
 };
-use crate::wire::pb::google::rpc::Status as RpcStatus;
+use crate::wire::codec::Encoded;
 use crate::wire::pb::istio::mixer::v1::referenced_attributes::Condition as PbCondition;
-use crate::wire::pb::istio::mixer::v1::{
-    CheckRequest, CheckResponse, CompressedAttributes, HeaderOperation, ReferencedAttributes,
-    ReportResponse, RouteDirective, check_response, header_operation,
-};
-use crate::wire::pb::istio::policy::v1beta1::DirectHttpResponse;
+use crate::wire::pb::istio::mixer::v1::{ReferencedAttributes, ReportResponse};
 use crate::wire::service::mixer_server::Mixer;
-use crate::wire::status::{DIRECT_HTTP_RESPONSE_TYPE, http_status_for};
-use crate::wire::view::ReportView;
+use crate::wire::view::{CheckView, ReportView};
 
 /// The prefix that makes Envoy's client fall back to the base dictionary.
 pub const INVALID_REQUEST_PREFIX: &str = "Request could not be processed due to invalid";
@@ -113,96 +106,6 @@ fn check_word_count(count: u32) -> Result<(), Status> {
     Ok(())
 }
 
-fn pb_duration(d: Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: d.subsec_nanos() as i32,
-    }
-}
-
-fn rpc_status(s: &HandlerStatus) -> RpcStatus {
-    let mut details = Vec::new();
-    if let Some(d) = &s.direct_response {
-        let msg = DirectHttpResponse {
-            code: d.code as i32,
-            body: d.body.clone(),
-            headers: d.headers.clone().into_iter().collect(),
-        };
-        details.push(prost_types::Any {
-            type_url: DIRECT_HTTP_RESPONSE_TYPE.to_owned(),
-            value: msg.encode_to_vec(),
-        });
-    }
-    RpcStatus {
-        code: s.code,
-        message: s.message.clone(),
-        details,
-    }
-}
-
-fn header_ops(edits: &[HeaderEdit]) -> Vec<HeaderOperation> {
-    edits
-        .iter()
-        .map(|e| HeaderOperation {
-            name: e.name.clone(),
-            value: e.value.clone(),
-            operation: match e.operation {
-                HeaderOperationKind::Replace => header_operation::Operation::Replace,
-                HeaderOperationKind::Remove => header_operation::Operation::Remove,
-                HeaderOperationKind::Append => header_operation::Operation::Append,
-            } as i32,
-        })
-        .collect()
-}
-
-fn route_directive(p: &Precondition) -> Option<RouteDirective> {
-    let route = &p.route;
-    if route.is_empty() {
-        return None;
-    }
-    let direct = route.direct_response.as_ref();
-    Some(RouteDirective {
-        request_header_operations: header_ops(&route.request_header_operations),
-        response_header_operations: header_ops(&route.response_header_operations),
-        // A handler that gave no HTTP status leaves it to the denial's code.
-        direct_response_code: direct.map_or(0, |d| match d.code {
-            0 => http_status_for(p.status.code),
-            code => code,
-        }),
-        direct_response_body: direct.map(|d| d.body.clone()).unwrap_or_default(),
-    })
-}
-
-fn precondition(
-    answer: &CheckAnswer,
-    global_word_count: u32,
-) -> check_response::PreconditionResult {
-    let p = &answer.precondition;
-    check_response::PreconditionResult {
-        status: Some(rpc_status(&p.status)),
-        valid_duration: Some(pb_duration(p.valid_duration)),
-        valid_use_count: p.valid_use_count,
-        referenced_attributes: Some(encode_referenced_attributes(
-            &answer.referenced,
-            global_word_count,
-        )),
-        route_directive: route_directive(p),
-    }
-}
-
-fn quota_result(
-    q: &QuotaResult,
-    referenced: &Referenced,
-    global_word_count: u32,
-) -> check_response::QuotaResult {
-    check_response::QuotaResult {
-        valid_duration: Some(pb_duration(q.valid_duration)),
-        granted_amount: q.granted_amount,
-        referenced_attributes: Some(encode_referenced_attributes(referenced, global_word_count)),
-        status: Some(rpc_status(&q.status)),
-    }
-}
-
 fn decode_error(runtime: &Runtime, api: &str, e: &DecodeError) -> Status {
     runtime
         .metrics
@@ -218,10 +121,10 @@ fn decode_error(runtime: &Runtime, api: &str, e: &DecodeError) -> Status {
 
 /// The requested quotas. The API has no release, so a negative amount (which would hand
 /// units back) is refused.
-fn quota_requests(req: &CheckRequest) -> Result<Vec<QuotaRequest<'_>>, Status> {
-    req.quotas
-        .iter()
-        .map(|(name, params)| {
+fn quota_requests(req: &CheckView) -> Result<Vec<QuotaRequest<'_>>, Status> {
+    req.quotas()
+        .map(|params| {
+            let name = params.name;
             if params.amount < 0 {
                 return Err(Status::invalid_argument(format!(
                     "quota {name:?}: amount {} is negative; quotas are allocated with amounts of 0 or more",
@@ -237,26 +140,27 @@ fn quota_requests(req: &CheckRequest) -> Result<Vec<QuotaRequest<'_>>, Status> {
         .collect()
 }
 
+/// Hands an encoded answer's reference buffers back for the next Check on this thread
+/// (those the Check cache shares stay with it).
+fn recycle(answer: CheckAnswer) {
+    if let Ok(referenced) = Arc::try_unwrap(answer.referenced) {
+        referenced.recycle();
+    }
+    for quota in answer.quotas {
+        quota.referenced.recycle();
+    }
+}
+
 #[tonic::async_trait]
 impl Mixer for MixerService {
-    async fn check(
-        &self,
-        request: Request<CheckRequest>,
-    ) -> Result<Response<CheckResponse>, Status> {
+    async fn check(&self, request: Request<CheckView>) -> Result<Response<Encoded>, Status> {
         let started = Instant::now();
         let metrics = &self.runtime.metrics;
         self.shedder.admit("check", 1)?;
         let result = self.check_inner(request.into_inner()).await;
         self.shedder.observe(started.elapsed());
         let label = match &result {
-            Ok(r)
-                if r.precondition
-                    .as_ref()
-                    .and_then(|p| p.status.as_ref())
-                    .is_some_and(|s| s.code != code::OK) =>
-            {
-                "denied"
-            }
+            Ok((_, status)) if *status != code::OK => "denied",
             Ok(_) => "ok",
             Err(_) => "error",
         };
@@ -265,7 +169,7 @@ impl Mixer for MixerService {
             .check_duration
             .with_label_values(&[label])
             .observe(started.elapsed().as_secs_f64());
-        result.map(Response::new)
+        result.map(|(response, _)| Response::new(response))
     }
 
     async fn report(
@@ -294,33 +198,25 @@ impl Mixer for MixerService {
 }
 
 impl MixerService {
-    async fn check_inner(&self, req: CheckRequest) -> Result<CheckResponse, Status> {
-        check_word_count(req.global_word_count)?;
+    /// The encoded `CheckResponse`, with the precondition's status code.
+    async fn check_inner(&self, req: CheckView) -> Result<(Encoded, i32), Status> {
+        check_word_count(req.global_word_count())?;
         let snap = self.runtime.snapshot();
-        let empty = CompressedAttributes::default();
-        let attrs = req.attributes.as_ref().unwrap_or(&empty);
+        let attrs = req.attributes();
         let quotas = quota_requests(&req)?;
-        let bag = ProtoBag::decode_limited(attrs, &attrs.words, &snap.attributes, self.limits)
+        let bag = ProtoBag::decode_wire(attrs, attrs.words(), &snap.attributes, self.limits)
             .map_err(|e| decode_error(&self.runtime, "check", &e))?;
         let answer = self
             .runtime
-            .check(&snap, &bag, &req.deduplication_id, &quotas)
+            .check(&snap, &bag, req.deduplication_id(), &quotas)
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
-        let gwc = req.global_word_count;
-        Ok(CheckResponse {
-            precondition: Some(precondition(&answer, gwc)),
-            quotas: quotas
-                .iter()
-                .zip(&answer.quotas)
-                .map(|(q, a)| {
-                    (
-                        q.name.to_owned(),
-                        quota_result(&a.result, &a.referenced, gwc),
-                    )
-                })
-                .collect(),
-        })
+        // The next Check on this thread decodes into this bag's storage.
+        bag.recycle();
+        let response = check_response::encode(&answer, &quotas, req.global_word_count());
+        let status = answer.precondition.status.code;
+        recycle(answer);
+        Ok((Encoded(response), status))
     }
 
     /// Runs a heavy Report on the blocking pool, a bounded number at a time.

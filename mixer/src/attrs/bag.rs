@@ -106,6 +106,30 @@ impl StringMap for ProtoStringMap<'_> {
     }
 }
 
+/// A string map's place in a bag: its own, or shared with other bags (the bags of
+/// DELTA_ENCODING sets share the maps they inherit instead of copying them).
+#[derive(Clone, Debug)]
+enum MapCell<'r> {
+    Own(ProtoStringMap<'r>),
+    Shared(Arc<ProtoStringMap<'r>>),
+}
+
+impl Default for MapCell<'_> {
+    fn default() -> Self {
+        MapCell::Own(ProtoStringMap::default())
+    }
+}
+
+impl<'r> MapCell<'r> {
+    #[inline]
+    fn map(&self) -> &ProtoStringMap<'r> {
+        match self {
+            MapCell::Own(map) => map,
+            MapCell::Shared(map) => map,
+        }
+    }
+}
+
 /// The attributes of one request (or one Report element), decoded from
 /// `CompressedAttributes` and indexed by manifest id.
 ///
@@ -127,9 +151,7 @@ pub struct ProtoBag<'r> {
     /// Undeclared attributes, sorted by name, names unique.
     extras: Vec<(&'r str, Slot<'r>)>,
     /// String map storage; `maps[..maps_used]` are live, the rest are kept for reuse.
-    /// Shared, so that the bags of DELTA_ENCODING sets share the maps they inherit instead
-    /// of copying them.
-    maps: Vec<Arc<ProtoStringMap<'r>>>,
+    maps: Vec<MapCell<'r>>,
     maps_used: usize,
     /// Indexes below `maps_used` whose map a DELTA set replaced with a value of another
     /// type: reused before `maps_used` grows, so alternating types cannot grow the storage.
@@ -141,11 +163,32 @@ pub struct ProtoBag<'r> {
 }
 
 impl<'r> ProtoBag<'r> {
-    /// An empty bag with a slot for every id of `table`.
+    /// An empty bag with a slot for every id of `table`, in the storage of a bag
+    /// [recycled](ProtoBag::recycle) earlier on this thread when there is one.
     pub fn new(table: &AttrTable) -> ProtoBag<'r> {
-        ProtoBag {
-            slots: vec![None; table.len()],
-            ..ProtoBag::default()
+        let mut bag = BagStorage::pooled().map_or_else(ProtoBag::default, BagStorage::into_bag);
+        bag.slots.resize(table.len(), None);
+        bag
+    }
+
+    /// Hands this bag's storage to this thread's pool, for the next [`ProtoBag::new`]:
+    /// a server calls it once a request is answered, so that decoding the next one
+    /// allocates nothing. Storage grown large by a big request is freed instead.
+    pub fn recycle(self) {
+        if let Some(storage) = BagStorage::of(self) {
+            storage.keep();
+        }
+    }
+
+    /// Makes every live string map shareable, so that clones of this bag share them
+    /// instead of copying them (the DELTA_ENCODING accumulator, before each set is handed
+    /// out).
+    pub fn share_maps(&mut self) {
+        let live = self.maps_used.min(self.maps.len());
+        for cell in &mut self.maps[..live] {
+            if let MapCell::Own(map) = cell {
+                *cell = MapCell::Shared(Arc::new(std::mem::take(map)));
+            }
         }
     }
 
@@ -318,7 +361,7 @@ impl<'r> ProtoBag<'r> {
             Slot::Bytes(b) => Value::IpAddress(Cow::Borrowed(b)),
             Slot::Map(i) => {
                 let map = self.maps.get(..self.maps_used)?.get(i as usize)?;
-                Value::StringMap(StringMapRef::Borrowed(&**map))
+                Value::StringMap(StringMapRef::Borrowed(map.map()))
             }
         })
     }
@@ -330,7 +373,7 @@ impl<'r> ProtoBag<'r> {
             + match slot {
                 Slot::Str(s) => s.len(),
                 Slot::Bytes(b) => b.len(),
-                Slot::Map(i) => self.maps.get(*i as usize).map_or(0, |m| m.bytes),
+                Slot::Map(i) => self.maps.get(*i as usize).map_or(0, |m| m.map().bytes),
                 _ => 0,
             }
     }
@@ -356,15 +399,17 @@ impl<'r> ProtoBag<'r> {
     fn alloc_map(&mut self) -> (u32, &mut ProtoStringMap<'r>) {
         let i = self.maps_used;
         if i == self.maps.len() {
-            self.maps.push(Arc::default());
+            self.maps.push(MapCell::default());
         }
         self.maps_used += 1;
         let cell = &mut self.maps[i];
-        // A map still shared with another bag is left to it; this bag takes a fresh one.
-        if Arc::get_mut(cell).is_none() {
-            *cell = Arc::default();
+        // A shared map is left to the bags that share it; this bag takes a fresh one.
+        if let MapCell::Shared(_) = cell {
+            *cell = MapCell::default();
         }
-        let map = Arc::get_mut(cell).expect("a fresh or unshared map");
+        let MapCell::Own(map) = cell else {
+            unreachable!("made its own above")
+        };
         map.entries.clear();
         map.bytes = 0;
         (i as u32, map)
@@ -534,14 +579,14 @@ impl<'r> ProtoBag<'r> {
         &mut self,
         slot: Slot<'r>,
         prev: Option<Slot<'r>>,
-        their_maps: &mut [Arc<ProtoStringMap<'r>>],
+        their_maps: &mut [MapCell<'r>],
     ) -> Slot<'r> {
         let Slot::Map(i) = slot else {
             if let Some(Slot::Map(j)) = prev
                 && let Some(cell) = self.maps.get_mut(j as usize)
             {
                 // The replaced map's memory goes now; its index is reused.
-                *cell = Arc::default();
+                *cell = MapCell::default();
                 self.free_maps.push(j);
             }
             return slot;
@@ -573,6 +618,112 @@ impl<'r> ProtoBag<'r> {
         self.maps_used += 1;
         Slot::Map(j as u32)
     }
+}
+
+/// The storage of a recycled bag: its vectors, emptied, with no borrowed text left in
+/// them (hence `'static`).
+struct BagStorage {
+    slots: Vec<Option<Slot<'static>>>,
+    present: Vec<(u32, &'static str)>,
+    extras: Vec<(&'static str, Slot<'static>)>,
+    maps: Vec<MapCell<'static>>,
+    free_maps: Vec<u32>,
+}
+
+/// Bags kept per thread: about the Checks a thread has in flight at once.
+const POOLED_BAGS: usize = 8;
+/// A bag whose vectors hold more entries than this (slots included) is freed, not kept.
+const POOLED_BAG_ENTRIES: usize = 16 * 1024;
+
+thread_local! {
+    static BAG_POOL: std::cell::RefCell<Vec<BagStorage>> = const {
+        std::cell::RefCell::new(Vec::new())
+    };
+}
+
+impl BagStorage {
+    /// The storage of `bag`, unless it is too large to keep.
+    fn of(bag: ProtoBag<'_>) -> Option<BagStorage> {
+        let map_entries: usize = bag
+            .maps
+            .iter()
+            .map(|m| match m {
+                MapCell::Own(m) => m.entries.capacity(),
+                MapCell::Shared(_) => 0,
+            })
+            .sum();
+        let entries = bag.slots.capacity()
+            + bag.present.capacity()
+            + bag.extras.capacity()
+            + bag.maps.capacity()
+            + map_entries;
+        if entries > POOLED_BAG_ENTRIES {
+            return None;
+        }
+        let maps = bag.maps.into_iter().map(|cell| match cell {
+            MapCell::Own(map) => MapCell::Own(ProtoStringMap {
+                entries: relabel(map.entries),
+                bytes: 0,
+            }),
+            MapCell::Shared(_) => MapCell::default(),
+        });
+        Some(BagStorage {
+            slots: relabel(bag.slots),
+            present: relabel(bag.present),
+            extras: relabel(bag.extras),
+            maps: maps.collect(),
+            free_maps: relabel(bag.free_maps),
+        })
+    }
+
+    /// Into this thread's pool, when it has room.
+    fn keep(self) {
+        let _ = BAG_POOL.try_with(|pool| {
+            if let Ok(mut pool) = pool.try_borrow_mut()
+                && pool.len() < POOLED_BAGS
+            {
+                pool.push(self);
+            }
+        });
+    }
+
+    fn pooled() -> Option<BagStorage> {
+        BAG_POOL
+            .try_with(|pool| pool.try_borrow_mut().ok()?.pop())
+            .ok()
+            .flatten()
+    }
+
+    fn into_bag<'r>(self) -> ProtoBag<'r> {
+        let maps = self.maps.into_iter().map(|cell| match cell {
+            MapCell::Own(map) => MapCell::Own(ProtoStringMap {
+                entries: relabel(map.entries),
+                bytes: 0,
+            }),
+            MapCell::Shared(_) => MapCell::default(),
+        });
+        ProtoBag {
+            slots: relabel(self.slots),
+            present: relabel(self.present),
+            extras: relabel(self.extras),
+            maps: maps.collect(),
+            maps_used: 0,
+            free_maps: relabel(self.free_maps),
+            bytes: 0,
+            limits: DecodeLimits::default(),
+        }
+    }
+}
+
+/// Empties `items` and gives its buffer an item type of the same layout (here: the same
+/// type with another lifetime). Collecting a vector's own iterator into a vector of a
+/// same-sized type reuses its buffer, so this allocates nothing.
+fn relabel<T, U>(mut items: Vec<T>) -> Vec<U> {
+    items.clear();
+    items
+        .into_iter()
+        .map(|_| unreachable!("the vector was emptied"))
+        .collect()
 }
 
 impl Bag for ProtoBag<'_> {

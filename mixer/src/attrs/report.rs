@@ -99,10 +99,12 @@ impl<'r, 't> ReportSets<'r, 't> {
         match &mut self.accumulated {
             Some(acc) => {
                 acc.apply_wire_delta(set, words, self.table)?;
+                acc.share_maps();
                 Ok(acc.clone())
             }
             None => {
-                let bag = ProtoBag::decode_wire(set, words, self.table, self.limits)?;
+                let mut bag = ProtoBag::decode_wire(set, words, self.table, self.limits)?;
+                bag.share_maps();
                 self.accumulated = Some(bag.clone());
                 Ok(bag)
             }

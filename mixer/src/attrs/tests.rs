@@ -11,7 +11,10 @@ use prost::Message;
 
 use super::*;
 use crate::wire::pb::istio::mixer::v1::report_request::RepeatedAttributesSemantics;
-use crate::wire::pb::istio::mixer::v1::{CompressedAttributes, ReportRequest, StringMap};
+use crate::wire::pb::istio::mixer::v1::{
+    CheckRequest, CompressedAttributes, ReportRequest, StringMap,
+};
+use crate::wire::view::CheckView;
 
 fn manifest() -> Manifest {
     Manifest::from_pairs([
@@ -819,7 +822,107 @@ fn assert_wire_decodes_alike(
         acc.apply_wire_delta(set, view.default_words(), table)
             .unwrap();
         assert_eq!(contents(&acc), contents(&bag));
+        bag.recycle();
     }
+    // The same set as a Check's, with its own words.
+    let check = CheckView::from_request(&CheckRequest {
+        attributes: Some(CompressedAttributes {
+            words: words.to_vec(),
+            ..ca.clone()
+        }),
+        ..Default::default()
+    });
+    let attrs = check.attributes();
+    let bag = ProtoBag::decode_wire(attrs, attrs.words(), table, DecodeLimits::default());
+    match (expected, &bag) {
+        (Ok(a), Ok(b)) => assert_eq!(contents(a), contents(b)),
+        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+        _ => panic!("prost message: {expected:?}, Check view: {bag:?}"),
+    }
+}
+
+/// A Check read from its bytes is held to the same limits, with the same errors, as the
+/// prost message; a bag recycled after a large request decodes the next one cleanly.
+#[test]
+fn check_views_enforce_the_decode_limits() {
+    let table = AttrTable::new(&Manifest::istio_vocabulary());
+    let limits = DecodeLimits {
+        max_attributes_per_set: 3,
+        max_string_map_entries: 2,
+        ..DecodeLimits::default()
+    };
+    let headers = |n: usize| {
+        let pairs: Vec<(String, String)> =
+            (0..n).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
+        let map: BTreeMap<String, String> = pairs.into_iter().collect();
+        Value::StringMap(StringMapRef::Owned(Arc::new(map)))
+    };
+    type Attrs = Vec<(String, Value<'static>)>;
+    let cases: [(Attrs, Option<Limit>); 3] = [
+        (
+            vec![
+                ("request.path".into(), Value::str("/a")),
+                ("request.headers".into(), headers(2)),
+            ],
+            None,
+        ),
+        (
+            (0..4)
+                .map(|i| (format!("x.attr{i}"), Value::Int64(i)))
+                .collect(),
+            Some(Limit::AttributesPerSet),
+        ),
+        (
+            vec![("request.headers".into(), headers(3))],
+            Some(Limit::StringMapEntries),
+        ),
+    ];
+    for (attrs, over) in cases {
+        let ca = AttributeEncoder::encode_one(GLOBAL_WORD_COUNT as u32, &attrs);
+        let expected = ProtoBag::decode_limited(&ca, &ca.words, &table, limits);
+        let view = CheckView::from_request(&CheckRequest {
+            attributes: Some(ca.clone()),
+            ..Default::default()
+        });
+        let set = view.attributes();
+        let got = ProtoBag::decode_wire(set, set.words(), &table, limits);
+        match (&expected, got) {
+            (Ok(a), Ok(b)) => {
+                assert!(over.is_none());
+                assert_eq!(contents(a), contents(&b));
+                b.recycle();
+            }
+            (Err(a), Err(b)) => {
+                assert!(b.is_over_limit(), "{b}");
+                assert_eq!(a.to_string(), b.to_string());
+                let max = limits.max(over.expect("a limit"));
+                assert!(b.to_string().contains(&max.to_string()), "{b}");
+            }
+            (a, b) => panic!("prost message: {a:?}, Check view: {b:?}"),
+        }
+    }
+}
+
+/// Bags recycled after use hand their storage to the next bag decoded on the thread,
+/// which holds nothing of the old contents.
+#[test]
+fn recycled_bags_start_empty() {
+    let m = manifest();
+    let table = AttrTable::new(&m);
+    let ca = AttributeEncoder::encode_one(0, &sample_attrs());
+    let bag = ProtoBag::decode(&ca, &ca.words, &table).unwrap();
+    assert!(!bag.is_empty());
+    bag.recycle();
+    let fresh = ProtoBag::new(&table);
+    assert!(fresh.is_empty());
+    assert_eq!(fresh.get(key(&m, "request.path")), None);
+    assert_eq!(fresh.get_by_name("request.headers"), None);
+    assert_eq!(fresh.decoded_bytes(), 0);
+    let again = ProtoBag::decode(&ca, &ca.words, &table).unwrap();
+    assert_eq!(
+        contents(&again),
+        contents(&ProtoBag::decode(&ca, &ca.words, &table).unwrap())
+    );
 }
 
 /// The strategy of [`arbitrary_compressed_attributes_never_panic`] reaches the decoder's

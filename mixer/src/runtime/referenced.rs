@@ -83,9 +83,39 @@ pub struct Referenced {
     refs: Vec<Slot>,
 }
 
+/// Recycled buffers kept per thread, and the largest kept (a decision that read far more
+/// than usual frees its buffers instead).
+const POOLED: usize = 8;
+const POOLED_TEXT: usize = 64 * EXPECTED_TEXT;
+
+thread_local! {
+    static POOL: std::cell::RefCell<Vec<Referenced>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl Referenced {
+    /// Empty, in the buffers of one [recycled](Referenced::recycle) on this thread when
+    /// there is one.
     pub fn new() -> Referenced {
-        Referenced::default()
+        POOL.try_with(|pool| pool.try_borrow_mut().ok()?.pop())
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Empties this and keeps its buffers for the next [`Referenced::new`] on this thread.
+    pub fn recycle(mut self) {
+        if self.refs.capacity() == 0 || self.text.capacity() > POOLED_TEXT {
+            return;
+        }
+        self.refs.clear();
+        self.text.clear();
+        let _ = POOL.try_with(|pool| {
+            if let Ok(mut pool) = pool.try_borrow_mut()
+                && pool.len() < POOLED
+            {
+                pool.push(self);
+            }
+        });
     }
 
     /// Records a reference; a later read of the same (name, key) overwrites the condition.

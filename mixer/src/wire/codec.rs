@@ -11,13 +11,12 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Buf, Bytes};
-use prost::Message as _;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic::{Code, Status};
 use tonic_prost::{ProstCodec, ProstEncoder};
 
 use super::pb::istio::mixer::v1::{CheckRequest, CheckResponse, ReportRequest, ReportResponse};
-use super::view::ReportView;
+use super::view::{CheckView, ReportView};
 
 /// `--max-report-attribute-sets`, for the prescan (the codec is built by generated code,
 /// which passes it no state). Set once at server start.
@@ -146,10 +145,10 @@ pub trait FromWire: Sized {
     fn from_wire(bytes: Bytes) -> Result<Self, Status>;
 }
 
-impl FromWire for CheckRequest {
+impl FromWire for CheckView {
     fn from_wire(bytes: Bytes) -> Result<Self, Status> {
         CheckRequest::prescan(&bytes)?;
-        CheckRequest::decode(bytes).map_err(malformed)
+        CheckView::decode(bytes).map_err(malformed)
     }
 }
 
@@ -205,6 +204,36 @@ impl<U: FromWire> Decoder for ViewDecoder<U> {
 
     fn buffer_settings(&self) -> BufferSettings {
         BufferSettings::default()
+    }
+}
+
+/// A message already encoded (by a front end that writes its answer straight into
+/// bytes), handed to the gRPC encoder as is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Encoded(pub Vec<u8>);
+
+impl prost::Message for Encoded {
+    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+
+    /// Only ever encoded; as a message read, every field is unknown and skipped.
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
     }
 }
 

@@ -7,8 +7,8 @@ pub mod pb;
 pub mod status;
 pub mod view;
 
-/// The `istio.mixer.v1.Mixer` server the API port runs: Reports arrive as
-/// [`view::ReportView`]s (see `build.rs`).
+/// The `istio.mixer.v1.Mixer` server the API port runs: Checks and Reports arrive as
+/// [`view::CheckView`]s and [`view::ReportView`]s (see `build.rs`).
 #[allow(
     clippy::all,
     clippy::pedantic,

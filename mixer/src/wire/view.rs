@@ -1,4 +1,4 @@
-//! [`ReportView`]: a Report read straight from its bytes.
+//! [`ReportView`] and [`CheckView`]: a Report or a Check read straight from its bytes.
 //!
 //! prost would build a `CompressedAttributes` per set: ordered maps, a `Vec` per word, a
 //! `Vec` per IP address, all freed again once the bags are built. The view instead walks
@@ -18,7 +18,7 @@ use bytes::Bytes;
 use prost::Message;
 use prost::encoding::{WireType, decode_key, decode_varint};
 
-use super::pb::istio::mixer::v1::ReportRequest;
+use super::pb::istio::mixer::v1::{CheckRequest, ReportRequest};
 
 /// Where a word, or an IP address, lies in the message bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -80,26 +80,63 @@ impl WireValue {
     }
 }
 
-/// Where one set's words and attributes lie in the view's vectors.
-#[derive(Clone, Debug)]
+/// Where one set's words and attributes lie in its [`SetTables`].
+#[derive(Clone, Debug, Default)]
 struct SetSpans {
     words: Range<usize>,
     attrs: Range<usize>,
 }
 
-/// A `ReportRequest`, read from its bytes; see the module documentation.
+/// Flat tables that the `CompressedAttributes` of one message are read into: where each
+/// word lies in the bytes, each set's attributes, each string map's entries. Shared by
+/// [`ReportView`] (all its sets) and [`CheckView`] (its one set).
 #[derive(Clone, Debug, Default)]
-pub struct ReportView {
-    bytes: Bytes,
-    semantics: i32,
-    global_word_count: u32,
-    default_words: Vec<Span>,
-    set_words: Vec<Span>,
-    sets: Vec<SetSpans>,
+struct SetTables {
+    words: Vec<Span>,
     /// Every set's attributes, by (value map, key), keys unique within a set and map.
     attrs: Vec<(i32, WireValue)>,
     /// Every string map's entries, by key, keys unique within a map.
     map_entries: Vec<(i32, i32)>,
+}
+
+/// The storage of one [`SetTables`], kept for reuse.
+type TableStorage = (Vec<Span>, Vec<(i32, WireValue)>, Vec<(i32, i32)>);
+
+/// Tables kept per thread: more than the Checks a thread has in flight at once is waste.
+const POOLED_TABLES: usize = 8;
+/// Tables whose vectors hold more entries than this (a huge request's) are not kept, so
+/// the pool's memory stays small whatever a peer sent once.
+const POOLED_TABLE_ENTRIES: usize = 4096;
+
+thread_local! {
+    static TABLE_POOL: std::cell::RefCell<Vec<TableStorage>> = const {
+        std::cell::RefCell::new(Vec::new())
+    };
+}
+
+impl Drop for SetTables {
+    /// Hands the storage to this thread's pool (cleared), when it is worth keeping.
+    fn drop(&mut self) {
+        if !self.worth_keeping() {
+            return;
+        }
+        let mut storage = (
+            std::mem::take(&mut self.words),
+            std::mem::take(&mut self.attrs),
+            std::mem::take(&mut self.map_entries),
+        );
+        storage.0.clear();
+        storage.1.clear();
+        storage.2.clear();
+        // A full pool, or one being torn down with its thread, drops the storage here.
+        let _ = TABLE_POOL.try_with(|pool| {
+            if let Ok(mut pool) = pool.try_borrow_mut()
+                && pool.len() < POOLED_TABLES
+            {
+                pool.push(storage);
+            }
+        });
+    }
 }
 
 /// The input is not something the walk reads: prost decides.
@@ -107,103 +144,52 @@ struct Unreadable;
 
 type Read<T> = Result<T, Unreadable>;
 
-impl ReportView {
-    /// Reads a `ReportRequest`; the error is prost's for malformed input.
-    pub fn decode(bytes: Bytes) -> Result<ReportView, prost::DecodeError> {
-        if let Ok(view) = ReportView::read(bytes.clone()) {
-            return Ok(view);
-        }
-        let request = ReportRequest::decode(bytes)?;
-        Ok(ReportView::from_request(&request))
-    }
-
-    /// The view of a message (for clients, tests and benchmarks that hold one).
-    pub fn from_request(request: &ReportRequest) -> ReportView {
-        ReportView::read(Bytes::from(request.encode_to_vec()))
-            .unwrap_or_else(|_| unreachable!("prost's own encoding is readable"))
-    }
-
-    fn read(bytes: Bytes) -> Read<ReportView> {
-        let mut view = ReportView {
-            bytes,
-            ..ReportView::default()
+impl SetTables {
+    /// Empty tables, with the storage of tables dropped earlier on this thread when there
+    /// are some: a Check then reads its set without allocating.
+    fn pooled() -> SetTables {
+        let recycled = TABLE_POOL
+            .try_with(|pool| pool.try_borrow_mut().ok()?.pop())
+            .ok()
+            .flatten();
+        let Some((words, attrs, map_entries)) = recycled else {
+            return SetTables::default();
         };
-        let whole = view.bytes.clone();
-        view.read_request(&whole)?;
-        Ok(view)
-    }
-
-    /// `repeated_attributes_semantics`, as prost decodes it (any `int32`).
-    pub fn repeated_attributes_semantics(&self) -> i32 {
-        self.semantics
-    }
-
-    pub fn global_word_count(&self) -> u32 {
-        self.global_word_count
-    }
-
-    /// Number of attribute sets.
-    pub fn len(&self) -> usize {
-        self.sets.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.sets.is_empty()
-    }
-
-    /// `default_words`.
-    pub fn default_words(&self) -> WordList<'_> {
-        WordList {
-            bytes: &self.bytes,
-            spans: &self.default_words,
+        SetTables {
+            words,
+            attrs,
+            map_entries,
         }
     }
 
-    /// Attribute set `index` (`attributes[index]`).
-    pub fn set(&self, index: usize) -> Option<AttrSet<'_>> {
-        let spans = self.sets.get(index)?;
+    /// Whether these tables' storage is small enough to keep for reuse.
+    fn worth_keeping(&self) -> bool {
+        let capacity = self.words.capacity() + self.attrs.capacity() + self.map_entries.capacity();
+        capacity > 0 && capacity <= POOLED_TABLE_ENTRIES
+    }
+
+    /// The set at `spans`, its strings in `bytes`.
+    fn set<'r>(&'r self, bytes: &'r [u8], spans: &SetSpans) -> Option<AttrSet<'r>> {
         Some(AttrSet {
             words: WordList {
-                bytes: &self.bytes,
-                spans: self.set_words.get(spans.words.clone())?,
+                bytes,
+                spans: self.words.get(spans.words.clone())?,
             },
             attrs: self.attrs.get(spans.attrs.clone())?,
             map_entries: &self.map_entries,
         })
     }
 
-    fn read_request(&mut self, whole: &[u8]) -> Read<()> {
-        let mut buf = whole;
-        while !buf.is_empty() {
-            let (tag, wire_type) = key(&mut buf)?;
-            match tag {
-                1 => {
-                    let set = len_delimited(wire_type, &mut buf)?;
-                    self.read_set(whole, set)?;
-                }
-                2 => {
-                    let word = len_delimited(wire_type, &mut buf)?;
-                    self.default_words.push(Span::of(whole, word));
-                }
-                // prost's `uint32` and `int32` (enum) decoding: the varint truncated.
-                3 => self.global_word_count = varint(wire_type, &mut buf)? as u32,
-                4 => self.semantics = varint(wire_type, &mut buf)? as i32,
-                _ => skip(wire_type, &mut buf)?,
-            }
-        }
-        Ok(())
-    }
-
     /// One `CompressedAttributes`.
-    fn read_set(&mut self, whole: &[u8], mut buf: &[u8]) -> Read<()> {
-        let words = self.set_words.len();
+    fn read_set(&mut self, whole: &[u8], mut buf: &[u8]) -> Read<SetSpans> {
+        let words = self.words.len();
         let attrs = self.attrs.len();
         while !buf.is_empty() {
             let (tag, wire_type) = key(&mut buf)?;
             match tag {
                 1 => {
                     let word = len_delimited(wire_type, &mut buf)?;
-                    self.set_words.push(Span::of(whole, word));
+                    self.words.push(Span::of(whole, word));
                 }
                 2..=9 => {
                     let entry = len_delimited(wire_type, &mut buf)?;
@@ -220,11 +206,10 @@ impl ReportView {
             (value.rank(), *key)
         });
         self.attrs.truncate(attrs + kept);
-        self.sets.push(SetSpans {
-            words: words..self.set_words.len(),
+        Ok(SetSpans {
+            words: words..self.words.len(),
             attrs: attrs..self.attrs.len(),
-        });
-        Ok(())
+        })
     }
 
     /// One entry of value map `field`: its key and value, missing ones at their defaults.
@@ -323,7 +308,265 @@ impl ReportView {
     }
 }
 
-/// One attribute set of a [`ReportView`].
+/// A `ReportRequest`, read from its bytes; see the module documentation.
+#[derive(Clone, Debug, Default)]
+pub struct ReportView {
+    bytes: Bytes,
+    semantics: i32,
+    global_word_count: u32,
+    default_words: Vec<Span>,
+    sets: Vec<SetSpans>,
+    tables: SetTables,
+}
+
+impl ReportView {
+    /// Reads a `ReportRequest`; the error is prost's for malformed input.
+    pub fn decode(bytes: Bytes) -> Result<ReportView, prost::DecodeError> {
+        let bytes = match ReportView::read(bytes) {
+            Ok(view) => return Ok(view),
+            Err(bytes) => bytes,
+        };
+        let request = ReportRequest::decode(bytes)?;
+        Ok(ReportView::from_request(&request))
+    }
+
+    /// The view of a message (for clients, tests and benchmarks that hold one).
+    pub fn from_request(request: &ReportRequest) -> ReportView {
+        ReportView::read(Bytes::from(request.encode_to_vec()))
+            .unwrap_or_else(|_| unreachable!("prost's own encoding is readable"))
+    }
+
+    /// The view, or the bytes back when the walk does not read them.
+    fn read(bytes: Bytes) -> Result<ReportView, Bytes> {
+        let mut view = ReportView {
+            tables: SetTables::pooled(),
+            ..ReportView::default()
+        };
+        if view.read_request(&bytes).is_err() {
+            return Err(bytes);
+        }
+        view.bytes = bytes;
+        Ok(view)
+    }
+
+    /// `repeated_attributes_semantics`, as prost decodes it (any `int32`).
+    pub fn repeated_attributes_semantics(&self) -> i32 {
+        self.semantics
+    }
+
+    pub fn global_word_count(&self) -> u32 {
+        self.global_word_count
+    }
+
+    /// Number of attribute sets.
+    pub fn len(&self) -> usize {
+        self.sets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sets.is_empty()
+    }
+
+    /// `default_words`.
+    pub fn default_words(&self) -> WordList<'_> {
+        WordList {
+            bytes: &self.bytes,
+            spans: &self.default_words,
+        }
+    }
+
+    /// Attribute set `index` (`attributes[index]`).
+    pub fn set(&self, index: usize) -> Option<AttrSet<'_>> {
+        self.tables.set(&self.bytes, self.sets.get(index)?)
+    }
+
+    fn read_request(&mut self, whole: &[u8]) -> Read<()> {
+        let mut buf = whole;
+        while !buf.is_empty() {
+            let (tag, wire_type) = key(&mut buf)?;
+            match tag {
+                1 => {
+                    let set = len_delimited(wire_type, &mut buf)?;
+                    let spans = self.tables.read_set(whole, set)?;
+                    self.sets.push(spans);
+                }
+                2 => {
+                    let word = len_delimited(wire_type, &mut buf)?;
+                    self.default_words.push(Span::of(whole, word));
+                }
+                // prost's `uint32` and `int32` (enum) decoding: the varint truncated.
+                3 => self.global_word_count = varint(wire_type, &mut buf)? as u32,
+                4 => self.semantics = varint(wire_type, &mut buf)? as i32,
+                _ => skip(wire_type, &mut buf)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One requested quota of a [`CheckView`] (`CheckRequest.quotas`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuotaParams<'r> {
+    pub name: &'r str,
+    pub amount: i64,
+    pub best_effort: bool,
+}
+
+/// A quota entry as read: its name's place in the bytes.
+#[derive(Clone, Copy, Debug, Default)]
+struct QuotaSpan {
+    name: Span,
+    amount: i64,
+    best_effort: bool,
+}
+
+/// A `CheckRequest`, read from its bytes as [`ReportView`] reads a Report: its one
+/// attribute set into `SetTables`, the deduplication id and quota names as places in
+/// the bytes (checked to be UTF-8, as prost checks `string` fields). What the walk does
+/// not read (malformed input, groups, `attributes` given twice, which prost merges) is
+/// left to prost, whose error is the answer.
+#[derive(Clone, Debug, Default)]
+pub struct CheckView {
+    bytes: Bytes,
+    global_word_count: u32,
+    deduplication_id: Span,
+    /// `None` when the message carries no `attributes` field.
+    attributes: Option<SetSpans>,
+    tables: SetTables,
+    /// By name, names unique (prost's ordered map, the last entry of a name kept).
+    quotas: Vec<QuotaSpan>,
+}
+
+impl CheckView {
+    /// Reads a `CheckRequest`; the error is prost's for malformed input.
+    pub fn decode(bytes: Bytes) -> Result<CheckView, prost::DecodeError> {
+        let bytes = match CheckView::read(bytes) {
+            Ok(view) => return Ok(view),
+            Err(bytes) => bytes,
+        };
+        let request = CheckRequest::decode(bytes)?;
+        Ok(CheckView::from_request(&request))
+    }
+
+    /// The view of a message (for clients, tests and benchmarks that hold one).
+    pub fn from_request(request: &CheckRequest) -> CheckView {
+        CheckView::read(Bytes::from(request.encode_to_vec()))
+            .unwrap_or_else(|_| unreachable!("prost's own encoding is readable"))
+    }
+
+    /// The view, or the bytes back when the walk does not read them.
+    fn read(bytes: Bytes) -> Result<CheckView, Bytes> {
+        let mut view = CheckView {
+            tables: SetTables::pooled(),
+            ..CheckView::default()
+        };
+        if view.read_request(&bytes).is_err() {
+            return Err(bytes);
+        }
+        view.bytes = bytes;
+        Ok(view)
+    }
+
+    pub fn global_word_count(&self) -> u32 {
+        self.global_word_count
+    }
+
+    /// `deduplication_id`.
+    pub fn deduplication_id(&self) -> &str {
+        self.text(self.deduplication_id)
+    }
+
+    /// `attributes` (empty when absent), with its own words.
+    pub fn attributes(&self) -> AttrSet<'_> {
+        let empty = SetSpans::default();
+        let spans = self.attributes.as_ref().unwrap_or(&empty);
+        self.tables
+            .set(&self.bytes, spans)
+            .unwrap_or_else(|| unreachable!("the spans are the tables' own"))
+    }
+
+    /// The requested quotas, by name.
+    pub fn quotas(&self) -> impl ExactSizeIterator<Item = QuotaParams<'_>> + '_ {
+        self.quotas.iter().map(|q| QuotaParams {
+            name: self.text(q.name),
+            amount: q.amount,
+            best_effort: q.best_effort,
+        })
+    }
+
+    /// A string field's text; read only after its bytes were checked to be UTF-8.
+    fn text(&self, span: Span) -> &str {
+        self.bytes
+            .get(span.range())
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or_default()
+    }
+
+    fn read_request(&mut self, whole: &[u8]) -> Read<()> {
+        let mut buf = whole;
+        while !buf.is_empty() {
+            let (tag, wire_type) = key(&mut buf)?;
+            match tag {
+                1 => {
+                    let set = len_delimited(wire_type, &mut buf)?;
+                    if self.attributes.is_some() {
+                        // prost merges a message field given twice: left to it.
+                        return Err(Unreadable);
+                    }
+                    self.attributes = Some(self.tables.read_set(whole, set)?);
+                }
+                2 => self.global_word_count = varint(wire_type, &mut buf)? as u32,
+                3 => self.deduplication_id = utf8(whole, len_delimited(wire_type, &mut buf)?)?,
+                4 => {
+                    let entry = read_quota(whole, len_delimited(wire_type, &mut buf)?)?;
+                    self.quotas.push(entry);
+                }
+                _ => skip(wire_type, &mut buf)?,
+            }
+        }
+        let quotas = &mut self.quotas;
+        if !quotas.is_sorted_by(|a, b| whole[a.name.range()] < whole[b.name.range()]) {
+            quotas.sort_by(|a, b| whole[a.name.range()].cmp(&whole[b.name.range()]));
+        }
+        let kept = unique_last(quotas, |q| &whole[q.name.range()]);
+        quotas.truncate(kept);
+        Ok(())
+    }
+}
+
+/// One entry of `CheckRequest.quotas`: a name and its `QuotaParams`, missing fields at
+/// their defaults and a params message given twice merged.
+fn read_quota(whole: &[u8], mut buf: &[u8]) -> Read<QuotaSpan> {
+    let mut quota = QuotaSpan::default();
+    while !buf.is_empty() {
+        let (tag, wire_type) = key(&mut buf)?;
+        match tag {
+            1 => quota.name = utf8(whole, len_delimited(wire_type, &mut buf)?)?,
+            2 => {
+                let mut params = len_delimited(wire_type, &mut buf)?;
+                while !params.is_empty() {
+                    let (tag, wire_type) = key(&mut params)?;
+                    match tag {
+                        1 => quota.amount = varint(wire_type, &mut params)? as i64,
+                        2 => quota.best_effort = varint(wire_type, &mut params)? != 0,
+                        _ => skip(wire_type, &mut params)?,
+                    }
+                }
+            }
+            _ => skip(wire_type, &mut buf)?,
+        }
+    }
+    Ok(quota)
+}
+
+/// A `string` field: its place in the bytes, once checked to be UTF-8 (prost's check;
+/// its error is the answer otherwise).
+fn utf8(whole: &[u8], field: &[u8]) -> Read<Span> {
+    std::str::from_utf8(field).map_err(|_| Unreadable)?;
+    Ok(Span::of(whole, field))
+}
+
+/// One attribute set of a [`ReportView`] or a [`CheckView`].
 #[derive(Clone, Copy, Debug)]
 pub struct AttrSet<'r> {
     words: WordList<'r>,
@@ -476,13 +719,19 @@ mod tests {
     use prost::Message;
 
     use super::*;
-    use crate::wire::pb::istio::mixer::v1::{CompressedAttributes, StringMap};
+    use crate::wire::pb::istio::mixer::v1::{CompressedAttributes, StringMap, check_request};
 
     /// What a set means, from the view, in the owned message's terms.
     fn view_sets(view: &ReportView) -> Vec<CompressedAttributes> {
         (0..view.len())
-            .map(|i| {
-                let set = view.set(i).expect("set");
+            .map(|i| set_message(view.set(i).expect("set")))
+            .collect()
+    }
+
+    /// One set of a view as the owned message.
+    fn set_message(set: AttrSet<'_>) -> CompressedAttributes {
+        {
+            {
                 let mut out = CompressedAttributes {
                     words: (0..set.words().len())
                         .map(|w| set.words().get(w).expect("word").to_vec())
@@ -513,8 +762,8 @@ mod tests {
                     }
                 }
                 out
-            })
-            .collect()
+            }
+        }
     }
 
     /// The view reads exactly what prost decodes, or fails where prost fails.
@@ -674,5 +923,206 @@ mod tests {
         assert!(bytes.as_ptr_range().contains(&word.as_ptr()));
         assert_eq!(view.len(), 2);
         assert!(view.set(2).is_none());
+    }
+
+    /// The Check view reads exactly what prost decodes, or fails where prost fails, with
+    /// prost's error.
+    fn assert_check_same_as_prost(bytes: &[u8]) {
+        let view = CheckView::decode(Bytes::copy_from_slice(bytes));
+        match CheckRequest::decode(bytes) {
+            Err(e) => assert_eq!(view.unwrap_err().to_string(), e.to_string()),
+            Ok(request) => {
+                let view = view.expect("prost decodes it, so must the view");
+                assert_eq!(
+                    set_message(view.attributes()),
+                    request.attributes.clone().unwrap_or_default()
+                );
+                assert_eq!(view.global_word_count(), request.global_word_count);
+                assert_eq!(view.deduplication_id(), request.deduplication_id);
+                let quotas: Vec<(String, check_request::QuotaParams)> = view
+                    .quotas()
+                    .map(|q| {
+                        let params = check_request::QuotaParams {
+                            amount: q.amount,
+                            best_effort: q.best_effort,
+                        };
+                        (q.name.to_owned(), params)
+                    })
+                    .collect();
+                let expected: Vec<_> = request.quotas.into_iter().collect();
+                assert_eq!(quotas, expected);
+            }
+        }
+    }
+
+    /// A field of a `CheckRequest` (or an unknown one), as bytes.
+    fn check_field() -> impl Strategy<Value = Vec<u8>> {
+        let text = prop_oneof![
+            3 => "[a-z]{0,3}".prop_map(String::into_bytes),
+            1 => proptest::collection::vec(any::<u8>(), 0..4),
+        ];
+        let params =
+            (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(amount, flag, twice)| {
+                let body = [varint_field(1, amount), varint_field(2, flag % 3)].concat();
+                let field = len_field(2, &body);
+                if twice {
+                    [field.clone(), len_field(2, &varint_field(2, flag))].concat()
+                } else {
+                    field
+                }
+            });
+        prop_oneof![
+            proptest::collection::vec(set_field(), 0..8)
+                .prop_map(|set| len_field(1, &set.concat())),
+            any::<u64>().prop_map(|v| varint_field(2, v)),
+            text.clone().prop_map(|id| len_field(3, &id)),
+            (text, params).prop_map(|(name, params)| {
+                len_field(4, &[len_field(1, &name), params].concat())
+            }),
+            (10u32..20, any::<u64>()).prop_map(|(f, v)| varint_field(f, v)),
+        ]
+    }
+
+    proptest! {
+        /// Check fields in any order, repeated (the attributes merged, the last quota of a
+        /// name kept), unknown fields, words and names that are not UTF-8: the view agrees
+        /// with prost, and cut short anywhere it fails as prost fails.
+        #[test]
+        fn check_requests_read_as_prost_decodes(
+            fields in proptest::collection::vec(check_field(), 0..8),
+        ) {
+            let bytes = fields.concat();
+            assert_check_same_as_prost(&bytes);
+            for cut in [bytes.len() / 3, bytes.len() / 2, bytes.len().saturating_sub(1)] {
+                assert_check_same_as_prost(&bytes[..cut]);
+            }
+        }
+
+        /// Arbitrary bytes as a Check: the view and prost agree, errors included.
+        #[test]
+        fn arbitrary_bytes_read_as_a_check_as_prost_decodes(
+            bytes in proptest::collection::vec(any::<u8>(), 0..128),
+        ) {
+            assert_check_same_as_prost(&bytes);
+        }
+    }
+
+    #[test]
+    fn malformed_checks_fail_with_prosts_errors() {
+        let set = len_field(
+            1,
+            &len_field(2, &[varint_field(1, 2), varint_field(2, 1)].concat()),
+        );
+        // Truncated: a length past the end, a varint cut short, a fixed64 cut short.
+        for bytes in [
+            set[..set.len() - 1].to_vec(),
+            vec![0x10, 0xff],
+            len_field(1, &len_field(4, &[key(2, 1), vec![1, 2, 3]].concat())),
+        ] {
+            assert_check_same_as_prost(&bytes);
+            assert!(CheckView::decode(Bytes::from(bytes)).is_err());
+        }
+        // Wrong wire types: `global_word_count` length-delimited, a string value fixed64,
+        // a quota's amount length-delimited.
+        for bytes in [
+            len_field(2, b"x"),
+            len_field(
+                1,
+                &len_field(2, &[varint_field(1, 2), key(2, 1), vec![0; 8]].concat()),
+            ),
+            len_field(
+                4,
+                &[len_field(1, b"q"), len_field(2, &len_field(1, b"1"))].concat(),
+            ),
+        ] {
+            assert_check_same_as_prost(&bytes);
+            let e = CheckView::decode(Bytes::from(bytes)).unwrap_err();
+            assert!(e.to_string().contains("invalid wire type"), "{e}");
+        }
+        // Strings that are not UTF-8: the deduplication id, a quota's name.
+        for bytes in [
+            len_field(3, &[b'a', 0xff]),
+            len_field(4, &len_field(1, &[0xc3, 0x28])),
+        ] {
+            assert_check_same_as_prost(&bytes);
+            let e = CheckView::decode(Bytes::from(bytes)).unwrap_err();
+            assert!(e.to_string().contains("UTF-8"), "{e}");
+        }
+    }
+
+    #[test]
+    fn repeated_check_fields_mean_what_prost_makes_of_them() {
+        let quota = |name: &[u8], amount: u64| {
+            len_field(
+                4,
+                &[len_field(1, name), len_field(2, &varint_field(1, amount))].concat(),
+            )
+        };
+        let entry =
+            |k: u64, v: u64| len_field(2, &[varint_field(1, k), varint_field(2, v)].concat());
+        let bytes = [
+            quota(b"b", 1),
+            quota(b"a", 2),
+            quota(b"b", 3),
+            len_field(1, &[len_field(1, b"w"), entry(2, 1)].concat()),
+            len_field(3, b"id-1"),
+            len_field(3, b"id-2"),
+            // `attributes` again: prost merges it into the first.
+            len_field(1, &[len_field(1, b"v"), entry(2, 3), entry(4, 5)].concat()),
+        ]
+        .concat();
+        assert_check_same_as_prost(&bytes);
+        let view = CheckView::decode(Bytes::from(bytes)).unwrap();
+        let quotas: Vec<_> = view.quotas().map(|q| (q.name, q.amount)).collect();
+        assert_eq!(
+            quotas,
+            [("a", 2), ("b", 3)],
+            "by name, the last of a name kept"
+        );
+        assert_eq!(view.deduplication_id(), "id-2");
+        let attrs = view.attributes();
+        assert_eq!(attrs.words().len(), 2);
+        assert_eq!(
+            attrs.attrs(),
+            &[(1, WireValue::Str(-2)), (2, WireValue::Str(-3))]
+        );
+    }
+
+    #[test]
+    fn check_strings_borrow_from_the_request() {
+        let request = CheckRequest {
+            attributes: Some(CompressedAttributes {
+                words: vec![b"w".to_vec()],
+                strings: BTreeMap::from([(1, -1)]),
+                ..Default::default()
+            }),
+            global_word_count: 222,
+            deduplication_id: "dedup".to_owned(),
+            quotas: BTreeMap::from([(
+                "requestcount".to_owned(),
+                check_request::QuotaParams {
+                    amount: 1,
+                    best_effort: true,
+                },
+            )]),
+        };
+        let bytes = Bytes::from(request.encode_to_vec());
+        let view = CheckView::decode(bytes.clone()).unwrap();
+        assert!(
+            bytes
+                .as_ptr_range()
+                .contains(&view.deduplication_id().as_ptr())
+        );
+        let word = view.attributes().words().get(0).unwrap();
+        assert!(bytes.as_ptr_range().contains(&word.as_ptr()));
+        let quota = view.quotas().next().unwrap();
+        assert_eq!(
+            (quota.name, quota.amount, quota.best_effort),
+            ("requestcount", 1, true)
+        );
+        // No attributes at all: an empty set.
+        let empty = CheckView::decode(Bytes::new()).unwrap();
+        assert!(empty.attributes().attrs().is_empty());
+        assert_eq!(empty.quotas().len(), 0);
     }
 }

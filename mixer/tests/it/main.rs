@@ -9,6 +9,7 @@
 //! server's memory or CPU run it as a process of its own
 //! (`test_support::process::ServerProcess`).
 
+mod check_wire;
 mod common;
 mod envoy_authz;
 mod envoy_logs;

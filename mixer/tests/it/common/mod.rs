@@ -2,6 +2,8 @@
 //! Check requests encoded as Envoy encodes them. Protocol-level helpers (server processes,
 //! HTTP, config directories, attribute sets) come from the `test-support` crate.
 
+pub mod raw;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
