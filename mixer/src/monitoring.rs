@@ -39,11 +39,11 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(rt): State<Arc<Runtime>>) -> impl IntoResponse {
     if rt.is_ready() {
-        (StatusCode::OK, "ready\n")
+        (StatusCode::OK, "ready\n".to_owned())
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "no configuration loaded yet\n",
+            format!("{}\n", rt.not_ready_reason()),
         )
     }
 }
@@ -102,6 +102,7 @@ async fn debug_config(State(rt): State<Arc<Runtime>>) -> impl IntoResponse {
         "generation": snap.generation,
         "default_namespace": snap.default_namespace,
         "config_dirs": rt.options.config_dirs,
+        "kubernetes": rt.kubernetes().map(|k| k.status()),
         "summary": snap.summary,
         "rules": rules,
         "handlers": handlers,

@@ -17,6 +17,7 @@ use crate::api::introspection;
 use crate::api::mixer::MixerService;
 use crate::api::shed::LoadShedder;
 use crate::attrs::DecodeLimits;
+use crate::config::kubernetes::{self, KubernetesError, KubernetesOptions, KubernetesSource};
 use crate::config::watch::{Reaction, spawn_watcher};
 use crate::metrics::Metrics;
 use crate::monitoring;
@@ -64,6 +65,11 @@ pub struct ServerOptions {
     /// Where to write the bound addresses and the process id as JSON once the server is
     /// ready (see [`start`]), for scripts and tests that bind port 0.
     pub ready_file: Option<PathBuf>,
+    /// Read configuration from the Kubernetes API too (`k8s://`).
+    pub kubernetes: Option<KubernetesOptions>,
+    /// With Kubernetes: how long the start waits for the initial list of every kind
+    /// before serving what it has (not ready until the list completes).
+    pub config_wait_timeout: Duration,
 }
 
 impl Default for ServerOptions {
@@ -90,6 +96,8 @@ impl Default for ServerOptions {
             otlp_logs: OtlpLogsLimits::default(),
             kubernetesenv: Default::default(),
             ready_file: None,
+            kubernetes: None,
+            config_wait_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -116,6 +124,8 @@ pub enum ServerError {
     Serve(String),
     #[error("cannot build the server reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error(transparent)]
+    Kubernetes(#[from] KubernetesError),
     #[error("cannot write the ready file {}: {source}", path.display())]
     ReadyFile {
         path: PathBuf,
@@ -186,6 +196,12 @@ impl RunningServer {
 /// load is done, writes `{"api", "monitoring", "prometheus", "pid"}` there.
 pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError> {
     let (runtime, resources) = new_runtime(&options);
+    // Before any listener: a cluster that cannot be reached by configuration is an error
+    // at once.
+    let kubernetes = match &options.kubernetes {
+        Some(kubernetes) => Some(KubernetesSource::start(kubernetes.clone()).await?),
+        None => None,
+    };
     let (monitoring_address, monitoring) = serve_listener(
         options.monitoring_address,
         &options,
@@ -203,6 +219,10 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
     .await?;
     tracing::info!(address = %prometheus_address, "Prometheus exposition listening (/metrics).");
     let mut tasks = vec![monitoring, exposition];
+    if let Some((source, watches)) = kubernetes {
+        tasks.extend(watches);
+        tasks.push(follow_kubernetes(&runtime, source, &options).await);
+    }
     tasks.push(load_and_watch(&runtime, &options).await);
 
     let api = bind(options.address).await?;
@@ -360,6 +380,35 @@ async fn load_and_watch(runtime: &Arc<Runtime>, options: &ServerOptions) -> Join
             None => Reaction::Retry,
         },
     )
+}
+
+/// Adds the Kubernetes source to the runtime, waits (at most `--config-wait-timeout`) for
+/// the initial list of every kind, and reloads on its changes.
+async fn follow_kubernetes(
+    runtime: &Arc<Runtime>,
+    source: Arc<KubernetesSource>,
+    options: &ServerOptions,
+) -> JoinHandle<()> {
+    runtime.set_kubernetes(source.clone());
+    if source.wait_synced(options.config_wait_timeout).await {
+        tracing::info!("Kubernetes: every configuration kind listed.");
+    } else {
+        let (done, all) = source.progress();
+        tracing::warn!(
+            listed = done,
+            kinds = all,
+            timeout = ?options.config_wait_timeout,
+            "Kubernetes: the initial list did not complete within --config-wait-timeout; serving what is loaded, not ready until it completes."
+        );
+    }
+    let rt = runtime.clone();
+    let debounce = options.reload_debounce;
+    kubernetes::spawn_reloader(source, debounce, move || {
+        match rt.reload_settled(debounce) {
+            Some(_) => Reaction::Done,
+            None => Reaction::Retry,
+        }
+    })
 }
 
 /// Writes the ready file: to a temporary file in the same directory, then renamed over

@@ -1,7 +1,7 @@
 //! Helpers shared by the workspace's tests and benches, at the protocol level only: a
 //! `redis-server` fixture, a `mixer server` process launcher (given the binary's path), a
 //! small HTTP/1.1 client, configuration directories, attribute sets as Envoy's Mixer
-//! client sends them, a real Envoy process and an echoing HTTP upstream for it.
+//! client sends them, a real Envoy process and an echoing HTTP upstream for it, and a Kubernetes API server fake (list/watch).
 //!
 //! This crate must not depend on `mixer`: the adapters' tests use it, and `mixer` depends
 //! on `adapters`. Helpers that need mixer's types (its gRPC client, its attribute
@@ -11,6 +11,7 @@ pub mod config;
 pub mod envoy;
 pub mod envoy_process;
 pub mod http;
+pub mod kube_api;
 pub mod process;
 pub mod redis;
 pub mod upstream;

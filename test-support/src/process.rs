@@ -89,6 +89,7 @@ pub struct ServerProcess {
     pub prometheus: String,
     /// Every stderr line so far (the server's log).
     log: Arc<Mutex<Vec<String>>>,
+    ready_file: std::path::PathBuf,
     /// Holds the ready file.
     _ready_dir: tempfile::TempDir,
 }
@@ -125,15 +126,37 @@ impl ServerProcess {
         Self::spawn(command, config, extra, Stdio::null())
     }
 
-    fn spawn(mut command: Command, config: &Path, extra: &[&str], stdout: Stdio) -> ServerProcess {
+    fn spawn(command: Command, config: &Path, extra: &[&str], stdout: Stdio) -> ServerProcess {
+        let mut args = vec!["--monitoring-address", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let mut command = command;
+        command.arg("server").arg("--config-dir").arg(config);
+        let mut server = Self::launch_command(command, &args, stdout);
+        server.wait_ready();
+        server
+    }
+
+    /// `BINARY server` with `extra` flags (no --config-dir: say where configuration comes
+    /// from in `extra`), the monitoring endpoints on `monitoring` (`127.0.0.1:PORT`, see
+    /// [`crate::free_port`]), without waiting for it to be ready: for a server whose
+    /// readiness is under test. [`ServerProcess::wait_ready`] waits; until then only
+    /// `monitoring` is known.
+    pub fn launch(binary: impl AsRef<Path>, monitoring: &str, extra: &[&str]) -> ServerProcess {
+        let mut command = Command::new(binary.as_ref());
+        command.arg("server");
+        let mut args = vec!["--monitoring-address", monitoring];
+        args.extend_from_slice(extra);
+        Self::launch_command(command, &args, Stdio::null())
+    }
+
+    /// Starts `command` (which names the subcommand) on loopback with quick reloads and
+    /// a ready file, plus `args`; its log is collected.
+    fn launch_command(mut command: Command, args: &[&str], stdout: Stdio) -> ServerProcess {
         let ready_dir = tempfile::tempdir().expect("creates a tempdir");
         let ready_file = ready_dir.path().join("ready.json");
         let mut child = command
             .args([
-                "server",
                 "--address",
-                "127.0.0.1:0",
-                "--monitoring-address",
                 "127.0.0.1:0",
                 "--prometheus-address",
                 "127.0.0.1:0",
@@ -144,9 +167,7 @@ impl ServerProcess {
             ])
             .arg("--ready-file")
             .arg(&ready_file)
-            .arg("--config-dir")
-            .arg(config)
-            .args(extra)
+            .args(args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -162,25 +183,40 @@ impl ServerProcess {
                 sink.lock().unwrap().push(line);
             }
         });
-        let ready = match wait_for_ready_file(&ready_file, &mut child, READY_TIMEOUT) {
-            Ok(ready) => ready,
-            Err(why) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                // The reader thread gets the rest of the log once the pipe closes.
-                std::thread::sleep(Duration::from_millis(100));
-                panic!("{why}; the server's log: {:?}", log.lock().unwrap());
-            }
-        };
-        assert_eq!(ready.pid, child.id(), "the ready file is the child's");
+        let monitoring = args
+            .iter()
+            .position(|a| *a == "--monitoring-address")
+            .and_then(|i| args.get(i + 1))
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         ServerProcess {
             child,
-            api: ready.api,
-            monitoring: ready.monitoring,
-            prometheus: ready.prometheus,
+            api: String::new(),
+            monitoring,
+            prometheus: String::new(),
             log,
+            ready_file,
             _ready_dir: ready_dir,
         }
+    }
+
+    /// Waits for the ready file (panicking with the log if the server exits or takes
+    /// too long) and learns the bound addresses from it.
+    pub fn wait_ready(&mut self) {
+        let ready = match wait_for_ready_file(&self.ready_file, &mut self.child, READY_TIMEOUT) {
+            Ok(ready) => ready,
+            Err(why) => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                // The reader thread gets the rest of the log once the pipe closes.
+                std::thread::sleep(Duration::from_millis(100));
+                panic!("{why}; the server's log: {:?}", self.log.lock().unwrap());
+            }
+        };
+        assert_eq!(ready.pid, self.child.id(), "the ready file is the child's");
+        self.api = ready.api;
+        self.monitoring = ready.monitoring;
+        self.prometheus = ready.prometheus;
     }
 
     pub fn pid(&self) -> u32 {

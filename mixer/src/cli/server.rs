@@ -13,6 +13,7 @@ use mixer::api::envoy::otlp_logs::OtlpLogsLimits;
 use mixer::api::envoy::ratelimit::RateLimitLimits;
 use mixer::api::shed::{SheddingMode, SheddingOptions};
 use mixer::attrs::DecodeLimits;
+use mixer::config::kubernetes::KubernetesOptions;
 use mixer::net::ConnectionLimits;
 use mixer::runtime::PolicyErrorMode;
 use mixer::server::{ServerOptions, start};
@@ -133,9 +134,30 @@ pub struct ServerArgs {
     /// A directory of configuration YAML (read recursively; repeatable).
     #[arg(long = "config-dir", value_name = "DIR")]
     config_dirs: Vec<PathBuf>,
-    /// Istio's form of --config-dir: `fs:///path/to/dir`.
-    #[arg(long = "configStoreURL", value_name = "URL")]
+    /// A config store: `fs:///path/to/dir` (as --config-dir) or `k8s://` (the Kubernetes
+    /// API; `k8s:///path/to/kubeconfig` names a kubeconfig). Repeatable; Istio's
+    /// --configStoreURL is the same flag.
+    #[arg(
+        long = "config-store-url",
+        alias = "configStoreURL",
+        value_name = "URL"
+    )]
     config_store_url: Vec<String>,
+    /// With k8s://: the kubeconfig to use (else $KUBECONFIG or ~/.kube/config, else the
+    /// in-cluster service account).
+    #[arg(long, value_name = "PATH")]
+    kubeconfig: Option<PathBuf>,
+    /// With k8s://: watch configuration in this namespace only (default: all namespaces).
+    #[arg(long = "config-namespace", value_name = "NS")]
+    config_namespace: Option<String>,
+    /// With k8s://: how long the start waits for the initial list of every kind before
+    /// serving what it has (/readyz stays unready until the list completes).
+    #[arg(long = "config-wait-timeout", alias = "configWaitTimeout", default_value_t = GoDuration(defaults().config_wait_timeout))]
+    config_wait_timeout: GoDuration,
+    /// With k8s://: the largest `spec` of one Kubernetes object, in bytes of JSON (a larger
+    /// object is a configuration error naming it; the last good configuration keeps serving).
+    #[arg(long = "config-max-object-bytes", default_value_t = KubernetesOptions::default().max_object_bytes)]
+    config_max_object_bytes: usize,
     /// Address of the gRPC API (port 0 picks a free port).
     #[arg(long, default_value_t = defaults().address.to_string())]
     address: String,
@@ -296,16 +318,34 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{s:?} is not a duration such as 500ms or 2s"))
 }
 
+/// A config store named by URL.
+#[derive(Debug, PartialEq, Eq)]
+enum Store {
+    Dir(PathBuf),
+    /// `k8s://`, with the kubeconfig path of `k8s:///path` if given.
+    Kubernetes(Option<PathBuf>),
+}
+
+/// `fs:///abs/dir` or `fs:/abs/dir` → a directory; `k8s://[/kubeconfig]` → Kubernetes.
+fn parse_store_url(url: &str) -> Result<Store> {
+    if let Some(rest) = url.strip_prefix("k8s://") {
+        return Ok(Store::Kubernetes(
+            (!rest.is_empty()).then(|| PathBuf::from(rest)),
+        ));
+    }
+    store_url_path(url).map(Store::Dir)
+}
+
 /// `fs:///abs/dir` or `fs:/abs/dir` → `/abs/dir`.
 fn store_url_path(url: &str) -> Result<PathBuf> {
     let Some(rest) = url.strip_prefix("fs:") else {
         bail!(
-            "--configStoreURL {url:?}: only fs:// stores are supported (e.g. fs:///etc/mixer/config)"
+            "--config-store-url {url:?}: only fs:// and k8s:// stores are supported (e.g. fs:///etc/mixer/config)"
         );
     };
     let path = rest.strip_prefix("//").unwrap_or(rest);
     if !path.starts_with('/') {
-        bail!("--configStoreURL {url:?}: use an absolute path, e.g. fs:///etc/mixer/config");
+        bail!("--config-store-url {url:?}: use an absolute path, e.g. fs:///etc/mixer/config");
     }
     Ok(PathBuf::from(path))
 }
@@ -335,13 +375,27 @@ pub fn run(args: ServerArgs) -> Result<ExitCode> {
         .init();
 
     let mut dirs = args.config_dirs;
+    let mut kubernetes = None;
     for url in &args.config_store_url {
-        dirs.push(store_url_path(url)?);
+        match parse_store_url(url)? {
+            Store::Dir(dir) => dirs.push(dir),
+            Store::Kubernetes(kubeconfig) => {
+                kubernetes = Some(KubernetesOptions {
+                    kubeconfig: args.kubeconfig.clone().or(kubeconfig),
+                    namespace: args.config_namespace.clone(),
+                    max_object_bytes: args.config_max_object_bytes,
+                });
+            }
+        }
     }
-    if dirs.is_empty() {
-        bail!("no configuration: give --config-dir DIR (or --configStoreURL fs:///DIR)");
+    if dirs.is_empty() && kubernetes.is_none() {
+        bail!(
+            "no configuration: give --config-dir DIR (or --config-store-url fs:///DIR, or --config-store-url k8s://)"
+        );
     }
     let mut options = ServerOptions::new(dirs);
+    options.kubernetes = kubernetes;
+    options.config_wait_timeout = args.config_wait_timeout.0;
     options.address = parse_address("--address", &args.address)?;
     options.monitoring_address = parse_address("--monitoring-address", &args.monitoring_address)?;
     options.prometheus_address = parse_address("--prometheus-address", &args.prometheus_address)?;
@@ -463,6 +517,16 @@ mod tests {
             PathBuf::from("/etc/x")
         );
         assert!(store_url_path("k8s://").is_err());
+        assert_eq!(parse_store_url("k8s://").unwrap(), Store::Kubernetes(None));
+        assert_eq!(
+            parse_store_url("k8s:///etc/kubeconfig").unwrap(),
+            Store::Kubernetes(Some(PathBuf::from("/etc/kubeconfig")))
+        );
+        assert_eq!(
+            parse_store_url("fs:///etc/x").unwrap(),
+            Store::Dir(PathBuf::from("/etc/x"))
+        );
+        assert!(parse_store_url("mcp://galley:9901").is_err());
         assert!(store_url_path("fs://relative/x").is_err());
         assert_eq!(parse_address("--address", ":9091").unwrap().port(), 9091);
         assert_eq!(

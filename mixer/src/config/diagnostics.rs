@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use templates::ParamError;
 
-use super::store::Document;
+use super::store::{Document, Origin};
 
 /// How bad a diagnostic is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -28,6 +28,10 @@ pub struct Diagnostic {
     /// Path of the field within the resource's spec.
     pub field: Option<String>,
     pub message: String,
+    /// Where the resource came from when it is not a file: `kubernetes KIND/NS/NAME
+    /// (resourceVersion N)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 impl fmt::Display for Diagnostic {
@@ -42,6 +46,8 @@ impl fmt::Display for Diagnostic {
                 write!(f, ":{line}")?;
             }
             f.write_str(": ")?;
+        } else if let Some(origin) = &self.origin {
+            write!(f, "{origin}: ")?;
         }
         write!(f, "{sev}: ")?;
         if let Some(r) = &self.resource {
@@ -88,13 +94,17 @@ impl Diags {
         message: String,
     ) {
         let doc = res.map(|r| r.doc).or(doc);
+        let from_file = doc.filter(|d| d.origin == Origin::File);
         self.list.push(Diagnostic {
             severity,
-            file: doc.map(|d| d.file.clone()),
-            line: doc.map(|d| d.line),
+            file: from_file.map(|d| d.file.clone()),
+            line: from_file.map(|d| d.line),
             resource: res.map(Res::ident),
             field,
             message,
+            origin: doc
+                .filter(|d| d.origin != Origin::File)
+                .map(Document::location),
         });
     }
 

@@ -3,6 +3,7 @@
 
 pub mod compile;
 pub mod diagnostics;
+pub mod kubernetes;
 pub mod snapshot;
 pub(crate) mod spec;
 pub mod store;

@@ -29,13 +29,16 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value as Json;
 use serde_yaml_ng::Value as Yaml;
 
-/// One Kubernetes-style resource read from a file.
+/// One Kubernetes-style resource, read from a file or from the Kubernetes API.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Document {
-    /// The path as found in the walk (not canonicalised).
+    /// Where the document came from.
+    pub origin: Origin,
+    /// The path as found in the walk (not canonicalised); empty for a Kubernetes object.
     pub file: PathBuf,
     /// 1-based line in `file` where this document starts: the first line after its
-    /// `---` separator (or line 1 for the first document of a file).
+    /// `---` separator (or line 1 for the first document of a file); 0 for a Kubernetes
+    /// object.
     pub line: usize,
     /// `apiVersion`; `""` when absent.
     pub api_version: String,
@@ -48,6 +51,35 @@ pub struct Document {
     pub annotations: BTreeMap<String, String>,
     /// `spec`; `Value::Null` when absent.
     pub spec: Json,
+}
+
+/// Where a [`Document`] came from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Origin {
+    /// A file of a config directory (`Document::file`, `Document::line`).
+    #[default]
+    File,
+    /// An object of the Kubernetes API (see `crate::config::kubernetes`).
+    Kubernetes {
+        /// `metadata.resourceVersion` of the object read.
+        resource_version: String,
+    },
+}
+
+impl Document {
+    /// Where it came from, for messages: `FILE:LINE`, or
+    /// `kubernetes KIND/NAMESPACE/NAME (resourceVersion N)`.
+    pub fn location(&self) -> String {
+        match &self.origin {
+            Origin::File => format!("{}:{}", self.file.display(), self.line),
+            Origin::Kubernetes { resource_version } => format!(
+                "kubernetes {}/{}/{} (resourceVersion {resource_version})",
+                self.kind,
+                self.namespace.as_deref().unwrap_or_default(),
+                self.name
+            ),
+        }
+    }
 }
 
 /// A problem found while walking or parsing the store.
@@ -94,6 +126,9 @@ pub struct ReadResult {
     /// How long the tree had rested when read (the age of its newest change), for a
     /// settled read of a tree with at least one entry.
     pub rested: Option<Duration>,
+    /// Problems of documents that are not files (Kubernetes objects), and clashes between
+    /// sources.
+    pub diagnostics: Vec<crate::config::Diagnostic>,
 }
 
 /// The files selected by a walk, plus the problems met on the way.
@@ -584,6 +619,7 @@ fn parse_document(path: &Path, start_line: usize, chunk: &str) -> Result<Documen
     let spec = top.remove("spec").unwrap_or(Json::Null);
 
     Ok(Document {
+        origin: Origin::File,
         file: path.to_path_buf(),
         line: start_line,
         api_version,

@@ -20,7 +20,7 @@ pub mod routes;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -28,6 +28,7 @@ use expr_lang::{Bag, NoRecording};
 use templates::QuotaResult;
 
 use crate::config::compile::{CompileOptions, compile};
+use crate::config::kubernetes::{self, KubernetesSource};
 use crate::config::store::{ReadResult, read_dirs, read_dirs_settled};
 use crate::config::{Diagnostic, Severity, Snapshot};
 use crate::metrics::Metrics;
@@ -86,6 +87,8 @@ pub struct LoadStatus {
     pub applied: bool,
     pub files: usize,
     pub diagnostics: Vec<Diagnostic>,
+    /// Where each resource read came from (`{"resource": "KIND/NS/NAME", "origin": …}`).
+    pub origins: Vec<serde_json::Value>,
     #[serde(skip)]
     pub at: Option<SystemTime>,
     pub at_unix_seconds: u64,
@@ -101,6 +104,8 @@ pub struct Runtime {
     last_load: Mutex<LoadStatus>,
     reload_lock: Mutex<u64>,
     ready: AtomicBool,
+    /// The Kubernetes config source, when configured: its objects join the files'.
+    kubernetes: OnceLock<Arc<KubernetesSource>>,
 }
 
 impl Runtime {
@@ -118,6 +123,7 @@ impl Runtime {
             last_load: Mutex::new(LoadStatus::default()),
             reload_lock: Mutex::new(0),
             ready: AtomicBool::new(false),
+            kubernetes: OnceLock::new(),
             options,
         }
     }
@@ -128,9 +134,39 @@ impl Runtime {
         self.current.load_full()
     }
 
-    /// Whether a configuration snapshot has been loaded and is serving.
+    /// Whether a configuration snapshot has been loaded and is serving (with a Kubernetes
+    /// source: one that holds the initial list of every kind).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// Why [`Runtime::is_ready`] is false, for `/readyz`.
+    pub fn not_ready_reason(&self) -> String {
+        match self.kubernetes.get().map(|k| k.progress()) {
+            Some((done, all)) if done < all => format!(
+                "waiting for the initial list of the Kubernetes configuration ({done} of {all} kinds listed)"
+            ),
+            _ => "no configuration loaded yet".to_owned(),
+        }
+    }
+
+    /// Adds the objects of a Kubernetes config source to every load from now on. Once
+    /// only (later calls are ignored).
+    pub fn set_kubernetes(&self, source: Arc<KubernetesSource>) {
+        let _ = self.kubernetes.set(source);
+    }
+
+    /// The Kubernetes config source, when there is one.
+    pub fn kubernetes(&self) -> Option<&Arc<KubernetesSource>> {
+        self.kubernetes.get()
+    }
+
+    /// Adds the Kubernetes objects (when configured) to what the files hold; whether the
+    /// result is the whole configuration (every kind listed once).
+    fn with_kubernetes(&self, read: &mut ReadResult) -> bool {
+        self.kubernetes
+            .get()
+            .is_none_or(|source| kubernetes::merge_into(read, source))
     }
 
     pub fn last_load(&self) -> LoadStatus {
@@ -141,8 +177,10 @@ impl Runtime {
     /// applies whatever is valid even when some of it is not (there is nothing better to
     /// serve); later loads with errors keep the last good snapshot.
     pub fn reload(&self) -> LoadStatus {
-        let read = read_dirs(&self.options.config_dirs);
-        self.load(read, None).unwrap_or_else(|| self.last_load())
+        let mut read = read_dirs(&self.options.config_dirs);
+        let complete = self.with_kubernetes(&mut read);
+        self.load(read, None, complete)
+            .unwrap_or_else(|| self.last_load())
     }
 
     /// As [`Runtime::reload`], for a change the config watcher saw: only files that have
@@ -151,7 +189,10 @@ impl Runtime {
     /// when the files were not ready: nothing changed, and the watcher tries again.
     pub fn reload_settled(&self, settle: Duration) -> Option<LoadStatus> {
         match read_dirs_settled(&self.options.config_dirs, settle) {
-            Ok(read) => self.load(read, Some(settle)),
+            Ok(mut read) => {
+                let complete = self.with_kubernetes(&mut read);
+                self.load(read, Some(settle), complete)
+            }
             Err(unsettled) => {
                 tracing::info!(
                     reason = %unsettled,
@@ -163,8 +204,14 @@ impl Runtime {
     }
 
     /// One load: compile what was read beside the serving snapshot, then apply it (or,
-    /// with errors, keep the last good one) and record the outcome.
-    fn load(&self, read: ReadResult, settle: Option<Duration>) -> Option<LoadStatus> {
+    /// with errors, keep the last good one) and record the outcome. Only a `complete`
+    /// configuration makes the server ready; until then loads apply as the first does.
+    fn load(
+        &self,
+        read: ReadResult,
+        settle: Option<Duration>,
+        complete: bool,
+    ) -> Option<LoadStatus> {
         let mut generation = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
         let started = Instant::now();
         let previous = self.snapshot();
@@ -204,7 +251,7 @@ impl Runtime {
                     "The new configuration removes every rule of the one serving; applying it."
                 );
             }
-            self.apply(Arc::new(compiled.snapshot), *generation);
+            self.apply(Arc::new(compiled.snapshot), *generation, complete);
             tracing::info!(
                 generation = *generation,
                 errors,
@@ -222,12 +269,13 @@ impl Runtime {
                 "Configuration rejected; the last good configuration keeps serving."
             );
         }
-        Some(self.record(*generation, applied, read.files, diagnostics))
+        let origins = kubernetes::origins(&read.documents);
+        Some(self.record(*generation, applied, read.files, diagnostics, origins))
     }
 
     /// Serves `snap` from now on: swaps it in, empties the Check cache, and retires the
     /// handlers it no longer uses.
-    fn apply(&self, snap: Arc<Snapshot>, generation: u64) {
+    fn apply(&self, snap: Arc<Snapshot>, generation: u64, complete: bool) {
         let m = &self.metrics;
         m.config_loads.with_label_values(&["applied"]).inc();
         m.config_generation.set(generation as i64);
@@ -248,7 +296,9 @@ impl Runtime {
             cache.clear();
         }
         close_replaced(old, &snap);
-        self.ready.store(true, Ordering::Release);
+        if complete {
+            self.ready.store(true, Ordering::Release);
+        }
     }
 
     /// Remembers the outcome of a load for `/debug/config`.
@@ -258,6 +308,7 @@ impl Runtime {
         applied: bool,
         files: usize,
         diagnostics: Vec<Diagnostic>,
+        origins: Vec<serde_json::Value>,
     ) -> LoadStatus {
         let now = SystemTime::now();
         let status = LoadStatus {
@@ -265,6 +316,7 @@ impl Runtime {
             applied,
             files,
             diagnostics,
+            origins,
             at: Some(now),
             at_unix_seconds: now
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -398,7 +450,9 @@ fn store_diagnostics(read: &ReadResult) -> Vec<Diagnostic> {
             resource: None,
             field: None,
             message: e.message.clone(),
+            origin: None,
         })
+        .chain(read.diagnostics.iter().cloned())
         .collect()
 }
 

@@ -17,6 +17,7 @@ mod envoy_samples;
 mod hardening;
 mod helm_configs;
 mod introspection;
+mod kubernetes;
 mod policy;
 mod process;
 mod server;

@@ -107,11 +107,13 @@ fn server_on_samples_check_report_and_sigterm() {
 #[test]
 fn server_refuses_bad_flags_clearly() {
     let out = mixer_command()
-        .args(["server", "--configStoreURL", "k8s://"])
+        .args(["server", "--configStoreURL", "mcp://galley:9901"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("only fs:// stores are supported"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("only fs:// and k8s:// stores are supported")
+    );
     let out = mixer_command().args(["server"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--config-dir"));

@@ -20,6 +20,7 @@ use super::diagnostics::{Diagnostic, Diags};
 use super::snapshot::{Snapshot, Summary};
 use super::store::Document;
 use crate::attrs::AttrTable;
+pub use resources::accepted_kinds;
 
 /// Options for compiling a snapshot.
 #[derive(Clone)]

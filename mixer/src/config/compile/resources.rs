@@ -20,7 +20,7 @@ pub(super) fn classify<'d>(
     let mut resources = Resources::new();
     for doc in docs {
         if is_foreign_kind(&doc.kind) {
-            tracing::debug!(kind = %doc.kind, name = %doc.name, file = %doc.file.display(), "Skipping a resource that is not Mixer configuration.");
+            tracing::debug!(kind = %doc.kind, name = %doc.name, origin = %doc.location(), "Skipping a resource that is not Mixer configuration.");
             continue;
         }
         let Some(namespace) = doc.namespace.clone().filter(|n| !n.is_empty()) else {
@@ -40,9 +40,8 @@ pub(super) fn classify<'d>(
         let key = (doc.kind.clone(), res.namespace.clone(), doc.name.clone());
         if let Some(prev) = resources.get(&key) {
             let msg = format!(
-                "defined again (first at {}:{}); the later definition is used",
-                prev.doc.file.display(),
-                prev.doc.line
+                "defined again (first at {}); the later definition is used",
+                prev.doc.location()
             );
             diags.warning(&res, None, msg);
         }
@@ -51,20 +50,35 @@ pub(super) fn classify<'d>(
     resources
 }
 
-/// Kinds that are not Mixer's: skipped quietly. Istio's QuotaSpec and QuotaSpecBinding
-/// are not Mixer's either, but they are served (to Envoy's ext_authz front end).
+/// Every `kind:` read as configuration, in a fixed order: the current kinds, Istio's
+/// QuotaSpec and QuotaSpecBinding (not Mixer's, but served to Envoy's ext_authz front
+/// end), then the legacy per-template and per-adapter kinds. The Kubernetes source
+/// watches exactly these (`crate::config::kubernetes::kinds`).
+pub fn accepted_kinds() -> &'static [&'static str] {
+    static KINDS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+        let mut kinds = vec![
+            "rule",
+            "handler",
+            "instance",
+            "attributemanifest",
+            "adapter",
+            "template",
+            super::quota_specs::QUOTA_SPEC,
+            super::quota_specs::QUOTA_SPEC_BINDING,
+        ];
+        kinds.extend(TemplateKind::ALL.iter().map(|t| t.name()));
+        kinds.extend(adapters::inventory().iter().map(|a| a.name()));
+        kinds.extend(adapters::KNOWN_UNSUPPORTED);
+        let mut seen = std::collections::HashSet::new();
+        kinds.retain(|k| seen.insert(*k));
+        kinds
+    });
+    &KINDS
+}
+
+/// Kinds that are not Mixer's: skipped quietly.
 fn is_foreign_kind(kind: &str) -> bool {
-    !(kind == "rule"
-        || kind == super::quota_specs::QUOTA_SPEC
-        || kind == super::quota_specs::QUOTA_SPEC_BINDING
-        || kind == "handler"
-        || kind == "instance"
-        || kind == "attributemanifest"
-        || kind == "adapter"
-        || kind == "template"
-        || TemplateKind::from_name(kind).is_some()
-        || adapters::find(kind).is_some()
-        || adapters::KNOWN_UNSUPPORTED.contains(&kind))
+    !accepted_kinds().contains(&kind)
 }
 
 /// Resolves a reference from a rule in `namespace` to a resource of `kind` (Mixer's
