@@ -18,6 +18,7 @@ mod hardening;
 mod helm_configs;
 mod introspection;
 mod kubernetes;
+mod kubernetesenv;
 mod policy;
 mod process;
 mod server;
