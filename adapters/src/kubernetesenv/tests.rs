@@ -1,5 +1,4 @@
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -217,7 +216,7 @@ async fn handlers_with_the_same_params_share_one_cache_until_dropped() {
     };
     let a = ADAPTER.build(config(), &env).unwrap();
     let b = ADAPTER.build(config(), &env).unwrap();
-    let cache_of = |h: &Arc<dyn Handler>| {
+    let looks_up_nothing = |h: &Arc<dyn Handler>| {
         let out = h
             .kubernetes()
             .unwrap()
@@ -225,8 +224,8 @@ async fn handlers_with_the_same_params_share_one_cache_until_dropped() {
             .unwrap();
         assert_eq!(out, KubernetesOutput::default(), "nothing listed yet");
     };
-    cache_of(&a);
-    cache_of(&b);
+    looks_up_nothing(&a);
+    looks_up_nothing(&b);
     let count = || watch::live_caches();
     let before = count();
     assert!(before >= 1);
@@ -234,5 +233,4 @@ async fn handlers_with_the_same_params_share_one_cache_until_dropped() {
     assert_eq!(count(), before, "b still uses the cache");
     drop(b);
     assert_eq!(count(), before - 1, "the last handler's drop stops it");
-    let _ = BTreeMap::<String, String>::new();
 }

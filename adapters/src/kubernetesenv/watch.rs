@@ -307,16 +307,20 @@ where
                 None => events.next().await,
             };
             let Some(next) = next else { break };
-            let Some(cache) = cache.upgrade() else { return };
             match next {
-                Ok(event) => apply(
-                    &cache,
-                    kind,
-                    options.limits,
-                    event,
-                    &mut pending,
-                    &mut warned,
-                ),
+                Ok(event) => {
+                    // Held only while the event is applied: dropping the last handler
+                    // drops the cache, and its drop stops this task.
+                    let Some(cache) = cache.upgrade() else { return };
+                    apply(
+                        &cache,
+                        kind,
+                        options.limits,
+                        event,
+                        &mut pending,
+                        &mut warned,
+                    );
+                }
                 Err(e) => {
                     tracing::warn!(kind = kind.plural(), error = %e, "kubernetesenv watch failed; retrying with back-off.")
                 }

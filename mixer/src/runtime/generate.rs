@@ -311,3 +311,310 @@ fn supplied<B: ?Sized>(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    use expr_lang::MapBag;
+    use templates::handler::{KubernetesHandler, MetricHandler};
+    use templates::instances::{kubernetes, metric};
+    use templates::{Handler, HandlerError, PodAttributes, code};
+
+    use super::*;
+    use crate::config::compile::{CompileOptions, compile};
+    use crate::config::snapshot::{Destination, RoutedRule};
+    use crate::config::store::parse_file;
+    use crate::runtime::{Condition, PolicyErrorMode, RuntimeOptions};
+
+    const CONFIG: &str = r#"
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: kubernetesenv, namespace: istio-system}
+spec: {compiledAdapter: kubernetesenv}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: attributes, namespace: istio-system}
+spec:
+  compiledTemplate: kubernetes
+  params:
+    source_uid: source.uid | ""
+  attributeBindings:
+    source.labels: $out.source_labels | emptyStringMap()
+    source.workload.name: $out.source_workload_name | "unknown"
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: generate, namespace: istio-system}
+spec:
+  actions: [{handler: kubernetesenv, instances: [attributes]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: deny, namespace: istio-system}
+spec:
+  compiledAdapter: denier
+  params: {status: {code: 7, message: no a}}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: nothing, namespace: istio-system}
+spec: {compiledTemplate: checknothing}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-a, namespace: istio-system}
+spec:
+  match: source.labels["app"] == "a"
+  actions: [{handler: deny, instances: [nothing]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: noop, namespace: istio-system}
+spec: {compiledAdapter: noop}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: count, namespace: istio-system}
+spec:
+  compiledTemplate: metric
+  params:
+    value: "1"
+    dimensions:
+      workload: source.workload.name | "none"
+      app: source.labels["app"] | "none"
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: metrics, namespace: istio-system}
+spec:
+  actions: [{handler: noop, instances: [count]}]
+"#;
+
+    /// Knows pod `a` (labelled `app: a`); fails for `boom`.
+    struct FakeEnv;
+
+    impl Handler for FakeEnv {
+        fn kubernetes(&self) -> Option<&dyn KubernetesHandler> {
+            Some(self)
+        }
+    }
+
+    impl KubernetesHandler for FakeEnv {
+        fn generate_kubernetes(
+            &self,
+            i: &kubernetes::Instance<'_>,
+        ) -> Result<KubernetesOutput, HandlerError> {
+            match &*i.source_uid {
+                "kubernetes://boom.default" => Err(HandlerError::Unavailable("down".into())),
+                "kubernetes://a.default" => Ok(KubernetesOutput {
+                    source: Some(PodAttributes {
+                        labels: Arc::new(BTreeMap::from([("app".into(), "a".into())])),
+                        workload_name: "a-workload".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                _ => Ok(KubernetesOutput::default()),
+            }
+        }
+    }
+
+    /// Records each metric's dimensions as text.
+    #[derive(Default)]
+    struct Capture(Mutex<Vec<Vec<String>>>);
+
+    impl Handler for Capture {
+        fn metric(&self) -> Option<&dyn MetricHandler> {
+            Some(self)
+        }
+    }
+
+    impl MetricHandler for Capture {
+        fn handle_metric(&self, instances: &[metric::Instance<'_>]) -> Result<(), HandlerError> {
+            let mut seen = self.0.lock().unwrap();
+            for i in instances {
+                seen.push(i.dimensions.iter().map(|(_, v)| v.to_string()).collect());
+            }
+            Ok(())
+        }
+    }
+
+    fn entry(name: &str, handler: Arc<dyn Handler>) -> Arc<HandlerEntry> {
+        Arc::new(HandlerEntry {
+            name: name.to_owned(),
+            adapter: "fake",
+            handler,
+            signature: String::new(),
+            dispatch_counters: Default::default(),
+        })
+    }
+
+    /// The configuration, with [`FakeEnv`] as the generator (the real kubernetesenv has
+    /// no cluster here) and metrics going to `capture`.
+    fn runtime(capture: Arc<Capture>) -> Runtime {
+        let (docs, errors) = parse_file(Path::new("generate.yaml"), CONFIG);
+        assert!(errors.is_empty(), "{errors:?}");
+        let opts = CompileOptions {
+            default_namespace: "istio-system".to_owned(),
+            build_handlers: true,
+            generation: 1,
+            resources: Default::default(),
+        };
+        let mut snap = compile(&docs, &opts, None).snapshot;
+        let rule = snap
+            .rules
+            .iter()
+            .find(|r| r.name == "generate.rule.istio-system")
+            .unwrap()
+            .clone();
+        // Only the fake: a kubernetesenv that found a cluster here must not join it.
+        snap.generate = Default::default();
+        snap.generate.default.push(RoutedRule {
+            rule,
+            destinations: vec![Destination {
+                handler: entry("fakeenv", Arc::new(FakeEnv)),
+                instances: vec![snap.instances["attributes.instance.istio-system"].clone()],
+            }],
+        });
+        snap.report.default[0].destinations[0].handler = entry("capture", capture);
+        let runtime = Runtime::new(
+            RuntimeOptions {
+                config_dirs: Vec::new(),
+                resources: Default::default(),
+                default_namespace: "istio-system".to_owned(),
+                policy_errors: PolicyErrorMode::Mixer,
+                check_cache_size: 100,
+            },
+            Metrics::new(),
+        );
+        runtime.current.store(Arc::new(snap));
+        runtime
+    }
+
+    fn bag(uid: &str) -> MapBag {
+        MapBag::new().with("source.uid", Value::String(uid.to_owned().into()))
+    }
+
+    fn cache_hits(runtime: &Runtime) -> u64 {
+        runtime
+            .metrics
+            .registry
+            .gather()
+            .iter()
+            .find(|f| f.name() == "mixer_check_cache_hits_total")
+            .map_or(0, |f| f.get_metric()[0].get_counter().value() as u64)
+    }
+
+    #[tokio::test]
+    async fn check_decides_on_generated_attributes_and_references_the_inputs() {
+        let runtime = runtime(Default::default());
+        let snap = runtime.snapshot();
+        // The proxy's own labels lose to the generated ones.
+        let a = bag("kubernetes://a.default").with(
+            "source.labels",
+            Value::StringMap(expr_lang::StringMapRef::Owned(Arc::new(BTreeMap::from([
+                ("app".to_owned(), "b".to_owned()),
+            ])))),
+        );
+        let answer = runtime.check(&snap, &a, "d", &[]).await.unwrap();
+        assert_eq!(answer.precondition.status.code, code::PERMISSION_DENIED);
+        let refs: Vec<_> = answer
+            .referenced
+            .iter()
+            .map(|r| (r.name.to_owned(), r.map_key.map(str::to_owned), r.condition))
+            .collect();
+        assert!(
+            refs.contains(&("source.uid".to_owned(), None, Condition::Exact)),
+            "{refs:?}"
+        );
+        assert!(
+            refs.iter().all(|(name, _, _)| name != "source.labels"),
+            "generated attributes are not the request's: {refs:?}"
+        );
+        // Keyed on the input: the same pod is answered from the cache, another is not.
+        let again = runtime.check(&snap, &a, "d", &[]).await.unwrap();
+        assert_eq!(again.precondition.status.code, code::PERMISSION_DENIED);
+        assert_eq!(cache_hits(&runtime), 1);
+        for other in ["kubernetes://b.default", "kubernetes://boom.default"] {
+            let ok = runtime.check(&snap, &bag(other), "d", &[]).await.unwrap();
+            assert!(ok.precondition.status.is_ok(), "{other}");
+        }
+        assert_eq!(cache_hits(&runtime), 1);
+    }
+
+    #[test]
+    fn report_instances_see_generated_attributes_or_the_bindings_defaults() {
+        let capture = Arc::new(Capture::default());
+        let runtime = runtime(capture.clone());
+        let snap = runtime.snapshot();
+        let claimed = |uid: &str| bag(uid).with("source.workload.name", Value::str("claimed"));
+        let bags = [
+            claimed("kubernetes://a.default"),
+            claimed("kubernetes://nobody.default"),
+            claimed("kubernetes://boom.default"),
+            MapBag::new(),
+        ];
+        assert_eq!(runtime.report(&snap, &bags), []);
+        let seen = capture.0.lock().unwrap().clone();
+        let dims = |w: &str, a: &str| vec![w.to_owned(), a.to_owned()];
+        assert_eq!(
+            seen,
+            [
+                dims("a-workload", "a"),
+                dims("unknown", "none"),
+                dims("unknown", "none"),
+                dims("unknown", "none"),
+            ]
+        );
+    }
+
+    #[test]
+    fn without_generators_the_bag_is_the_request() {
+        let capture = Arc::new(Capture::default());
+        let runtime = runtime(capture.clone());
+        let mut snap = compile(
+            &parse_file(Path::new("g.yaml"), CONFIG).0,
+            &CompileOptions {
+                default_namespace: "istio-system".to_owned(),
+                build_handlers: true,
+                generation: 2,
+                resources: Default::default(),
+            },
+            None,
+        )
+        .snapshot;
+        snap.generate = Default::default();
+        snap.report.default[0].destinations[0].handler = entry("capture", capture.clone());
+        let bags =
+            [bag("kubernetes://a.default").with("source.workload.name", Value::str("claimed"))];
+        assert_eq!(runtime.report(&snap, &bags), []);
+        assert_eq!(
+            *capture.0.lock().unwrap(),
+            [vec!["claimed".to_owned(), "none".to_owned()]]
+        );
+        let generated = run(
+            &snap,
+            &bags[0],
+            &mut NoRecordingRef,
+            &runtime.metrics,
+            "check",
+        );
+        assert_eq!(generated.generated_names().count(), 0);
+    }
+
+    /// A recorder for [`run`] that must not be called.
+    struct NoRecordingRef;
+
+    impl Recorder for NoRecordingRef {
+        fn attribute(&mut self, name: &str, _: ValueType, _: bool) {
+            panic!("read {name} without generators");
+        }
+        fn map_key(&mut self, map: &str, _: &str, _: bool) {
+            panic!("read {map} without generators");
+        }
+    }
+}
