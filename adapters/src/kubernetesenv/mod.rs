@@ -105,7 +105,10 @@ fn cluster(config: &Config) -> Result<Option<Cluster>, BuildError> {
         Some(v) if !v.is_empty() => {
             let from = format!("KUBECONFIG={}", v.to_string_lossy());
             match kube::config::Kubeconfig::from_env() {
-                Ok(Some(config)) => Ok(Some(Cluster::Kubeconfig { config, from })),
+                Ok(Some(config)) => Ok(Some(Cluster::Kubeconfig {
+                    config: Box::new(config),
+                    from,
+                })),
                 Ok(None) => Ok(in_cluster()),
                 Err(e) => Err(invalid(format!("{from}: {e}"))),
             }
@@ -116,7 +119,7 @@ fn cluster(config: &Config) -> Result<Option<Cluster>, BuildError> {
             Some(path) => kube::config::Kubeconfig::read_from(path)
                 .map(|config| {
                     Some(Cluster::Kubeconfig {
-                        config,
+                        config: Box::new(config),
                         from: format!("params.kubeconfigPath {path}"),
                     })
                 })

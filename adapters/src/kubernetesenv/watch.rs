@@ -4,7 +4,6 @@
 //! same cluster, namespace, refresh period and limits; it stops watching when the last
 //! handler using it is dropped.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
@@ -29,7 +28,7 @@ pub enum Cluster {
     /// A kubeconfig, already read (so a bad file fails the handler's build), with a
     /// description of where it came from for logs.
     Kubeconfig {
-        config: kube::config::Kubeconfig,
+        config: Box<kube::config::Kubeconfig>,
         from: String,
     },
     /// The pod's service account.
@@ -47,7 +46,7 @@ impl Cluster {
     async fn client(&self) -> Result<Client, String> {
         let config = match self {
             Cluster::Kubeconfig { config, from } => kube::Config::from_custom_kubeconfig(
-                config.clone(),
+                (**config).clone(),
                 &kube::config::KubeConfigOptions::default(),
             )
             .await
@@ -264,7 +263,7 @@ pub fn pod_record(pod: Pod) -> Option<PodRecord> {
     Some(PodRecord {
         name: meta.name?,
         namespace: meta.namespace?,
-        labels: Arc::new(meta.labels.unwrap_or_else(BTreeMap::new)),
+        labels: Arc::new(meta.labels.unwrap_or_default()),
         service_account: spec.service_account_name.unwrap_or_default(),
         pod_ip: ip(status.pod_ip),
         host_ip: ip(status.host_ip),
