@@ -2,7 +2,7 @@
 //! and watched through the API server, held as the same [`Document`]s the file store
 //! produces, so they go through the same compile → validate → swap.
 //!
-//! * One kube-runtime `watcher` per kind ([`watch`]): it re-lists after `410 Gone`, follows
+//! * One kube-runtime `watcher` per kind (`watch.rs`): it re-lists after `410 Gone`, follows
 //!   bookmarks, and reconnects with backoff after dropped connections and API-server
 //!   restarts. A re-list replaces the kind's objects only once complete.
 //! * A kind whose CRD is not installed (404) is skipped with one warning and re-checked
@@ -83,7 +83,7 @@ pub enum KindState {
 }
 
 /// One object as held: its document, or why it is not used.
-type Held = Result<Document, Diagnostic>;
+type Held = Result<Document, Box<Diagnostic>>;
 
 /// Objects by (namespace, name), per kind.
 type Objects = BTreeMap<(String, String), Held>;
@@ -188,7 +188,7 @@ impl KubernetesSource {
         for held in held.objects.iter().flat_map(BTreeMap::values) {
             match held {
                 Ok(doc) => documents.push(doc.clone()),
-                Err(diagnostic) => diagnostics.push(diagnostic.clone()),
+                Err(diagnostic) => diagnostics.push(Diagnostic::clone(diagnostic)),
             }
         }
         (
@@ -292,7 +292,7 @@ fn to_document(kind: &ConfigKind, object: kube::core::DynamicObject, max_bytes: 
     let spec = data.get_mut("spec").map(Json::take).unwrap_or(Json::Null);
     let size = json_size(&spec);
     if size > max_bytes {
-        return Err(Diagnostic {
+        return Err(Box::new(Diagnostic {
             severity: Severity::Error,
             file: None,
             line: None,
@@ -307,7 +307,7 @@ fn to_document(kind: &ConfigKind, object: kube::core::DynamicObject, max_bytes: 
                 "the spec is {size} bytes of JSON, over the {max_bytes}-byte limit (--config-max-object-bytes); the object is not used"
             ),
             origin: Some(doc.location()),
-        });
+        }));
     }
     doc.spec = spec;
     Ok(doc)
@@ -437,7 +437,7 @@ mod tests {
         let err = to_document(rule_kind(), object("big", big), 100).unwrap_err();
         assert_eq!(err.resource.as_deref(), Some("rule/ns/big"));
         assert_eq!(err.field.as_deref(), Some("spec"));
-        assert!(err.to_string().starts_with("kubernetes rule/ns/big (resourceVersion 7): error: rule/ns/big: spec: the spec is 214 bytes"), "{err}");
+        assert!(err.to_string().starts_with("kubernetes rule/ns/big (resourceVersion 7): error: rule/ns/big: spec: the spec is 212 bytes"), "{err}");
     }
 
     #[test]

@@ -176,3 +176,55 @@ pub fn spawn_reloader(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::kubernetes::KubernetesOptions;
+
+    fn upsert(source: &KubernetesSource, name: &str) {
+        let key = ("ns".to_owned(), name.to_owned());
+        let doc = crate::config::store::Document {
+            origin: crate::config::store::Origin::File,
+            file: Default::default(),
+            line: 0,
+            api_version: String::new(),
+            kind: "rule".to_owned(),
+            name: name.to_owned(),
+            namespace: Some("ns".to_owned()),
+            annotations: Default::default(),
+            spec: serde_json::Value::Null,
+        };
+        source.upsert(0, key, Ok(doc));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_burst_of_changes_is_one_reload_that_sees_them_all() {
+        let source = Arc::new(KubernetesSource::new(
+            KubernetesOptions::default(),
+            "x".into(),
+        ));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let seen = source.clone();
+        let task = spawn_reloader(source.clone(), Duration::from_millis(50), move || {
+            let _ = tx.send(*seen.changes.borrow());
+            Reaction::Done
+        });
+        // No await in between: the reloader cannot run until the burst is over.
+        for i in 0..50 {
+            upsert(&source, &format!("r{i}"));
+        }
+        assert_eq!(
+            rx.recv().await,
+            Some(50),
+            "one reload, after the whole burst"
+        );
+        upsert(&source, "late");
+        assert_eq!(
+            rx.recv().await,
+            Some(51),
+            "the next change is the next reload"
+        );
+        task.abort();
+    }
+}
