@@ -502,6 +502,23 @@ async fn wait_for_signal() {
     }
 }
 
+/// The kubernetesenv flags, the namespace checked as a Kubernetes name.
+fn kubernetesenv_options(
+    namespace: Option<String>,
+    max_pods: usize,
+) -> Result<adapters::kubernetesenv::Options> {
+    if let Some(ns) = &namespace
+        && !adapters::kubernetesenv::config::is_namespace_name(ns)
+    {
+        bail!("--kubernetesenv-namespace {ns:?} is not a valid namespace name");
+    }
+    Ok(adapters::kubernetesenv::Options {
+        namespace,
+        max_pods,
+        ..Default::default()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -560,21 +577,4 @@ mod tests {
         }
         assert!("5 minutes".parse::<GoDuration>().is_err());
     }
-}
-
-/// The kubernetesenv flags, the namespace checked as a Kubernetes name.
-fn kubernetesenv_options(
-    namespace: Option<String>,
-    max_pods: usize,
-) -> Result<adapters::kubernetesenv::Options> {
-    if let Some(ns) = &namespace
-        && !adapters::kubernetesenv::config::is_namespace_name(ns)
-    {
-        bail!("--kubernetesenv-namespace {ns:?} is not a valid namespace name");
-    }
-    Ok(adapters::kubernetesenv::Options {
-        namespace,
-        max_pods,
-        ..Default::default()
-    })
 }
