@@ -82,6 +82,8 @@ pub struct Resources {
     /// The async runtime background tasks run on; `None` outside one (e.g. `mixer
     /// validate`, which never builds handlers).
     pub runtime: Option<tokio::runtime::Handle>,
+    /// What every kubernetesenv cache watches and holds.
+    pub kubernetesenv: kubernetesenv::Options,
 }
 
 /// Why a handler could not be built from validated params.
@@ -121,6 +123,10 @@ pub enum BuildError {
     /// handlers: one message per metric.
     #[error("{}", .0.join("; "))]
     Conflict(Vec<String>),
+    /// The handler cannot run in this environment (e.g. kubernetesenv without a
+    /// cluster): it is reported as a warning and skipped, not an error.
+    #[error("{0}")]
+    Inactive(String),
     /// The adapter validates params but has no running handlers in this server.
     #[error("adapter '{0}' is not implemented in this server yet")]
     NotImplemented(&'static str),
@@ -208,7 +214,7 @@ pub fn inventory() -> &'static [&'static dyn DynAdapter] {
         &list::ADAPTER,
         &memquota::ADAPTER,
         &redisquota::ADAPTER,
-        &unsupported::KUBERNETESENV,
+        &kubernetesenv::ADAPTER,
         &otlp::ADAPTER,
         &otlp::ZIPKIN_ADAPTER,
     ];

@@ -46,13 +46,3 @@ impl<C: Send + Sync + 'static> Adapter for ParamsOnly<C> {
         Err(BuildError::NotImplemented(self.name))
     }
 }
-
-pub static KUBERNETESENV: ParamsOnly<crate::kubernetesenv::config::Config> = ParamsOnly {
-    name: "kubernetesenv",
-    description: "Generates workload attributes from the Kubernetes API",
-    templates: &[TemplateKind::Kubernetes],
-    validate: crate::kubernetesenv::config::validate,
-    reason: Some(
-        "no Kubernetes cluster is configured (this server does not read the Kubernetes API): the kubernetesenv handler generates no attributes, and the attributes the proxy sends are used as they are",
-    ),
-};

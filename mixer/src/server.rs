@@ -60,6 +60,8 @@ pub struct ServerOptions {
     pub otlp_logs: OtlpLogsLimits,
     /// Bounds of the Prometheus exposition (label value length, scrape size).
     pub exposition: adapters::prometheus::ExpositionLimits,
+    /// What kubernetesenv caches watch and hold.
+    pub kubernetesenv: adapters::kubernetesenv::Options,
     /// Where to write the bound addresses and the process id as JSON once the server is
     /// ready (see [`start`]), for scripts and tests that bind port 0.
     pub ready_file: Option<PathBuf>,
@@ -92,6 +94,7 @@ impl Default for ServerOptions {
             exposition: adapters::prometheus::ExpositionLimits::default(),
             access_log: AccessLogLimits::default(),
             otlp_logs: OtlpLogsLimits::default(),
+            kubernetesenv: Default::default(),
             ready_file: None,
             kubernetes: None,
             config_wait_timeout: Duration::from_secs(120),
@@ -323,6 +326,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, ServerError>
 fn new_runtime(options: &ServerOptions) -> (Arc<Runtime>, Arc<adapters::Resources>) {
     let resources = Arc::new(adapters::Resources {
         runtime: Some(tokio::runtime::Handle::current()),
+        kubernetesenv: options.kubernetesenv.clone(),
         ..Default::default()
     });
     // Before any handler exists: a metric family keeps the limits it was created with.

@@ -19,7 +19,7 @@ use crate::instances::Dims;
 use crate::kinds::{FieldKind, TemplateKind};
 
 /// The attribute prefix `$out.` stands for in `attributeBindings`.
-const OUTPUT_PREFIX: &str = "adapter_template_kubernetes.output.";
+pub const OUTPUT_PREFIX: &str = "adapter_template_kubernetes.output.";
 
 /// A problem with one field of an instance's params.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -80,11 +80,21 @@ enum Compiled {
     },
 }
 
+/// One `attributeBindings` entry of an attribute generator: the attribute it sets and
+/// the expression giving the value, where `$out.<field>` reads as the attribute
+/// [`OUTPUT_PREFIX`]`<field>`.
+pub struct Binding {
+    pub attribute: Arc<str>,
+    pub program: Program,
+}
+
 /// A compiled instance: one program per field.
 pub struct InstanceBuilder {
     name: Arc<str>,
     kind: TemplateKind,
     fields: Vec<Compiled>,
+    /// Attribute generators only, in the order written.
+    bindings: Vec<Binding>,
 }
 
 impl fmt::Debug for InstanceBuilder {
@@ -201,10 +211,9 @@ impl Compiler<'_> {
 
 impl InstanceBuilder {
     /// Compiles an instance of `kind` named `name` (its fully qualified name) from its
-    /// params. `bindings` are the `attributeBindings` of an attribute generator: they
-    /// are checked, and not kept, since no generator runs in this server (see
-    /// `adapters/src/unsupported.rs`). Every problem is reported, each with its field
-    /// path.
+    /// params. `bindings` are the `attributeBindings` of an attribute generator: each
+    /// must name an output that exists and have the type of the attribute it sets.
+    /// Every problem is reported, each with its field path.
     pub fn compile(
         name: &str,
         kind: TemplateKind,
@@ -276,15 +285,17 @@ impl InstanceBuilder {
             };
         }
 
-        if let Some(b) = bindings.filter(|b| !b.is_null()) {
-            check_bindings(kind, b, &mut c);
-        }
+        let bindings = match bindings.filter(|b| !b.is_null()) {
+            Some(b) => compile_bindings(kind, b, &mut c),
+            None => Vec::new(),
+        };
 
         if c.errors.is_empty() {
             Ok(InstanceBuilder {
                 name: Arc::from(name),
                 kind,
                 fields,
+                bindings,
             })
         } else {
             Err(c.errors)
@@ -297,6 +308,11 @@ impl InstanceBuilder {
 
     pub fn kind(&self) -> TemplateKind {
         self.kind
+    }
+
+    /// An attribute generator's `attributeBindings`, in the order written.
+    pub fn bindings(&self) -> &[Binding] {
+        &self.bindings
     }
 
     /// The entries of a map field with their checked types (e.g. a metric's dimensions).
@@ -333,6 +349,12 @@ impl InstanceBuilder {
                     s.push('}');
                 }
             }
+        }
+        for b in &self.bindings {
+            s.push_str("|>");
+            s.push_str(&b.attribute);
+            s.push('=');
+            s.push_str(b.program.source());
         }
         s
     }
@@ -469,9 +491,10 @@ impl<'a, E: Evaluator<'a>> FieldReader<'a, '_, E> {
     }
 }
 
-/// Checks `attributeBindings`: `$out.<field>` names an output of the generator, and
+/// Compiles `attributeBindings`: `$out.<field>` names an output of the generator, and
 /// each expression must have the type of the attribute it sets.
-fn check_bindings(kind: TemplateKind, b: &Json, c: &mut Compiler<'_>) {
+fn compile_bindings(kind: TemplateKind, b: &Json, c: &mut Compiler<'_>) -> Vec<Binding> {
+    let mut out = Vec::new();
     let Json::Object(entries) = b else {
         c.errors.push(ParamError {
             field: "attributeBindings".to_owned(),
@@ -482,7 +505,7 @@ fn check_bindings(kind: TemplateKind, b: &Json, c: &mut Compiler<'_>) {
             expression: None,
             column: None,
         });
-        return;
+        return out;
     };
     if kind.outputs().is_empty() {
         c.errors.push(ParamError {
@@ -491,7 +514,7 @@ fn check_bindings(kind: TemplateKind, b: &Json, c: &mut Compiler<'_>) {
             expression: None,
             column: None,
         });
-        return;
+        return out;
     }
     let mut manifest = c.manifest.clone();
     for (out, ty) in kind.outputs() {
@@ -523,6 +546,11 @@ fn check_bindings(kind: TemplateKind, b: &Json, c: &mut Compiler<'_>) {
                         expression: Some(text),
                         column: None,
                     });
+                } else {
+                    out.push(Binding {
+                        attribute: Arc::from(attr.as_str()),
+                        program: p,
+                    });
                 }
             }
             Err(e) => c.errors.push(ParamError {
@@ -533,6 +561,7 @@ fn check_bindings(kind: TemplateKind, b: &Json, c: &mut Compiler<'_>) {
             }),
         }
     }
+    out
 }
 
 #[cfg(test)]

@@ -8,9 +8,10 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use crate::instances::{
-    apikey, authorization, checknothing, edge, listentry, logentry, metric, quota, reportnothing,
-    tracespan,
+    apikey, authorization, checknothing, edge, kubernetes, listentry, logentry, metric, quota,
+    reportnothing, tracespan,
 };
+use crate::outputs::KubernetesOutput;
 
 /// `google.rpc.Code` values used by handlers and the runtime.
 pub mod code {
@@ -228,6 +229,16 @@ pub trait QuotaHandler: Send + Sync {
     fn handle_quota(&self, instance: &quota::Instance<'_>, args: QuotaArgs<'_>) -> QuotaReply<'_>;
 }
 
+/// ATTRIBUTE_GENERATOR handlers answer at once, from memory: they run before every
+/// Check and every Report record. An error means "nothing found": the bindings'
+/// defaults apply.
+pub trait KubernetesHandler: Send + Sync {
+    fn generate_kubernetes(
+        &self,
+        instance: &kubernetes::Instance<'_>,
+    ) -> Result<KubernetesOutput, HandlerError>;
+}
+
 /// A configured adapter. It exposes the template traits it implements; the defaults say
 /// "not supported".
 pub trait Handler: Send + Sync + 'static {
@@ -259,6 +270,9 @@ pub trait Handler: Send + Sync + 'static {
         None
     }
     fn quota(&self) -> Option<&dyn QuotaHandler> {
+        None
+    }
+    fn kubernetes(&self) -> Option<&dyn KubernetesHandler> {
         None
     }
     /// Stops background work and flushes buffered output. Called once, after the last

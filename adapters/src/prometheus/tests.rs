@@ -29,6 +29,7 @@ fn env_with(clock: Arc<ManualClock>, handler: &str) -> Env {
             prometheus: Arc::new(Exporter::with_clock(clock)),
             metrics: Registry::new(),
             runtime: None,
+            kubernetesenv: Default::default(),
         }),
     }
 }

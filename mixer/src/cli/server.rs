@@ -289,6 +289,14 @@ pub struct ServerArgs {
     /// it exceeds this many bytes; 0 = no limit.
     #[arg(long = "prometheus-max-exposition-bytes", default_value_t = defaults().exposition.max_exposition_bytes)]
     prometheus_max_exposition_bytes: usize,
+    /// kubernetesenv handlers watch pods, replicasets and deployments of this namespace
+    /// only (default: every namespace).
+    #[arg(long = "kubernetesenv-namespace", value_name = "NAMESPACE")]
+    kubernetesenv_namespace: Option<String>,
+    /// Limit: the most pods a kubernetesenv cache holds (and, each, the most replicasets
+    /// and deployments); objects over it are not cached, counted and warned about.
+    #[arg(long = "kubernetesenv-max-pods", default_value_t = defaults().kubernetesenv.max_pods)]
+    kubernetesenv_max_pods: usize,
     /// On SIGTERM: how long to finish in-flight calls and flush adapters before exiting
     /// with status 1 and a log line saying what did not finish.
     #[arg(long = "shutdown-timeout", default_value_t = SHUTDOWN_TIMEOUT)]
@@ -430,6 +438,8 @@ pub fn run(args: ServerArgs) -> Result<ExitCode> {
         max_label_value_bytes: args.prometheus_max_label_value_length,
         max_exposition_bytes: args.prometheus_max_exposition_bytes,
     };
+    options.kubernetesenv =
+        kubernetesenv_options(args.kubernetesenv_namespace, args.kubernetesenv_max_pods)?;
     options.ready_file = args.ready_file;
     let shutdown_timeout = args.shutdown_timeout.0;
     options.shedding = SheddingOptions {
@@ -490,6 +500,23 @@ async fn wait_for_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// The kubernetesenv flags, the namespace checked as a Kubernetes name.
+fn kubernetesenv_options(
+    namespace: Option<String>,
+    max_pods: usize,
+) -> Result<adapters::kubernetesenv::Options> {
+    if let Some(ns) = &namespace
+        && !adapters::kubernetesenv::config::is_namespace_name(ns)
+    {
+        bail!("--kubernetesenv-namespace {ns:?} is not a valid namespace name");
+    }
+    Ok(adapters::kubernetesenv::Options {
+        namespace,
+        max_pods,
+        ..Default::default()
+    })
 }
 
 #[cfg(test)]

@@ -236,6 +236,9 @@ pub struct Snapshot {
     pub check: Routes,
     pub report: Routes,
     pub quota: Routes,
+    /// Attribute generators (`kubernetes` instances): run before Check and before each
+    /// Report record; empty in most configurations, and then they cost nothing.
+    pub generate: Routes,
     /// The distinct expressions of Report instances and of their rules' `match`: a
     /// Report evaluates each once per bag.
     pub report_plan: EvalPlan,
@@ -261,6 +264,7 @@ impl Snapshot {
             check: Routes::default(),
             report: Routes::default(),
             quota: Routes::default(),
+            generate: Routes::default(),
             report_plan: EvalPlan::default(),
             handlers: BTreeMap::new(),
             instances: BTreeMap::new(),
@@ -275,7 +279,7 @@ impl Snapshot {
             Variety::Check => Some(&self.check),
             Variety::Report => Some(&self.report),
             Variety::Quota => Some(&self.quota),
-            Variety::AttributeGenerator => None,
+            Variety::AttributeGenerator => Some(&self.generate),
         }
     }
 }

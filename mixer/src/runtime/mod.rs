@@ -10,6 +10,7 @@
 pub mod check;
 pub mod check_cache;
 mod failures;
+pub mod generate;
 pub mod matching;
 pub mod quota;
 pub mod quota_specs;
@@ -23,7 +24,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use expr_lang::Bag;
+use expr_lang::{Bag, NoRecording};
 use templates::QuotaResult;
 
 use crate::config::compile::{CompileOptions, compile};
@@ -340,6 +341,11 @@ impl Runtime {
         deduplication_id: &str,
         quotas: &[QuotaRequest<'_>],
     ) -> Result<CheckAnswer, CheckError> {
+        if !snapshot.generate.is_empty() {
+            return self
+                .check_generated(snapshot, bag, deduplication_id, quotas)
+                .await;
+        }
         let (precondition, referenced) =
             self.precondition(snapshot, bag, quotas.is_empty()).await?;
         let mut answer = CheckAnswer {
@@ -408,7 +414,14 @@ impl Runtime {
     /// Dispatches a batch of Report bags (decoded against `snapshot`). Returns what failed;
     /// everything else was dispatched.
     pub fn report<B: Bag + Sync>(&self, snapshot: &Snapshot, bags: &[B]) -> Vec<ReportError> {
-        report::dispatch(snapshot, bags, &self.metrics)
+        if snapshot.generate.is_empty() {
+            return report::dispatch(snapshot, bags, &self.metrics);
+        }
+        let generated: Vec<_> = bags
+            .iter()
+            .map(|b| generate::run(snapshot, b, &mut NoRecording, &self.metrics, "report"))
+            .collect();
+        report::dispatch(snapshot, &generated, &self.metrics)
     }
 
     /// Closes every handler of the serving snapshot (at shutdown).

@@ -20,6 +20,7 @@ mod helm_configs;
 mod introspection;
 mod kubernetes;
 mod kubernetes_manifests;
+mod kubernetesenv;
 mod policy;
 mod process;
 mod server;

@@ -249,6 +249,17 @@ fn build(
             signature,
             dispatch_counters: Default::default(),
         })),
+        Err(adapters::BuildError::Inactive(reason)) => {
+            diags.warning(
+                &decl.res,
+                None,
+                format!(
+                    "{reason}; handler '{}' is skipped, and so are the actions that use it",
+                    decl.name
+                ),
+            );
+            None
+        }
         Err(e) => {
             diags.error(
                 &decl.res,

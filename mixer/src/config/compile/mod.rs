@@ -80,6 +80,7 @@ pub fn compile(docs: &[Document], opts: &CompileOptions, previous: Option<&Snaps
             check: routed.check,
             report: routed.report,
             quota: routed.quota,
+            generate: routed.generate,
             report_plan: plan.finish(),
             handlers: built.by_name,
             instances,

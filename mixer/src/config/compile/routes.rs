@@ -16,6 +16,7 @@ pub(super) struct Routed {
     pub check: Routes,
     pub report: Routes,
     pub quota: Routes,
+    pub generate: Routes,
 }
 
 /// Routes the rules; the `match` of each rule with Report instances joins `plan`.
@@ -32,6 +33,7 @@ pub(super) fn route(
             (Variety::Check, &mut routed.check),
             (Variety::Report, &mut routed.report),
             (Variety::Quota, &mut routed.quota),
+            (Variety::AttributeGenerator, &mut routed.generate),
         ] {
             if let Some(r) = for_variety(&rule, variety) {
                 add(routes, r, default_namespace);
