@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use adapters::kubernetesenv::cache::{pod_uid, workload_uid};
 use expr_lang::golib::time::{Timestamp, parse_rfc3339};
 use expr_lang::{Manifest, SlotBag, StringMapRef, Value, ValueType};
 use prost_types::value::Kind;
@@ -197,16 +198,10 @@ impl<'m> BagBuilder<'m> {
             self.set_str(n.service_account, sa);
         }
         if let (Some(name), Some(ns)) = (name, namespace) {
-            self.set(
-                n.uid,
-                Value::String(format!("kubernetes://{name}.{ns}").into()),
-            );
+            self.set(n.uid, Value::String(pod_uid(name, ns).into()));
         }
         if let (Some(ns), Some(w)) = (namespace, workload) {
-            self.set(
-                n.workload_uid,
-                Value::String(format!("istio://{ns}/workloads/{w}").into()),
-            );
+            self.set(n.workload_uid, Value::String(workload_uid(ns, w).into()));
         }
         if let Some(Kind::StructValue(labels)) =
             metadata.fields.get("labels").and_then(|v| v.kind.as_ref())
