@@ -309,6 +309,46 @@ impl SetTables {
 }
 
 /// A `ReportRequest`, read from its bytes; see the module documentation.
+/// What the two request views share: a walk over the message's bytes, with prost behind it
+/// for whatever the walk does not read (so malformed input gets prost's error).
+trait RequestView: Default {
+    type Message: Message + Default;
+
+    /// Reads the message's fields into the view.
+    fn walk(&mut self, whole: &[u8]) -> Read<()>;
+
+    /// The tables the walk fills.
+    fn tables(&mut self) -> &mut SetTables;
+
+    /// The bytes the view's spans point into.
+    fn bytes(&mut self) -> &mut Bytes;
+}
+
+fn decode_view<V: RequestView>(bytes: Bytes) -> Result<V, prost::DecodeError> {
+    let bytes = match read_view(bytes) {
+        Ok(view) => return Ok(view),
+        Err(bytes) => bytes,
+    };
+    let request = V::Message::decode(bytes)?;
+    Ok(view_of(&request))
+}
+
+fn view_of<V: RequestView>(request: &V::Message) -> V {
+    read_view(Bytes::from(request.encode_to_vec()))
+        .unwrap_or_else(|_| unreachable!("prost's own encoding is readable"))
+}
+
+/// The view, or the bytes back when the walk does not read them.
+fn read_view<V: RequestView>(bytes: Bytes) -> Result<V, Bytes> {
+    let mut view = V::default();
+    *view.tables() = SetTables::pooled();
+    if view.walk(&bytes).is_err() {
+        return Err(bytes);
+    }
+    *view.bytes() = bytes;
+    Ok(view)
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct ReportView {
     bytes: Bytes,
@@ -319,34 +359,31 @@ pub struct ReportView {
     tables: SetTables,
 }
 
+impl RequestView for ReportView {
+    type Message = ReportRequest;
+
+    fn walk(&mut self, whole: &[u8]) -> Read<()> {
+        self.read_request(whole)
+    }
+
+    fn tables(&mut self) -> &mut SetTables {
+        &mut self.tables
+    }
+
+    fn bytes(&mut self) -> &mut Bytes {
+        &mut self.bytes
+    }
+}
+
 impl ReportView {
     /// Reads a `ReportRequest`; the error is prost's for malformed input.
     pub fn decode(bytes: Bytes) -> Result<ReportView, prost::DecodeError> {
-        let bytes = match ReportView::read(bytes) {
-            Ok(view) => return Ok(view),
-            Err(bytes) => bytes,
-        };
-        let request = ReportRequest::decode(bytes)?;
-        Ok(ReportView::from_request(&request))
+        decode_view(bytes)
     }
 
     /// The view of a message (for clients, tests and benchmarks that hold one).
     pub fn from_request(request: &ReportRequest) -> ReportView {
-        ReportView::read(Bytes::from(request.encode_to_vec()))
-            .unwrap_or_else(|_| unreachable!("prost's own encoding is readable"))
-    }
-
-    /// The view, or the bytes back when the walk does not read them.
-    fn read(bytes: Bytes) -> Result<ReportView, Bytes> {
-        let mut view = ReportView {
-            tables: SetTables::pooled(),
-            ..ReportView::default()
-        };
-        if view.read_request(&bytes).is_err() {
-            return Err(bytes);
-        }
-        view.bytes = bytes;
-        Ok(view)
+        view_of(request)
     }
 
     /// `repeated_attributes_semantics`, as prost decodes it (any `int32`).
@@ -437,34 +474,31 @@ pub struct CheckView {
     quotas: Vec<QuotaSpan>,
 }
 
+impl RequestView for CheckView {
+    type Message = CheckRequest;
+
+    fn walk(&mut self, whole: &[u8]) -> Read<()> {
+        self.read_request(whole)
+    }
+
+    fn tables(&mut self) -> &mut SetTables {
+        &mut self.tables
+    }
+
+    fn bytes(&mut self) -> &mut Bytes {
+        &mut self.bytes
+    }
+}
+
 impl CheckView {
     /// Reads a `CheckRequest`; the error is prost's for malformed input.
     pub fn decode(bytes: Bytes) -> Result<CheckView, prost::DecodeError> {
-        let bytes = match CheckView::read(bytes) {
-            Ok(view) => return Ok(view),
-            Err(bytes) => bytes,
-        };
-        let request = CheckRequest::decode(bytes)?;
-        Ok(CheckView::from_request(&request))
+        decode_view(bytes)
     }
 
     /// The view of a message (for clients, tests and benchmarks that hold one).
     pub fn from_request(request: &CheckRequest) -> CheckView {
-        CheckView::read(Bytes::from(request.encode_to_vec()))
-            .unwrap_or_else(|_| unreachable!("prost's own encoding is readable"))
-    }
-
-    /// The view, or the bytes back when the walk does not read them.
-    fn read(bytes: Bytes) -> Result<CheckView, Bytes> {
-        let mut view = CheckView {
-            tables: SetTables::pooled(),
-            ..CheckView::default()
-        };
-        if view.read_request(&bytes).is_err() {
-            return Err(bytes);
-        }
-        view.bytes = bytes;
-        Ok(view)
+        view_of(request)
     }
 
     pub fn global_word_count(&self) -> u32 {
